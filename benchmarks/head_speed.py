@@ -1,0 +1,168 @@
+"""Forward+backward time and peak memory of every head, as ratios to the bare class-centre matmuls.
+
+The bare cost is what any classifier over C centres must pay: logits = x @ W^T, then grad_x = G @ W and
+grad_W = G^T @ x. Cases are interleaved in a shuffled order each round so machine noise hits all alike;
+the table reports medians. A textbook (unfused) ArcFace is timed beside them as a reference point.
+
+    python benchmarks/head_speed.py                          # CPU, B=256, d=512, C=20000, float32
+    python benchmarks/head_speed.py --device cuda --dtype bfloat16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from losses import HEADS, build_head
+
+
+def bare_step(x, weight, labels):
+    logits = torch.mm(x, weight.t())
+    grad = torch.empty_like(logits).fill_(1.0 / x.shape[0])
+    return torch.mm(grad, weight), torch.mm(grad.t(), x)
+
+
+def textbook_arcface(x, weight, labels, s=64.0, m=0.5):
+    """The common unfused way: normalise both, one-hot mask, margin on a [B, C] copy, cross-entropy."""
+    cos = F.linear(F.normalize(x), F.normalize(weight)).clamp(-1 + 1e-7, 1 - 1e-7)
+    sin = torch.sqrt(1.0 - cos * cos)
+    phi = cos * math.cos(m) - sin * math.sin(m)
+    phi = torch.where(cos > math.cos(math.pi - m), phi, cos - m * math.sin(m))
+    one_hot = torch.zeros_like(cos).scatter_(1, labels[:, None], 1.0)
+    logits = s * (one_hot * phi + (1.0 - one_hot) * cos)
+    return F.cross_entropy(logits, labels)
+
+
+def make_cases(args, device):
+    B, d, C = args.batch, args.dim, args.classes
+    gen = torch.Generator().manual_seed(0)
+    x32 = (torch.randn(B, d, generator=gen) * 20).to(device)
+    labels = torch.randint(0, C, (B,), generator=gen).to(device)
+    emb_dtype = getattr(torch, args.dtype)
+    cases = {}
+    weight = torch.randn(C, d, generator=gen).to(device).requires_grad_()
+    xb = x32.clone().requires_grad_()
+
+    def bare():
+        bare_step(xb.detach(), weight.detach(), labels)
+    cases["bare 3 matmuls"] = bare
+
+    def textbook():
+        x = x32.to(emb_dtype).requires_grad_()
+        weight.grad = None
+        with torch.autocast(device_type=device.type, enabled=device.type == "cuda" and emb_dtype != torch.float32):
+            loss = textbook_arcface(x.float(), weight, labels)
+        loss.backward()
+    cases["textbook arcface (unfused)"] = textbook
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in args.heads:
+            params = {"sample_rate": args.sample_rate} if args.sample_rate < 1 else {}
+            head = build_head(name, C, d, **params).to(device).train()
+
+            def run(head=head):
+                x = x32.to(emb_dtype).requires_grad_()
+                head.weight.grad = None
+                with torch.autocast(device_type=device.type, dtype=emb_dtype, enabled=emb_dtype != torch.float32):
+                    out = head(x, labels)
+                out.loss.backward()
+            cases[name] = run
+    return cases
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_bytes(fn, device) -> int:
+    """Peak bytes allocated while fn runs, above what was allocated before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    first = next(e["args"] for e in events if e.get("name") == "[memory]")
+    start = first["Total Allocated"] - first["Bytes"]
+    return int(max(totals) - start) if totals else 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the incoming embeddings (autocast on); heads compute in float32")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--classes", type=int, default=20000)
+    p.add_argument("--repeats", type=int, default=15, help="timed rounds (median reported)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--sample-rate", type=float, default=1.0, help="Partial FC sample rate for the heads")
+    p.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
+    p.add_argument("--json", help="also write the table as JSON to this path")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for, but torch.cuda.is_available() is False")
+    torch.manual_seed(0)
+    cases = make_cases(args, device)
+    for _ in range(args.warmup):
+        for fn in cases.values():
+            fn()
+    times = {name: [] for name in cases}
+    order = list(cases)
+    rng = random.Random(0)
+    for _ in range(args.repeats):
+        rng.shuffle(order)
+        for name in order:
+            sync(device)
+            t0 = time.perf_counter()
+            cases[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    peaks = {name: peak_bytes(fn, device) for name, fn in cases.items()}
+    base_t = statistics.median(times["bare 3 matmuls"])
+    base_m = peaks["bare 3 matmuls"]
+    rows = []
+    for name in cases:
+        med = statistics.median(times[name])
+        rows.append({"case": name, "median_ms": 1e3 * med, "time_ratio": med / base_t,
+                     "peak_MiB": peaks[name] / 2**20, "memory_ratio": peaks[name] / base_m})
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print(f"head forward+backward vs bare matmuls: B={args.batch} d={args.dim} C={args.classes} "
+          f"embeddings {args.dtype}, sample_rate {args.sample_rate}, {args.repeats} rounds, {where}, "
+          f"torch {torch.__version__}")
+    print(f"{'case':<28}{'median ms':>11}{'time ratio':>12}{'peak MiB':>10}{'mem ratio':>11}")
+    for r in rows:
+        print(f"{r['case']:<28}{r['median_ms']:>11.1f}{r['time_ratio']:>12.2f}{r['peak_MiB']:>10.1f}"
+              f"{r['memory_ratio']:>11.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "device": where, "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The head interface: class centres W [C, d] + (embeddings, labels) -> HeadOutput.
+
+A margin head only states its target logit as a function of the target cosine and the embedding norm
+(`target_logit`) and, optionally, auxiliary losses of the norms (`auxiliary`). Everything else (validation,
+float32 under autocast, Partial FC sampling, the fused cosine classifier and cross-entropy) lives here once.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import checks
+from .fused import FusedMarginCE
+
+COS_EPS = 1e-6    # cosines are clamped to [-1 + COS_EPS, 1 - COS_EPS] before any sqrt or arccos
+NORM_EPS = 1e-12  # embeddings shorter than this are treated as having this norm when normalised
+
+
+@dataclass
+class HeadOutput:
+    logits: torch.Tensor          # [B, K] float32 scaled logits, margin on the target column (K = C unless sampled)
+    loss: torch.Tensor            # scalar: identity_loss + sum(aux.values()); what training backpropagates
+    identity_loss: torch.Tensor   # scalar: mean cross-entropy alone
+    aux: dict = field(default_factory=dict)  # name -> weighted scalar auxiliary loss
+    norms: torch.Tensor = None    # [B] embedding norms before any clamping
+    cos_target: torch.Tensor = None  # [B] cosine to the own class centre, no margin
+    per_sample_loss: torch.Tensor = None  # [B] cross-entropy of each sample
+    classes: torch.Tensor | None = None   # [K] class ids of the logit columns when Partial FC sampled, else None
+    plain_target: torch.Tensor = None     # [B] target logit without the margin (s * cos_target for cosine heads)
+
+    def accuracy(self, labels: torch.Tensor) -> float:
+        """Top-1 training accuracy measured without the margin (as the official MagFace trainer does)."""
+        with torch.no_grad():
+            column = labels if self.classes is None else torch.searchsorted(self.classes, labels)
+            others = self.logits.scatter(1, column[:, None], float("-inf"))
+            return float((self.plain_target > others.max(dim=1).values).float().mean())
+
+
+class MarginHead(nn.Module):
+    """Base class. Subclasses set their parameters, call `super().__init__` and implement `target_logit`."""
+
+    name = "base"
+
+    def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0):
+        super().__init__()
+        self.num_classes = checks.positive_int("num_classes", num_classes)
+        self.embedding_size = checks.positive_int("embedding_size", embedding_size)
+        self.s = checks.real("s", s, low=0.0, low_open=True)
+        self.sample_rate = checks.real("sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+
+    # --- what a head defines -------------------------------------------------------------------------------
+    def target_logit(self, cos_y: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+        """Scaled logit of the own class, [B] -> [B]; differentiable in cos_y and norms."""
+        raise NotImplementedError
+
+    def auxiliary(self, norms: torch.Tensor) -> dict:
+        """Weighted auxiliary losses of the norms (e.g. MagFace's lambda_g * mean g(a))."""
+        return {}
+
+    def before_batch(self, norms: torch.Tensor) -> None:
+        """Hook for running statistics (AdaFace); called once per forward with detached norms."""
+
+    # --- shared machinery ----------------------------------------------------------------------------------
+    @property
+    def hparams(self) -> dict:
+        """Every constructor parameter with its resolved value: recorded with results and checkpoints."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {"head": self.name, **{p: getattr(self, p) for p in names}}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hparams.items() if k != "head")
+
+    def sample_classes(self, labels: torch.Tensor):
+        """Partial FC: keep every class present in the batch plus a random subset of the other centres."""
+        if not self.training or self.sample_rate >= 1.0:
+            return None, labels
+        positives = torch.unique(labels)
+        k = max(math.ceil(self.sample_rate * self.num_classes), positives.numel())
+        score = torch.rand(self.num_classes, device=labels.device)
+        score[positives] = 2.0
+        classes = torch.topk(score, k, sorted=False).indices.sort().values
+        return classes, torch.searchsorted(classes, labels)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        checks.check_batch(embeddings, labels, self.embedding_size, self.num_classes)
+        labels = labels.long()
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            dtype = torch.promote_types(embeddings.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
+            x = embeddings.to(dtype)
+            norms = torch.linalg.vector_norm(x, dim=1)
+            self.before_batch(norms.detach())
+            classes, local = self.sample_classes(labels)
+            weight = self.weight if classes is None else self.weight.index_select(0, classes)
+            weight = weight.to(dtype)
+            per_sample, logits, cos_y, plain = self.classify(x, norms, weight, local, classes)
+            identity = per_sample.mean()
+            aux = self.auxiliary(norms)
+            loss = identity + sum(aux.values()) if aux else identity
+        out = HeadOutput(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms,
+                         cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain)
+        return out
+
+    def classify(self, x, norms, weight, labels, classes):
+        """(per-sample CE [B], logits [B, K], cos_y [B], target logit without margin [B]) of a cosine classifier."""
+        x_unit = x / norms.clamp_min(NORM_EPS)[:, None]
+        per_sample, logits, cos_y = FusedMarginCE.apply(x_unit, norms, weight, labels, self.s, self.target_logit)
+        return per_sample, logits, cos_y, self.s * cos_y
+
+
+def clamp_cos(cos: torch.Tensor) -> torch.Tensor:
+    return cos.clamp(-1.0 + COS_EPS, 1.0 - COS_EPS)
