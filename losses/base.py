@@ -31,12 +31,12 @@ class HeadOutput:
     per_sample_loss: torch.Tensor = None  # [B] cross-entropy of each sample
     classes: torch.Tensor | None = None   # [K] class ids of the logit columns when Partial FC sampled, else None
     plain_target: torch.Tensor = None     # [B] target logit without the margin (s * cos_target for cosine heads)
+    target_column: torch.Tensor = None    # [B] column of each sample's own class in `logits`
 
-    def accuracy(self, labels: torch.Tensor) -> float:
+    def accuracy(self) -> float:
         """Top-1 training accuracy measured without the margin (as the official MagFace trainer does)."""
         with torch.no_grad():
-            column = labels if self.classes is None else torch.searchsorted(self.classes, labels)
-            others = self.logits.scatter(1, column[:, None], float("-inf"))
+            others = self.logits.scatter(1, self.target_column[:, None], float("-inf"))
             return float((self.plain_target > others.max(dim=1).values).float().mean())
 
 
@@ -103,7 +103,8 @@ class MarginHead(nn.Module):
             aux = self.auxiliary(norms)
             loss = identity + sum(aux.values()) if aux else identity
         out = HeadOutput(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms,
-                         cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain)
+                         cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain,
+                         target_column=local)
         return out
 
     def classify(self, x, norms, weight, labels, classes):
