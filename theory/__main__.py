@@ -20,12 +20,15 @@ def verdict(report) -> str:
     return "yes" if report.holds else f"NO ({report.n_violations}/{report.n_points})"
 
 
-def first_failure(theta, ok_by_theta) -> str:
+def first_failure(theta, ok_by_theta, step=False) -> str:
     """Smallest theta at which the property fails for some value of the other axis."""
     bad = np.flatnonzero(~ok_by_theta)
     if bad.size == 0:
         return "never on the grid"
     t = theta[bad[0]]
+    if step:  # a monotonicity failure belongs to the step from theta[j] to theta[j+1]
+        t2 = theta[min(bad[0] + 1, len(theta) - 1)]
+        return f"the step theta_y = {t:.3f} -> {t2:.3f} rad (cos {math.cos(t):.3f} -> {math.cos(t2):.3f})"
     return f"theta_y = {t:.3f} rad (cos {math.cos(t):.3f})"
 
 
@@ -76,7 +79,7 @@ def main(argv=None):
           f"(cos {math.sin(base.u_m):.3f}); theta_y + l_m = pi/2 at {math.pi / 2 - base.l_m:.3f} rad "
           f"(cos {math.sin(base.l_m):.3f})")
     print(f"  convexity first fails at {first_failure(lse_map.theta, lse_map.convex.all(axis=0))}")
-    print(f"  monotonicity first fails at {first_failure(lse_map.theta, lse_map.monotone.all(axis=0))}")
+    print(f"  monotonicity first fails at {first_failure(lse_map.theta, lse_map.monotone.all(axis=0), step=True)}")
     print(f"  unique optimum first fails at {first_failure(lse_map.theta, lse_map.unique.all(axis=0))}")
     low = base.replace(lambda_g=20.0)
     inner = check_interior_optimum(low, Grid.full(low, args.n))
