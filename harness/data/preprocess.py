@@ -1,0 +1,57 @@
+"""The one preprocessing convention of the suite, recorded in every dataset's metadata and checkpoint.
+
+RGB channel order, uint8 -> float (x/255 - 0.5)/0.5 in [-1, 1], CHW; random horizontal flip is the only
+training augmentation (as the paper). Real data is 112x112; the synthetic default may be 32/64/112.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+PREPROCESSING = {"channels": "RGB", "scale": 1 / 255, "mean": 0.5, "std": 0.5, "layout": "CHW",
+                 "train_augmentation": "random horizontal flip p=0.5"}
+
+
+def to_tensor(image_hwc_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] RGB -> float32 [3, H, W] in [-1, 1]."""
+    if image_hwc_uint8.dtype != np.uint8 or image_hwc_uint8.ndim != 3 or image_hwc_uint8.shape[2] != 3:
+        raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image_hwc_uint8.dtype} "
+                         f"{list(image_hwc_uint8.shape)}")
+    t = torch.from_numpy(np.ascontiguousarray(image_hwc_uint8)).permute(2, 0, 1).float()
+    return t.mul_(PREPROCESSING["scale"]).sub_(PREPROCESSING["mean"]).div_(PREPROCESSING["std"])
+
+
+def batch_to_tensor(images_nhwc_uint8) -> torch.Tensor:
+    """uint8 [N, H, W, 3] (numpy or torch) -> float32 [N, 3, H, W] in [-1, 1]."""
+    t = torch.as_tensor(images_nhwc_uint8)
+    if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[-1] != 3:
+        raise ValueError(f"expected uint8 [N, H, W, 3] RGB images, got {t.dtype} {list(t.shape)}")
+    return t.permute(0, 3, 1, 2).float().mul_(PREPROCESSING["scale"]).sub_(0.5).div_(0.5)
+
+
+def random_hflip(batch_nchw: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2."""
+    flip = torch.rand(batch_nchw.shape[0], generator=generator) < 0.5
+    out = batch_nchw.clone()
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """Encoded JPEG/PNG/... bytes -> uint8 [H, W, 3] RGB; `where` names the image in the error."""
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as exc:  # PIL raises several types for bad data
+        raise ValueError(f"cannot decode image {where}: {type(exc).__name__}: {exc}") from None
+
+
+def encode_image(image_hwc_uint8: np.ndarray, fmt: str = "jpeg", quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    kwargs = {"quality": quality} if fmt.lower() in ("jpeg", "jpg") else {}
+    Image.fromarray(image_hwc_uint8, "RGB").save(buf, format="JPEG" if fmt.lower() == "jpg" else fmt.upper(),
+                                                   **kwargs)
+    return buf.getvalue()
