@@ -20,7 +20,7 @@ def to_tensor(image_hwc_uint8: np.ndarray) -> torch.Tensor:
     if image_hwc_uint8.dtype != np.uint8 or image_hwc_uint8.ndim != 3 or image_hwc_uint8.shape[2] != 3:
         raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image_hwc_uint8.dtype} "
                          f"{list(image_hwc_uint8.shape)}")
-    t = torch.from_numpy(np.ascontiguousarray(image_hwc_uint8)).permute(2, 0, 1).float()
+    t = torch.tensor(image_hwc_uint8).permute(2, 0, 1).float()
     return t.mul_(PREPROCESSING["scale"]).sub_(PREPROCESSING["mean"]).div_(PREPROCESSING["std"])
 
 
