@@ -1,0 +1,61 @@
+"""Training batches in a deterministic order: the same (epoch, step) always gives the same images and flips,
+so a resumed run continues exactly where the killed one stopped."""
+from __future__ import annotations
+
+import torch
+
+from .data import (PREPROCESSING, RecordIODataset, SplitDataset, SyntheticConfig, batch_to_tensor, image_folder,
+                   list_file, load_or_generate, random_hflip)
+
+
+class TrainSource:
+    def __init__(self, cfg, faces=None):
+        self.cfg = cfg
+        self.faces = faces
+        d = cfg.data
+        if d.source == "synthetic":
+            self.split = faces.train
+            self.dataset = None
+            self.num_classes = faces.num_classes
+            self.image_size = faces.config.size
+        else:
+            self.dataset = {"recordio": RecordIODataset, "folder": image_folder, "list": list_file}[d.source](d.path)
+            self.num_classes = self.dataset.num_classes
+            self.image_size = self.dataset[0][0].shape[-1]
+        self.preprocessing = dict(PREPROCESSING)
+
+    def __len__(self):
+        return len(self.split) if self.dataset is None else len(self.dataset)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        steps = len(self) // batch_size
+        if steps < 1:
+            raise ValueError(f"train.batch_size={batch_size} is larger than the training set ({len(self)} images)")
+        return steps
+
+    def batches(self, epoch: int, start_step: int, batch_size: int, seed: int):
+        """Yield (step, images float [B, 3, H, W], labels int64 [B]) from start_step to the end of the epoch."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        steps = self.steps_per_epoch(batch_size)
+        index_batches = [order[s * batch_size:(s + 1) * batch_size] for s in range(start_step, steps)]
+        if self.dataset is None:
+            loaded = ((batch_to_tensor(self.split.images[idx.numpy()]),
+                       torch.as_tensor(self.split.labels[idx.numpy()])) for idx in index_batches)
+        else:
+            loaded = iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches],
+                                                      num_workers=self.cfg.data.workers))
+        for step, (images, labels) in zip(range(start_step, steps), loaded):
+            flips = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
+            yield step, random_hflip(images, flips), labels.long()
+
+
+def synthetic_faces(cfg):
+    d = cfg.data
+    sc = SyntheticConfig(size=d.size, train_identities=d.train_identities,
+                         train_images_per_identity=d.train_images_per_identity, eval_identities=d.eval_identities,
+                         eval_images_per_identity=d.eval_images_per_identity, label_noise=d.label_noise,
+                         garbage=d.garbage, seed=d.seed)
+    return load_or_generate(sc, cache_dir=d.cache_dir or None, verbose=True)
+
+
+__all__ = ["TrainSource", "synthetic_faces", "SplitDataset"]

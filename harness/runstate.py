@@ -1,0 +1,92 @@
+"""Run state on disk: atomic writes, checkpoints with everything needed to resume exactly, model building."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import warnings
+
+import numpy as np
+import torch
+
+from losses import build_head
+
+from .config import RunConfig, _apply
+from .data import PREPROCESSING
+from .models import build_backbone
+
+
+def atomic_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device='cuda' but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig, num_classes: int, image_size: int):
+    backbone = build_backbone(cfg.model.backbone, cfg.model.embedding_size, image_size, cfg.model.dropout,
+                              cfg.model.width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the feasibility check is printed by the trainer instead
+        head = build_head(cfg.head.name, num_classes, cfg.model.embedding_size, **cfg.head.params)
+    return backbone, head
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str, **state) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = RunConfig()
+    _apply(cfg, ckpt["config"])
+    ckpt["config_obj"] = cfg
+    return ckpt
+
+
+def environment() -> dict:
+    """Package versions, git commit and machine: written next to every run's resolved config."""
+    import scipy
+    import sklearn
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+                               cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", None
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "sklearn": sklearn.__version__, "git_commit": commit, "git_dirty": dirty,
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "preprocessing": PREPROCESSING}

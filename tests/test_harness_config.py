@@ -1,0 +1,58 @@
+"""Typed config: files with bases, overrides, and errors that name the key."""
+import pytest
+
+from harness.config import load_config, parse_override
+from harness.schedule import learning_rate, scaled_milestones
+
+
+def test_base_and_override_files(tmp_path):
+    (tmp_path / "base.toml").write_text('[train]\nepochs = 7\nbatch_size = 64\n[head]\nname = "arcface"\n')
+    (tmp_path / "exp.toml").write_text('base = "base.toml"\n[train]\nepochs = 3\n[head]\nparams = { m = 0.3 }\n')
+    cfg = load_config(str(tmp_path / "exp.toml"), ["optim.lr=0.05", "head.params.s=30"])
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == 64 and cfg.head.name == "arcface"
+    assert cfg.head.params == {"m": 0.3, "s": 30} and cfg.optim.lr == 0.05
+
+
+def test_shipped_configs_load():
+    cfg = load_config("configs/cpu_synthetic_magface.toml")
+    assert cfg.head.name == "magface" and cfg.model.backbone == "small_cnn"
+    with pytest.raises(ValueError, match="data.path='/data/faces_emore': not found"):
+        load_config("configs/paper_ms1mv2_r100_magface.toml")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epoch=3", "unknown config key 'train.epoch'; valid keys in [train]: epochs, batch_size"),
+    ("trian.epochs=3", "unknown config key 'trian'"),
+    ('train.epochs="3"', "config key train.epochs: expected int, got '3'"),
+    ("train.epochs=0", "train.epochs=0 must be >= 1"),
+    ("train.amp=fp8", "train.amp='fp8' is not one of"),
+    ("optim.lr=-1", "optim.lr=-1.0 must be > 0"),
+    ("head.name=arcfce", "unknown head 'arcfce'"),
+    ("head.params.margin=0.5", "unknown parameter(s) ['margin']"),
+    ("head.params.l_m=0.9", "u_m (must be >= l_m)"),
+    ('data.source="recordio"', "data.path='': not found"),
+    ("optim.milestones=[5, 2]", "must be increasing"),
+    ("train.epochs", "must look like section.key=value"),
+])
+def test_bad_config_fails_before_training_naming_the_key(override, message):
+    with pytest.raises(ValueError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_override_parsing():
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("out=results/x") == {"out": "results/x"}
+    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+
+
+def test_closed_form_schedule():
+    kw = dict(lr=0.1, milestones=[10, 18, 22], steps_per_epoch=100, total_epochs=25)
+    assert learning_rate(0, **kw) == 0.1
+    assert learning_rate(999, **kw) == 0.1 and learning_rate(1000, **kw) == pytest.approx(0.01)
+    assert learning_rate(2200, **kw) == pytest.approx(1e-4)
+    warm = learning_rate(49, **kw, warmup_epochs=1.0)
+    assert warm == pytest.approx(0.05)
+    poly = [learning_rate(s, 100, 2, lr=1.0, schedule="poly") for s in (0, 100, 199)]
+    assert poly[0] == 1.0 and poly[1] == pytest.approx(0.25) and poly[2] < 1e-3
+    assert scaled_milestones([10, 18, 22], 5) == [2, 3, 4]

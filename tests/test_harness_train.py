@@ -1,0 +1,159 @@
+"""Tiny end-to-end runs on the CPU: every head trains, resume after a kill is exact, divergence stops cleanly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import load_config
+from harness.data_source import synthetic_faces
+from harness.evaluate import evaluate_run, load_eval, load_metrics
+from harness.runstate import load_checkpoint
+from harness.trainer import TrainingDiverged, train
+from losses import HEADS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["data.size=16", "data.train_identities=8", "data.train_images_per_identity=10", "data.eval_identities=20",
+        "data.eval_images_per_identity=3", "model.embedding_size=16", "model.width=8", "train.batch_size=16",
+        "train.log_every=1", "train.dump_every=5", "train.checkpoint_every=5", "optim.lr=0.05",
+        "optim.milestones=[100]", "eval.batch_size=64"]
+
+
+def tiny(tmp_path, *extra):
+    return load_config(None, TINY + [f'out="{tmp_path / "run"}"', f'data.cache_dir="{tmp_path / "cache"}"', *extra])
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return synthetic_faces(load_config(None, TINY + [f'data.cache_dir="{tmp_path_factory.mktemp("c")}"']))
+
+
+HEAD_PARAMS = {"magface": "{s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}",
+               "mag_cosface": "{s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 20.0}"}
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_head_trains_and_its_loss_falls(tmp_path, faces, head):
+    params = HEAD_PARAMS.get(head, "{}" if head == "softmax" else "{s = 16.0}")
+    cfg = tiny(tmp_path, f'head.name="{head}"', f"head.params={params}", "train.epochs=12")
+    result = train(cfg, faces=faces, quiet=True, evaluate=False)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    losses = [r["identity_loss"] for r in rows]
+    assert result["steps"] == 12 * 5 and len(rows) == 60
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5]), (head, losses[:5], losses[-10:])
+    assert all(np.isfinite(losses))
+
+
+def test_run_directory_contents_and_evaluation(tmp_path, faces):
+    cfg = tiny(tmp_path, "train.epochs=2")
+    result = train(cfg, faces=faces, quiet=True)
+    run = tmp_path / "run"
+    for name in ("config.json", "environment.json", "metrics.jsonl", "metrics.csv", "checkpoints/final.pt",
+                 "checkpoints/last.pt", "eval/metrics.json", "eval/synthetic.npz"):
+        assert (run / name).is_file(), name
+    env = json.load(open(run / "environment.json"))
+    assert env["head_hparams"]["head"] == "magface" and env["preprocessing"]["mean"] == 0.5 and env["seed"] == 0
+    dumps = sorted(os.listdir(run / "dumps"))
+    with np.load(run / "dumps" / dumps[-1]) as z:
+        assert z["norms"].shape == (16,) and np.all((z["probability"] > 0) & (z["probability"] <= 1))
+    m = result["metrics"]["sets"]["synthetic"]
+    assert 0 <= m["accuracy"] <= 1 and len(m["erc"]["fnmr"]) == 20 and "spearman_rho" in m["magnitude_vs_quality"]
+    arrays = load_eval(str(run))
+    assert arrays["norms"].shape == (60,) and arrays["scores"].shape == arrays["issame"].shape
+    again = evaluate_run(str(run), faces=faces)
+    assert again["sets"]["synthetic"]["accuracy"] == m["accuracy"] == load_metrics(str(run))["sets"]["synthetic"]["accuracy"]
+    ckpt = load_checkpoint(str(run / "checkpoints" / "final.pt"))
+    assert ckpt["preprocessing"]["channels"] == "RGB" and not any(k.startswith("module.") for k in ckpt["backbone"])
+
+
+def _state(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return {**{"b." + k: v for k, v in ckpt["backbone"].items()}, **{"h." + k: v for k, v in ckpt["head"].items()}}
+
+
+@pytest.mark.parametrize("head", ["magface", "adaface"])
+def test_kill_and_resume_is_bitwise_identical(tmp_path, head):
+    base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=12", "train.checkpoint_every=1",
+                   f'head.name="{head}"', "model.dropout=0.2", "data.label_noise=0.1"]
+    if head == "magface":
+        base.append("head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0, sample_rate = 0.5}")
+    cmd = lambda out: [sys.executable, "-m", "harness", "train", "--no-eval", "--out", str(out),  # noqa: E731
+                       *[a for s in base for a in ("--set", s)]]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(cmd(tmp_path / "straight"), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoints" / "last.pt"
+    target = int(np.random.default_rng().integers(2, 40))   # a random step to kill at
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["global_step"] >= target:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = torch.load(ckpt, weights_only=False)["global_step"]
+    assert stopped_at < 60, "the run finished before it could be killed"
+    subprocess.run(cmd(killed), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    a, b = _state(tmp_path / "straight" / "checkpoints" / "final.pt"), _state(killed / "checkpoints" / "final.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resuming from step {stopped_at}"
+    rows = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
+    assert rows == list(range(1, 61))
+
+
+@pytest.mark.parametrize("poison", ["embeddings", "loss"])
+def test_non_finite_values_stop_the_run_and_keep_the_last_checkpoint(tmp_path, faces, monkeypatch, poison):
+    import harness.trainer as trainer_module
+    real_build = trainer_module.build_model
+
+    def poisoned(cfg, num_classes, image_size):
+        backbone, head = real_build(cfg, num_classes, image_size)
+        calls = {"n": 0}
+        original = head.forward
+
+        def forward(x, y):
+            calls["n"] += 1
+            if calls["n"] == 8 and poison == "loss":
+                out = original(x, y)
+                out.loss = out.loss * float("nan")
+                return out
+            return original(x, y)
+        head.forward = forward
+        if poison == "embeddings":
+            real_forward = backbone.forward
+            count = {"n": 0}
+
+            def bad_backbone(x):
+                count["n"] += 1
+                return real_forward(x) * (float("inf") if count["n"] == 8 else 1.0)
+            backbone.forward = bad_backbone
+        return backbone, head
+
+    monkeypatch.setattr(trainer_module, "build_model", poisoned)
+    cfg = tiny(tmp_path, "train.epochs=3", "head.name=\"cosface\"", "head.params={s = 16.0}")
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, faces=faces, quiet=True)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert f"non-finite {poison}" in str(err.value) and "at step 7" in str(err.value)
+    assert f"last good checkpoint {last} (step 5)" in str(err.value)
+    ckpt = load_checkpoint(str(last))
+    assert ckpt["global_step"] == 5 and not (tmp_path / "run" / "checkpoints" / "final.pt").exists()
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, faces):
+    train(tiny(tmp_path, "train.max_steps=3"), faces=faces, quiet=True, evaluate=False)
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny(tmp_path, "train.max_steps=3", "optim.lr=0.01"), faces=faces, quiet=True, evaluate=False)
+
+
+def test_cli_reports_bad_keys(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "harness", "train", "--set", "train.epoch=2"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "unknown config key 'train.epoch'" in res.stderr
