@@ -33,3 +33,31 @@ def save_figure(fig, path: str, dpi: int = 130) -> str:
     os.replace(tmp, path)
     plt.close(fig)
     return path
+
+
+def ablation_heatmaps(rows, metrics, marks=None, title=""):
+    """One seaborn heatmap per metric over the (l_m, u_m) grid; `marks` outlines named cells (e.g. the paper's)."""
+    import seaborn as sns
+    l_ms = sorted({r["l_m"] for r in rows})
+    u_ms = sorted({r["u_m"] for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.9), constrained_layout=True)
+    for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
+        grid = np.full((len(l_ms), len(u_ms)), np.nan)
+        for r in rows:
+            grid[l_ms.index(r["l_m"]), u_ms.index(r["u_m"])] = r.get(key, np.nan)
+        sns.heatmap(grid, ax=ax, annot=True, fmt=".3f", cmap="cividis", cbar=True, square=True,
+                    xticklabels=[f"{u:g}" for u in u_ms], yticklabels=[f"{m:g}" for m in l_ms],
+                    annot_kws={"fontsize": 9})
+        ax.set_xlabel("u_m (margin at u_a, rad)")
+        ax.set_ylabel("l_m (margin at l_a, rad)")
+        ax.set_title(label, fontsize=10)
+        for (name, (lm, um)), style in zip((marks or {}).items(), ("-", "--")):
+            if lm in l_ms and um in u_ms:
+                ax.add_patch(plt.Rectangle((u_ms.index(um), l_ms.index(lm)), 1, 1, fill=False, lw=2.5,
+                                           ls=style, edgecolor="#D55E00", label=name))
+        handles = [h for h in ax.patches if h.get_label() and not h.get_label().startswith("_")]
+        if handles:
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, ncol=2,
+                      frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig

@@ -65,13 +65,24 @@ class MetricsLog:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             os.replace(self.path + ".tmp", self.path)
         self.file = open(self.path, "a")
+        try:  # TensorBoard when installed (pip install tensorboard); the JSONL/CSV log is always written
+            from torch.utils.tensorboard import SummaryWriter
+            self.board = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:
+            self.board = None
 
     def write(self, row: dict):
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, row["step"])
 
     def close(self):
         self.file.close()
+        if self.board is not None:
+            self.board.close()
         with open(self.path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
         if rows:

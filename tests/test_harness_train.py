@@ -157,3 +157,25 @@ def test_cli_reports_bad_keys(tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness", "train", "--set", "train.epoch=2"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "unknown config key 'train.epoch'" in res.stderr
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path, faces):
+    cfg = tiny(tmp_path, "train.amp=\"bf16\"", "train.channels_last=true", "train.max_steps=4",
+               "optim.grad_clip=1.0")
+    result = train(cfg, faces=faces, quiet=True, evaluate=False)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert result["steps"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("name", ["iresnet18", "iresnet34", "iresnet50", "iresnet100"])
+def test_iresnet_family_shapes(name):
+    from harness.models import build_backbone
+    from harness.models.iresnet import LAYERS
+    net = build_backbone(name, 64, 32).eval()
+    blocks = sum(1 for m in net.modules() if type(m).__name__ == "IBasicBlock")
+    assert blocks == sum(LAYERS[name])
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    assert net.features.weight.requires_grad  # the final BN's scale is free: the magnitude can move
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_backbone(name, 64, 40)

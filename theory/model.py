@@ -58,6 +58,14 @@ def _check_point(a, cos_y, lse_neg, l_a, u_a):
     return a, cos_y, lse_neg
 
 
+def _prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
+    """Validated float64 arrays (a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m) for the public functions."""
+    s, lambda_g, l_a, u_a, l_m, u_m = check_params(s=s, lambda_g=lambda_g, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m,
+                                                   form=form)
+    a, cos_y, lse_neg = _check_point(a, cos_y, lse_neg, l_a, u_a)
+    return a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m
+
+
 def margin(a, *, l_a, u_a, l_m, u_m):
     return (u_m - l_m) / (u_a - l_a) * (a - l_a) + l_m
 
@@ -95,19 +103,15 @@ def _terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
 
 def magnitude_loss(a, cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
     """L_i(a): cross-entropy with the magnitude-aware margin plus lambda_g g(a)."""
-    s, lambda_g, l_a, u_a, l_m, u_m = check_params(s=s, lambda_g=lambda_g, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m,
-                                                   form=form)
-    a, cos_y, lse_neg = _check_point(a, cos_y, lse_neg, l_a, u_a)
+    a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m = _prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m,
+                                                                  form)
     z = _terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)[0]
     return np.logaddexp(0.0, z) + lambda_g * regulariser(a, u_a=u_a)
 
 
 def magnitude_loss_d1(a, cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
     """dL/da in closed form."""
-    s, lambda_g, l_a, u_a, l_m, u_m = check_params(s=s, lambda_g=lambda_g, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m,
-                                                   form=form)
-    a, cos_y, lse_neg = _check_point(a, cos_y, lse_neg, l_a, u_a)
-    return _d1(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)
+    return _d1(*_prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form), form)
 
 
 def _d1(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
@@ -118,10 +122,7 @@ def _d1(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
 
 def magnitude_loss_d2(a, cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
     """d2L/da2 in closed form (m is linear, so the m'' term vanishes)."""
-    s, lambda_g, l_a, u_a, l_m, u_m = check_params(s=s, lambda_g=lambda_g, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m,
-                                                   form=form)
-    a, cos_y, lse_neg = _check_point(a, cos_y, lse_neg, l_a, u_a)
-    return _d2(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)
+    return _d2(*_prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form), form)
 
 
 def _d2(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):

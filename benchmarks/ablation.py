@@ -1,0 +1,238 @@
+"""The (l_m, u_m) ablation: train MagFace for every cell of a margin grid on the shared harness and compare.
+
+Each cell is a full harness run in OUT/cells/; a cell whose stored config hash matches is reused, a killed cell
+resumes from its checkpoint, and a cell left by a different configuration is recomputed with a message. The
+results go to OUT/ablation.csv and OUT/ablation.json (one row per cell) and heatmaps to OUT and figures/.
+
+    python benchmarks/ablation.py                 # CPU default: 3 x 3 grid on the built-in synthetic faces
+    python benchmarks/ablation.py --quick         # 2 x 2 grid on a smaller data set, a few minutes
+    python benchmarks/ablation.py --data /data/faces_emore --eval-bins /data/faces_emore/lfw.bin \\
+        --backbone iresnet50 --device cuda --set train.amp=\\"bf16\\" --epochs 25
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.config import load_config
+from harness.runstate import atomic_json
+
+DEFAULT_LM = (0.35, 0.40, 0.45)
+DEFAULT_UM = (0.70, 0.80, 0.90)
+QUICK_LM, QUICK_UM = (0.40, 0.45), (0.70, 0.80)
+# the CPU grid: a narrower network than the single-run default so that 9 cells fit in 15 minutes on 2 cores
+DEFAULT_SET = ["data.train_identities=400", "model.width=16"]
+QUICK_SET = ["data.train_identities=200", "data.train_images_per_identity=30", "data.eval_identities=100",
+             "data.eval_images_per_identity=6", "model.width=16", "train.epochs=3", "optim.milestones=[2]",
+             "train.batch_size=64"]
+PAPER_CELL, CODE_CELL = (0.40, 0.80), (0.45, 0.80)
+METRICS = [("accuracy", "verification accuracy (10-fold)"), ("tar_far_0.01", "TAR @ FAR = 1e-2"),
+           ("spearman_rho", "Spearman ρ(magnitude, quality)"), ("erc_area", "ERC area (lower is better)")]
+
+
+def cell_config(base_args, l_m, u_m, out_dir):
+    cfg = load_config(base_args.config, base_args.overrides)
+    cfg.head.name = "magface"
+    cfg.head.params = {**cfg.head.params, "l_m": l_m, "u_m": u_m, **base_args.fixed}
+    cfg.out = os.path.join(out_dir, "cells", f"lm{l_m:g}_um{u_m:g}")
+    return cfg
+
+
+def config_hash(cfg) -> str:
+    d = cfg.to_dict()
+    d.pop("out")
+    d["data"].pop("cache_dir")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_cell(cfg_dict, threads):
+    """Train + evaluate one cell in a worker process; returns its result row."""
+    import torch
+    from harness.config import RunConfig, _apply
+    from harness.trainer import train
+    torch.set_num_threads(threads)
+    cfg = RunConfig()
+    _apply(cfg, cfg_dict)
+    t0 = time.perf_counter()
+    result = train(cfg, quiet=True)
+    return row_from_metrics(cfg, result["metrics"], time.perf_counter() - t0)
+
+
+def row_from_metrics(cfg, metrics, seconds):
+    name, m = next(iter(metrics["sets"].items()))
+    p = cfg.head.params
+    row = {"l_m": p["l_m"], "u_m": p["u_m"], "lambda_g": p.get("lambda_g"), "l_a": p.get("l_a"),
+           "u_a": p.get("u_a"), "s": p.get("s"), "eval_set": name, "accuracy": m["accuracy"],
+           "accuracy_std": m["accuracy_std"]}
+    for far, tar in m["tar_at_far"].items():
+        row[f"tar_far_{far}"] = tar
+    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho", float("nan"))
+    row["erc_area"] = m["erc"]["area"]
+    row["erc_area_ground_truth"] = m.get("erc_ground_truth", {}).get("area", float("nan"))
+    row["mean_norm"] = m.get("mean_norm", float("nan"))
+    row["seconds"] = seconds
+    row["config_hash"] = config_hash(cfg)
+    return row
+
+
+def cached_row(cfg):
+    """The stored row if this cell finished with exactly this config; prepares the folder otherwise."""
+    path = os.path.join(cfg.out, "cell.json")
+    h = config_hash(cfg)
+    if os.path.isfile(path):
+        with open(path) as f:
+            row = json.load(f)
+        if row.get("config_hash") == h:
+            return row
+        print(f"cell {os.path.basename(cfg.out)}: results are from a different configuration "
+              f"(hash {row.get('config_hash')} != {h}); recomputing", flush=True)
+        shutil.rmtree(cfg.out)
+    elif os.path.isfile(os.path.join(cfg.out, "config.json")):
+        with open(os.path.join(cfg.out, "config.json")) as f:
+            old = json.load(f)
+        if old != cfg.to_dict():
+            print(f"cell {os.path.basename(cfg.out)}: an unfinished run of a different configuration; recomputing",
+                  flush=True)
+            shutil.rmtree(cfg.out)
+        else:
+            print(f"cell {os.path.basename(cfg.out)}: resuming an unfinished run", flush=True)
+    return None
+
+
+def parse_grid(text, name):
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"error: --{name} must be comma-separated numbers, got {text!r}")
+    return values
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/cpu_synthetic_magface.toml")
+    ap.add_argument("--l-m", help=f"comma-separated l_m values (default {','.join(map(str, DEFAULT_LM))})")
+    ap.add_argument("--u-m", help=f"comma-separated u_m values (default {','.join(map(str, DEFAULT_UM))})")
+    ap.add_argument("--lambda-g", type=float, help="fixed lambda_g (default: the config's)")
+    ap.add_argument("--l-a", type=float, help="fixed l_a (default: the config's)")
+    ap.add_argument("--u-a", type=float, help="fixed u_a (default: the config's)")
+    ap.add_argument("--s", type=float, help="fixed scale s (default: the config's)")
+    ap.add_argument("--quick", action="store_true", help="2 x 2 grid on a smaller data set and model")
+    ap.add_argument("--data", help="insightface RecordIO folder for real data (with --eval-bins)")
+    ap.add_argument("--eval-bins", nargs="*", default=[], help="verification packs (.bin) for real data")
+    ap.add_argument("--backbone", help="e.g. iresnet50 (real data: 112 px)")
+    ap.add_argument("--device", help="cpu or cuda")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--set", action="append", default=[], help="any harness override, section.key=value")
+    ap.add_argument("--out", default="results/ablation", help="results folder (cells, CSV, JSON, figures)")
+    ap.add_argument("--figures", default="figures", help="also copy the heatmap PNG here ('' to skip)")
+    ap.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
+    args = ap.parse_args(argv)
+
+    l_ms = parse_grid(args.l_m, "l-m") if args.l_m else (QUICK_LM if args.quick else DEFAULT_LM)
+    u_ms = parse_grid(args.u_m, "u-m") if args.u_m else (QUICK_UM if args.quick else DEFAULT_UM)
+    bad = [(a, b) for a in l_ms for b in u_ms if a > b]
+    if bad:
+        raise SystemExit(f"error: grid cells with l_m > u_m are not valid MagFace settings: {bad}")
+    overrides = (QUICK_SET if args.quick else DEFAULT_SET if not args.data else []) + list(args.set)
+    if args.data:
+        overrides += ['data.source="recordio"', f'data.path="{args.data}"', f"data.eval_bins={json.dumps(args.eval_bins)}",
+                      "data.size=112"]
+    if args.backbone:
+        overrides.append(f'model.backbone="{args.backbone}"')
+    if args.device:
+        overrides.append(f'train.device="{args.device}"')
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    args.overrides = overrides
+    args.fixed = {k: v for k, v in (("lambda_g", args.lambda_g), ("l_a", args.l_a), ("u_a", args.u_a),
+                                    ("s", args.s)) if v is not None}
+    try:
+        cells = [cell_config(args, lm, um, args.out) for lm in l_ms for um in u_ms]
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    os.makedirs(args.out, exist_ok=True)
+    p = cells[0].head.params
+    print(f"(l_m, u_m) ablation: {len(l_ms)} x {len(u_ms)} cells, lambda_g={p.get('lambda_g')}, "
+          f"l_a={p.get('l_a')}, u_a={p.get('u_a')}, s={p.get('s')}; {cells[0].model.backbone}, "
+          f"{cells[0].train.epochs} epochs, data {cells[0].data.source}; results in {args.out}", flush=True)
+    if cells[0].data.source == "synthetic":   # generate the data once, before workers need it
+        from harness.data_source import synthetic_faces
+        synthetic_faces(cells[0])
+
+    rows, todo = {}, []
+    for cfg in cells:
+        row = cached_row(cfg)
+        if row is None:
+            todo.append(cfg)
+        else:
+            rows[(row["l_m"], row["u_m"])] = row
+    if len(rows):
+        print(f"{len(rows)} cell(s) reused from {args.out}/cells", flush=True)
+    t0 = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    bar = tqdm(total=len(cells), initial=len(rows), desc="cells", unit="cell", file=sys.stdout)
+    if args.jobs > 1:   # spawn, not fork: a forked child of a process that ran OpenMP work can deadlock
+        pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        results = [pool.submit(run_cell, cfg.to_dict(), threads) for cfg in todo]
+        results = [fut.result for fut in results]
+    else:
+        pool = None
+        results = [lambda cfg=cfg: run_cell(cfg.to_dict(), threads) for cfg in todo]
+    with pool or contextlib.nullcontext():
+        for cfg, get in zip(todo, results):
+            row = get()
+            atomic_json(os.path.join(cfg.out, "cell.json"), row)
+            rows[(row["l_m"], row["u_m"])] = row
+            bar.update(1)
+            bar.set_postfix(last=f"({row['l_m']:g},{row['u_m']:g}) acc {row['accuracy']:.3f}")
+    bar.close()
+    table = [rows[(lm, um)] for lm in l_ms for um in u_ms]
+    write_table(args.out, table)
+    print_table(table)
+    from harness.plots import ablation_heatmaps, save_figure
+    shown = [(k, label) for k, label in METRICS if np.isfinite([r.get(k, np.nan) for r in table]).any()]
+    fig = ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
+                            title=f"MagFace (l_m, u_m) ablation, λ_g={p.get('lambda_g')}, [l_a, u_a]=[{p.get('l_a')}, "
+                                  f"{p.get('u_a')}], s={p.get('s')}")
+    png = os.path.join(args.out, "ablation_heatmaps.png")
+    save_figure(fig, png)
+    if args.figures:
+        os.makedirs(args.figures, exist_ok=True)
+        shutil.copyfile(png, os.path.join(args.figures, "ablation_heatmaps_quick.png" if args.quick
+                                          else "ablation_heatmaps.png"))
+    print(f"wrote {args.out}/ablation.csv, ablation.json, ablation_heatmaps.png "
+          f"({time.perf_counter() - t0:.0f} s for {len(todo)} new cell(s))")
+
+
+def write_table(out, table):
+    keys = list(dict.fromkeys(k for r in table for k in r))
+    tmp = os.path.join(out, "ablation.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(table)
+    os.replace(tmp, os.path.join(out, "ablation.csv"))
+    atomic_json(os.path.join(out, "ablation.json"), table)
+
+
+def print_table(table):
+    print(f"{'l_m':>6}{'u_m':>6}{'accuracy':>11}{'TAR@1e-2':>10}{'rho(mag,q)':>12}{'ERC area':>10}{'seconds':>9}")
+    for r in table:
+        print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{100 * r['accuracy']:>10.2f}%{100 * r.get('tar_far_0.01', np.nan):>9.2f}%"
+              f"{r['spearman_rho']:>+12.3f}{r['erc_area']:>10.4f}{r['seconds']:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
