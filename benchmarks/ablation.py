@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import json
 import multiprocessing
 import os
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from harness.config import load_config
 from harness.runstate import atomic_json
+from harness.sweep import config_hash, prepare_run
 
 DEFAULT_LM = (0.35, 0.40, 0.45)
 DEFAULT_UM = (0.70, 0.80, 0.90)
@@ -48,13 +48,6 @@ def cell_config(base_args, l_m, u_m, out_dir):
     cfg.head.params = {**cfg.head.params, "l_m": l_m, "u_m": u_m, **base_args.fixed}
     cfg.out = os.path.join(out_dir, "cells", f"lm{l_m:g}_um{u_m:g}")
     return cfg
-
-
-def config_hash(cfg) -> str:
-    d = cfg.to_dict()
-    d.pop("out")
-    d["data"].pop("cache_dir")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_cell(cfg_dict, threads):
@@ -88,27 +81,11 @@ def row_from_metrics(cfg, metrics, seconds):
 
 
 def cached_row(cfg):
-    """The stored row if this cell finished with exactly this config; prepares the folder otherwise."""
-    path = os.path.join(cfg.out, "cell.json")
-    h = config_hash(cfg)
-    if os.path.isfile(path):
-        with open(path) as f:
-            row = json.load(f)
-        if row.get("config_hash") == h:
-            return row
-        print(f"cell {os.path.basename(cfg.out)}: results are from a different configuration "
-              f"(hash {row.get('config_hash')} != {h}); recomputing", flush=True)
-        shutil.rmtree(cfg.out)
-    elif os.path.isfile(os.path.join(cfg.out, "config.json")):
-        with open(os.path.join(cfg.out, "config.json")) as f:
-            old = json.load(f)
-        if old != cfg.to_dict():
-            print(f"cell {os.path.basename(cfg.out)}: an unfinished run of a different configuration; recomputing",
-                  flush=True)
-            shutil.rmtree(cfg.out)
-        else:
-            print(f"cell {os.path.basename(cfg.out)}: resuming an unfinished run", flush=True)
-    return None
+    """The stored row if this cell finished with exactly this config (else None; stale folders are removed)."""
+    if prepare_run(cfg, "cell.json") != "done":
+        return None
+    with open(os.path.join(cfg.out, "cell.json")) as f:
+        return json.load(f)
 
 
 def parse_grid(text, name):

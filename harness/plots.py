@@ -61,3 +61,71 @@ def ablation_heatmaps(rows, metrics, marks=None, title=""):
                       frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"]  # Okabe-Ito
+
+
+def magnitude_vs_quality(per_head: dict, bins: int = 10):
+    """One panel per head: feature magnitude against ground-truth quality, with binned means and Spearman rho.
+    per_head: name -> (magnitude [N], quality [N], rho)."""
+    fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
+                             squeeze=False)
+    for ax, (name, (mag, q, rho)), colour in zip(axes[0], per_head.items(), PALETTE):
+        ax.scatter(q, mag, s=4, alpha=0.25, color=colour, rasterized=True)
+        edges = np.linspace(0, 1, bins + 1)
+        which = np.clip(np.digitize(q, edges) - 1, 0, bins - 1)
+        centres = [(edges[b] + edges[b + 1]) / 2 for b in range(bins) if np.any(which == b)]
+        means = [mag[which == b].mean() for b in range(bins) if np.any(which == b)]
+        ax.plot(centres, means, "o-", color="k", lw=1.5, ms=4, label="binned mean")
+        ax.set_title(f"{name}: Spearman ρ = {rho:+.3f}", fontsize=10)
+        ax.set_xlabel("ground-truth quality")
+        ax.set_ylabel("feature magnitude ‖f‖")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("Feature magnitude vs ground-truth image quality (evaluation images)", fontsize=11)
+    return fig
+
+
+def magnitude_histograms(mag, quality, name: str, bins: int = 4):
+    """Histograms of the magnitude, one per quality quartile (the paper's magnitude-distribution figure)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    edges = np.quantile(quality, np.linspace(0, 1, bins + 1))
+    for b in range(bins):
+        sel = (quality >= edges[b]) & ((quality <= edges[b + 1]) if b == bins - 1 else (quality < edges[b + 1]))
+        if sel.any():
+            ax.hist(mag[sel], bins=40, histtype="step", lw=1.6, color=PALETTE[b], density=True,
+                    label=f"quality {edges[b]:.2f}–{edges[b + 1]:.2f} (n={sel.sum()})")
+    ax.set_xlabel("feature magnitude ‖f‖")
+    ax.set_ylabel("density")
+    ax.set_title(f"{name}: magnitude distribution per ground-truth quality quartile", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def magnitude_vs_cosine(per_head: dict):
+    """Paper Fig. 3: magnitude against the cosine to the own class centre for the last training batch.
+    per_head: name -> (magnitude [B], cos_target [B], per-sample loss [B])."""
+    fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
+                             squeeze=False)
+    from scipy.stats import spearmanr
+    for ax, (name, (mag, cos, loss)), colour in zip(axes[0], per_head.items(), PALETTE):
+        x, label = (cos, "cos θ_y (to own class centre)") if name != "softmax" else (-loss, "negative loss")
+        ax.scatter(x, mag, s=8, color=colour, alpha=0.7)
+        ax.set_title(f"{name}: Spearman ρ = {spearmanr(x, mag)[0]:+.3f}", fontsize=10)
+        ax.set_xlabel(label + "  (hard → easy)")
+        ax.set_ylabel("feature magnitude ‖f‖")
+    fig.suptitle("Magnitude vs difficulty in the last training batch (the paper's Fig. 3)", fontsize=11)
+    return fig
+
+
+def erc_curves(curves: dict, fmr: float, title: str):
+    """Error-versus-reject: FNMR against the fraction of pairs rejected, one line per quality estimate."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for (name, (fractions, fnmr)), colour, ls in zip(curves.items(), PALETTE, ["-", "-", "-", "--", ":", "-."]):
+        ax.plot(100 * np.asarray(fractions), fnmr, ls, color=colour, lw=1.8, label=name)
+    ax.set_xlabel("pairs rejected, lowest quality first (%)")
+    ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

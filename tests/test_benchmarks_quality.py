@@ -1,0 +1,26 @@
+"""benchmarks/quality_vs_magnitude.py at a tiny size: four heads trained, tables and five figures written."""
+import csv
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["data.size=16", "data.train_identities=8", "data.train_images_per_identity=10", "data.eval_identities=20",
+        "data.eval_images_per_identity=3", "model.embedding_size=16", "model.width=8", "train.batch_size=16",
+        "train.epochs=2", "eval.batch_size=64", "train.log_every=5", "train.dump_every=5"]
+
+
+def test_quality_benchmark_runs_and_reuses(tmp_path):
+    args = [sys.executable, "benchmarks/quality_vs_magnitude.py", "--quick", "--out", str(tmp_path / "q"),
+            "--figures", str(tmp_path / "fig"),
+            *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)]]
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(tmp_path / "q" / "quality_vs_magnitude.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["head"] for r in rows[:4]] == ["magface", "arcface", "adaface", "softmax"]
+    assert any("ground-truth quality" in r["head"] for r in rows)
+    for name in ("magnitude_vs_quality", "magface_histograms", "images_by_magnitude", "magnitude_vs_cosine", "erc"):
+        assert (tmp_path / "fig" / f"qvm_{name}_quick.png").stat().st_size > 15_000, name
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 4
