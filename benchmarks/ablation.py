@@ -32,11 +32,8 @@ from harness.sweep import config_hash, prepare_run
 DEFAULT_LM = (0.35, 0.40, 0.45)
 DEFAULT_UM = (0.70, 0.80, 0.90)
 QUICK_LM, QUICK_UM = (0.40, 0.45), (0.70, 0.80)
-# the CPU grid: a narrower network than the single-run default so that 9 cells fit in 15 minutes on 2 cores
-DEFAULT_SET = ["data.train_identities=400", "model.width=16"]
-QUICK_SET = ["data.train_identities=200", "data.train_images_per_identity=30", "data.eval_identities=100",
-             "data.eval_images_per_identity=6", "model.width=16", "train.epochs=3", "optim.milestones=[2]",
-             "train.batch_size=64"]
+DEFAULT_CONFIG = "configs/cpu_synthetic_ablation.toml"   # 9 cells in 15 minutes on 2 cores
+QUICK_CONFIG = "configs/cpu_synthetic_quick.toml"
 PAPER_CELL, CODE_CELL = (0.40, 0.80), (0.45, 0.80)
 METRICS = [("accuracy", "verification accuracy (10-fold)"), ("tar_far_0.01", "TAR @ FAR = 1e-2"),
            ("spearman_rho", "Spearman ρ(magnitude, quality)"), ("erc_area", "ERC area (lower is better)")]
@@ -98,7 +95,7 @@ def parse_grid(text, name):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/cpu_synthetic_magface.toml")
+    ap.add_argument("--config", help=f"harness config of one cell (default {DEFAULT_CONFIG}; --quick: {QUICK_CONFIG})")
     ap.add_argument("--l-m", help=f"comma-separated l_m values (default {','.join(map(str, DEFAULT_LM))})")
     ap.add_argument("--u-m", help=f"comma-separated u_m values (default {','.join(map(str, DEFAULT_UM))})")
     ap.add_argument("--lambda-g", type=float, help="fixed lambda_g (default: the config's)")
@@ -122,7 +119,9 @@ def main(argv=None):
     bad = [(a, b) for a in l_ms for b in u_ms if a > b]
     if bad:
         raise SystemExit(f"error: grid cells with l_m > u_m are not valid MagFace settings: {bad}")
-    overrides = (QUICK_SET if args.quick else DEFAULT_SET if not args.data else []) + list(args.set)
+    if args.config is None:
+        args.config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
+    overrides = list(args.set)
     if args.data:
         overrides += ['data.source="recordio"', f'data.path="{args.data}"', f"data.eval_bins={json.dumps(args.eval_bins)}",
                       "data.size=112"]

@@ -28,14 +28,11 @@ from harness.plots import (erc_curves, magnitude_histograms, magnitude_vs_cosine
 from harness.sweep import prepare_run
 
 HEADS = {"magface": {}, "arcface": {"s": 32.0}, "adaface": {"s": 32.0}, "softmax": None}
-QUICK_SET = ["data.train_identities=200", "data.train_images_per_identity=30", "data.eval_identities=100",
-             "data.eval_images_per_identity=6", "model.width=16", "train.epochs=3", "optim.milestones=[2]",
-             "train.batch_size=64"]
 ERC_FMR = 1e-2   # 1e-3 leaves only a handful of impostor pairs above the threshold on the built-in pairs
 
 
 def head_config(args, head, params):
-    cfg = load_config(args.config, (QUICK_SET if args.quick else []) + list(args.set))
+    cfg = load_config(args.config, list(args.set))
     if head != "magface":
         cfg.head.name = head
         cfg.head.params = dict(params or {})
@@ -45,7 +42,8 @@ def head_config(args, head, params):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/cpu_synthetic_magface.toml")
+    ap.add_argument("--config", help="harness config (default configs/cpu_synthetic_magface.toml; --quick: "
+                                      "configs/cpu_synthetic_quick.toml)")
     ap.add_argument("--set", action="append", default=[], help="harness override for every head")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="results/quality_vs_magnitude")
@@ -53,6 +51,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from harness.data_source import synthetic_faces
     from harness.trainer import train
+    if args.config is None:
+        args.config = "configs/cpu_synthetic_quick.toml" if args.quick else "configs/cpu_synthetic_magface.toml"
     try:
         cfgs = {h: head_config(args, h, p) for h, p in HEADS.items()}
     except ValueError as exc:

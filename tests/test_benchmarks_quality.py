@@ -4,10 +4,10 @@ import os
 import subprocess
 import sys
 
+from tiny import TINY as BASE_TINY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["data.size=16", "data.train_identities=8", "data.train_images_per_identity=10", "data.eval_identities=20",
-        "data.eval_images_per_identity=3", "model.embedding_size=16", "model.width=8", "train.batch_size=16",
-        "train.epochs=2", "eval.batch_size=64", "train.log_every=5", "train.dump_every=5"]
+TINY = BASE_TINY + ["train.epochs=2"]
 
 
 def test_quality_benchmark_runs_and_reuses(tmp_path):

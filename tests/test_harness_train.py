@@ -16,12 +16,9 @@ from harness.evaluate import evaluate_run, load_eval, load_metrics
 from harness.runstate import load_checkpoint
 from harness.trainer import TrainingDiverged, train
 from losses import HEADS
+from tiny import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["data.size=16", "data.train_identities=8", "data.train_images_per_identity=10", "data.eval_identities=20",
-        "data.eval_images_per_identity=3", "model.embedding_size=16", "model.width=8", "train.batch_size=16",
-        "train.log_every=1", "train.dump_every=5", "train.checkpoint_every=5", "optim.lr=0.05",
-        "optim.milestones=[100]", "eval.batch_size=64"]
 
 
 def tiny(tmp_path, *extra):
