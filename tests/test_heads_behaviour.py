@@ -158,3 +158,13 @@ def test_magface_loss_falls_to_its_optimum_then_rises(cos_y):
     assert 0 < k < len(norms) - 1, "optimum should be interior"
     assert torch.all(torch.diff(loss[: k + 1]) < 0)
     assert torch.all(torch.diff(loss[k:]) > 0)
+
+
+def test_heads_run_under_no_grad_and_inference_mode():
+    head = build_head("magface", 10, 4)
+    x, y = torch.randn(3, 4) * 20, torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        a = head(x, y).loss
+    with torch.inference_mode():
+        b = head(x, y).loss
+    assert torch.isfinite(a) and a.item() == pytest.approx(b.item(), rel=1e-6)
