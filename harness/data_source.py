@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .data import (PREPROCESSING, RecordIODataset, SplitDataset, SyntheticConfig, batch_to_tensor, image_folder,
+from .data import (PREPROCESSING, RecordIODataset, SyntheticConfig, batch_to_tensor, image_folder,
                    list_file, load_or_generate, random_hflip)
 
 
@@ -58,4 +58,4 @@ def synthetic_faces(cfg):
     return load_or_generate(sc, cache_dir=d.cache_dir or None, verbose=True)
 
 
-__all__ = ["TrainSource", "synthetic_faces", "SplitDataset"]
+__all__ = ["TrainSource", "synthetic_faces"]

@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks
 from .base import NORM_EPS, MarginHead
 
 

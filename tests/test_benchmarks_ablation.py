@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from tiny import TINY as BASE_TINY
 
@@ -22,7 +21,7 @@ def run(tmp_path, *extra):
 
 
 def test_quick_sweep_writes_table_and_figure_then_reuses_cells(tmp_path):
-    out = run(tmp_path)
+    run(tmp_path)
     with open(tmp_path / "abl" / "ablation.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(float(r["l_m"]), float(r["u_m"])) for r in rows] == [(0.4, 0.7), (0.4, 0.8), (0.45, 0.7), (0.45, 0.8)]

@@ -1,6 +1,5 @@
 """Closed-form L, L', L'' against finite differences, the MagFace head's autograd, and the paper's numbers."""
 import math
-import warnings
 
 import numpy as np
 import pytest
