@@ -12,22 +12,19 @@ results go to OUT/ablation.csv and OUT/ablation.json (one row per cell) and heat
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
 from harness.config import load_config
 from harness.runstate import atomic_json
-from harness.sweep import config_hash, prepare_run
+from harness.sweep import (add_real_data_args, config_hash, prepare_run, real_data_overrides, run_all,
+                           write_csv)
 
 DEFAULT_LM = (0.35, 0.40, 0.45)
 DEFAULT_UM = (0.70, 0.80, 0.90)
@@ -45,19 +42,6 @@ def cell_config(base_args, l_m, u_m, out_dir):
     cfg.head.params = {**cfg.head.params, "l_m": l_m, "u_m": u_m, **base_args.fixed}
     cfg.out = os.path.join(out_dir, "cells", f"lm{l_m:g}_um{u_m:g}")
     return cfg
-
-
-def run_cell(cfg_dict, threads):
-    """Train + evaluate one cell in a worker process; returns its result row."""
-    import torch
-    from harness.config import RunConfig, _apply
-    from harness.trainer import train
-    torch.set_num_threads(threads)
-    cfg = RunConfig()
-    _apply(cfg, cfg_dict)
-    t0 = time.perf_counter()
-    result = train(cfg, quiet=True)
-    return row_from_metrics(cfg, result["metrics"], time.perf_counter() - t0)
 
 
 def row_from_metrics(cfg, metrics, seconds):
@@ -103,12 +87,7 @@ def main(argv=None):
     ap.add_argument("--u-a", type=float, help="fixed u_a (default: the config's)")
     ap.add_argument("--s", type=float, help="fixed scale s (default: the config's)")
     ap.add_argument("--quick", action="store_true", help="2 x 2 grid on a smaller data set and model")
-    ap.add_argument("--data", help="insightface RecordIO folder for real data (with --eval-bins)")
-    ap.add_argument("--eval-bins", nargs="*", default=[], help="verification packs (.bin) for real data")
-    ap.add_argument("--backbone", help="e.g. iresnet50 (real data: 112 px)")
-    ap.add_argument("--device", help="cpu or cuda")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--set", action="append", default=[], help="any harness override, section.key=value")
+    add_real_data_args(ap)
     ap.add_argument("--out", default="results/ablation", help="results folder (cells, CSV, JSON, figures)")
     ap.add_argument("--figures", default="figures", help="also copy the heatmap PNG here ('' to skip)")
     ap.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
@@ -121,17 +100,7 @@ def main(argv=None):
         raise SystemExit(f"error: grid cells with l_m > u_m are not valid MagFace settings: {bad}")
     if args.config is None:
         args.config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
-    overrides = list(args.set)
-    if args.data:
-        overrides += ['data.source="recordio"', f'data.path="{args.data}"', f"data.eval_bins={json.dumps(args.eval_bins)}",
-                      "data.size=112"]
-    if args.backbone:
-        overrides.append(f'model.backbone="{args.backbone}"')
-    if args.device:
-        overrides.append(f'train.device="{args.device}"')
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    args.overrides = overrides
+    args.overrides = real_data_overrides(args)
     args.fixed = {k: v for k, v in (("lambda_g", args.lambda_g), ("l_a", args.l_a), ("u_a", args.u_a),
                                     ("s", args.s)) if v is not None}
     try:
@@ -157,22 +126,13 @@ def main(argv=None):
     if len(rows):
         print(f"{len(rows)} cell(s) reused from {args.out}/cells", flush=True)
     t0 = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     bar = tqdm(total=len(cells), initial=len(rows), desc="cells", unit="cell", file=sys.stdout)
-    if args.jobs > 1:   # spawn, not fork: a forked child of a process that ran OpenMP work can deadlock
-        pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"))
-        results = [pool.submit(run_cell, cfg.to_dict(), threads) for cfg in todo]
-        results = [fut.result for fut in results]
-    else:
-        pool = None
-        results = [lambda cfg=cfg: run_cell(cfg.to_dict(), threads) for cfg in todo]
-    with pool or contextlib.nullcontext():
-        for cfg, get in zip(todo, results):
-            row = get()
-            atomic_json(os.path.join(cfg.out, "cell.json"), row)
-            rows[(row["l_m"], row["u_m"])] = row
-            bar.update(1)
-            bar.set_postfix(last=f"({row['l_m']:g},{row['u_m']:g}) acc {row['accuracy']:.3f}")
+    for cfg, metrics, seconds in run_all(todo, args.jobs):
+        row = row_from_metrics(cfg, metrics, seconds)
+        atomic_json(os.path.join(cfg.out, "cell.json"), row)
+        rows[(row["l_m"], row["u_m"])] = row
+        bar.update(1)
+        bar.set_postfix(last=f"({row['l_m']:g},{row['u_m']:g}) acc {row['accuracy']:.3f}")
     bar.close()
     table = [rows[(lm, um)] for lm in l_ms for um in u_ms]
     write_table(args.out, table)
@@ -193,13 +153,7 @@ def main(argv=None):
 
 
 def write_table(out, table):
-    keys = list(dict.fromkeys(k for r in table for k in r))
-    tmp = os.path.join(out, "ablation.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(table)
-    os.replace(tmp, os.path.join(out, "ablation.csv"))
+    write_csv(os.path.join(out, "ablation.csv"), table)
     atomic_json(os.path.join(out, "ablation.json"), table)
 
 

@@ -129,3 +129,31 @@ def erc_curves(curves: dict, fmr: float, title: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def loss_comparison(rows, metrics, title=""):
+    """One panel per metric: bars of the mean over seeds per head, one colour per training condition, error bars
+    of one standard deviation and each seed as a dot. rows: dicts with head, condition, seed and the metrics."""
+    import pandas as pd
+    import seaborn as sns
+    df = pd.DataFrame(rows)
+    conditions = list(dict.fromkeys(df["condition"]))
+    heads = list(dict.fromkeys(df["head"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), constrained_layout=True,
+                             squeeze=False)
+    for ax, (key, label) in zip(axes[0], metrics):
+        d = df.assign(value=100 * df[key])
+        common = dict(data=d, x="head", y="value", hue="condition", order=heads, hue_order=conditions, ax=ax,
+                      palette=PALETTE[:len(conditions)])
+        sns.barplot(**common, errorbar="sd", capsize=0.15, alpha=0.55, err_kws={"linewidth": 1.2})
+        sns.stripplot(**common, dodge=True, size=4, edgecolor="k", linewidth=0.5, legend=False)
+        low = d["value"].min()
+        ax.set_ylim(max(0.0, low - 0.15 * (100 - low) - 2), 100)
+        ax.set_xlabel("head")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_title(f"{label}: mean ± std over seeds, dots = seeds", fontsize=10)
+        ax.tick_params(axis="x", labelrotation=20)
+        ax.legend(title="training set", fontsize=8, title_fontsize=8, loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return fig

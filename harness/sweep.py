@@ -32,3 +32,80 @@ def prepare_run(cfg, done_file: str) -> str:
         return "done"
     print(f"{name}: resuming an unfinished run", flush=True)
     return "resume"
+
+
+def add_real_data_args(ap) -> None:
+    """The flags every benchmark shares for running on real data and another device."""
+    ap.add_argument("--data", help="insightface RecordIO folder for real data (with --eval-bins)")
+    ap.add_argument("--eval-bins", nargs="*", default=[], help="verification packs (.bin) for real data")
+    ap.add_argument("--backbone", help="e.g. iresnet50 (real data: 112 px)")
+    ap.add_argument("--device", help="cpu or cuda")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--set", action="append", default=[], help="any harness override, section.key=value")
+
+
+def real_data_overrides(args) -> list:
+    """Config overrides for the flags of add_real_data_args, after the user's own --set values."""
+    overrides = list(args.set)
+    if args.data:
+        if not os.path.isdir(args.data):
+            raise SystemExit(f"error: --data folder {args.data!r} not found (expected an insightface RecordIO "
+                             f"folder with train.rec and train.idx)")
+        if not args.eval_bins:
+            raise SystemExit("error: --data needs --eval-bins (one or more verification packs, e.g. lfw.bin)")
+        missing = [b for b in args.eval_bins if not os.path.isfile(b)]
+        if missing:
+            raise SystemExit(f"error: --eval-bins not found: {missing}")
+        overrides += ['data.source="recordio"', f'data.path="{args.data}"',
+                      f"data.eval_bins={json.dumps(args.eval_bins)}", "data.size=112"]
+    if args.backbone:
+        overrides.append(f'model.backbone="{args.backbone}"')
+    if args.device:
+        overrides.append(f'train.device="{args.device}"')
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    return overrides
+
+
+def train_in_worker(cfg_dict: dict, threads: int):
+    """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds)."""
+    import time
+
+    import torch
+
+    from .config import RunConfig, _apply
+    from .trainer import train
+    torch.set_num_threads(threads)
+    cfg = RunConfig()
+    _apply(cfg, cfg_dict)
+    t0 = time.perf_counter()
+    result = train(cfg, quiet=True)
+    return result["metrics"], time.perf_counter() - t0
+
+
+def run_all(cfgs: list, jobs: int = 1):
+    """Yield (cfg, metrics, seconds) as each run finishes, in order; jobs > 1 trains in spawned processes
+    (not forked: a forked child of a process that ran OpenMP work can deadlock)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if jobs <= 1:
+        for cfg in cfgs:
+            yield (cfg, *train_in_worker(cfg.to_dict(), threads))
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(train_in_worker, cfg.to_dict(), threads) for cfg in cfgs]
+        for cfg, fut in zip(cfgs, futures):
+            yield (cfg, *fut.result())
+
+
+def write_csv(path: str, rows: list) -> None:
+    """A tidy table, one dict per row, written atomically (temp file + rename)."""
+    import csv
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)

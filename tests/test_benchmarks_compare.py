@@ -1,0 +1,57 @@
+"""benchmarks/compare_losses.py at a tiny size: every head on clean and noisy data, tables and figure, reuse."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from tiny import TINY
+
+from test_benchmarks_quality import ROOT
+
+
+def run(tmp_path, *extra, ok=True):
+    args = [sys.executable, "benchmarks/compare_losses.py", "--out", str(tmp_path / "cmp"), "--figures",
+            str(tmp_path / "fig"), *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)],
+            *extra]
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert (res.returncode == 0) == ok, res.stderr[-3000:]
+    return res
+
+
+def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
+    out = run(tmp_path, "--quick").stdout
+    with open(tmp_path / "cmp" / "compare_losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    heads = ["softmax", "sphereface", "cosface", "arcface", "magface", "adaface"]
+    assert [(r["condition"], r["head"], r["seed"]) for r in rows] == [(c, h, "0") for c in ("clean", "noisy")
+                                                                      for h in heads]
+    assert all(0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert "noisy" in out and (tmp_path / "fig" / "compare_losses_quick.png").stat().st_size > 20_000
+    # a second seed for one head: seed 0 is reused on both conditions, seed 1 is trained
+    again = run(tmp_path, "--quick", "--heads", "magface", "--seeds", "0,1").stdout
+    assert "2 run(s) reused" in again and "2 new run(s)" in again and "±" in again
+    with open(tmp_path / "cmp" / "compare_losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["condition"], r["seed"]) for r in rows] == [("clean", "0"), ("clean", "1"), ("noisy", "0"),
+                                                           ("noisy", "1")]
+    assert rows[0]["accuracy"] != rows[1]["accuracy"] or rows[0]["spearman_rho"] != rows[1]["spearman_rho"]
+    with open(tmp_path / "cmp" / "compare_losses_summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [(s["condition"], s["seeds"]) for s in summary] == [("clean", "2"), ("noisy", "2")]
+    accs = [float(r["accuracy"]) for r in rows[:2]]
+    assert abs(float(summary[0]["accuracy_mean"]) - (accs[0] + accs[1]) / 2) < 1e-12
+    assert float(summary[0]["accuracy_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    res = run(tmp_path, "--heads", "softmax,nosuchloss", ok=False)
+    assert "nosuchloss" in res.stderr and "expected some of" in res.stderr
+    res = run(tmp_path, "--seeds", "0,0", ok=False)
+    assert "repeats" in res.stderr
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "lfw.bin").write_bytes(b"")
+    res = run(tmp_path, "--data", str(tmp_path / "rec"), "--eval-bins", str(tmp_path / "lfw.bin"), ok=False)
+    assert "noisy" in res.stderr and "--conditions clean" in res.stderr
+    res = run(tmp_path, "--data", str(tmp_path / "rec"), ok=False)
+    assert "--eval-bins" in res.stderr
