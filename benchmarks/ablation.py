@@ -137,11 +137,8 @@ def main(argv=None):
     table = [rows[(lm, um)] for lm in l_ms for um in u_ms]
     write_table(args.out, table)
     print_table(table)
-    from harness.plots import ablation_heatmaps, save_figure
-    shown = [(k, label) for k, label in METRICS if np.isfinite([r.get(k, np.nan) for r in table]).any()]
-    fig = ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
-                            title=f"MagFace (l_m, u_m) ablation, λ_g={p.get('lambda_g')}, [l_a, u_a]=[{p.get('l_a')}, "
-                                  f"{p.get('u_a')}], s={p.get('s')}")
+    from harness.plots import save_figure
+    fig = heatmap_figure(table)
     png = os.path.join(args.out, "ablation_heatmaps.png")
     save_figure(fig, png)
     if args.figures:
@@ -150,6 +147,16 @@ def main(argv=None):
                                           else "ablation_heatmaps.png"))
     print(f"wrote {args.out}/ablation.csv, ablation.json, ablation_heatmaps.png "
           f"({time.perf_counter() - t0:.0f} s for {len(todo)} new cell(s))")
+
+
+def heatmap_figure(table):
+    """Heatmaps of every metric that has values, the paper's and the official code's cells outlined."""
+    from harness.plots import ablation_heatmaps
+    p = table[0]
+    shown = [(k, label) for k, label in METRICS if np.isfinite([r.get(k, np.nan) for r in table]).any()]
+    return ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
+                             title=f"MagFace (l_m, u_m) ablation, λ_g={p['lambda_g']}, [l_a, u_a]=[{p['l_a']}, "
+                                   f"{p['u_a']}], s={p['s']}")
 
 
 def write_table(out, table):

@@ -89,6 +89,11 @@ def summarise(rows):
     return out
 
 
+def comparison_figure(table, title):
+    from harness.plots import loss_comparison
+    return loss_comparison(table, [("accuracy", "verification accuracy"), (TAR_KEY, "TAR @ FAR = 1e-2")], title)
+
+
 def print_summary(summary):
     print(f"{'condition':<10}{'head':<12}{'seeds':>6}{'accuracy (%)':>18}{'TAR@FAR=1e-2 (%)':>20}{'rho(|f|,q)':>16}")
     for s in summary:
@@ -169,12 +174,12 @@ def main(argv=None):
     summary = summarise(table)
     write_csv(os.path.join(args.out, "compare_losses.csv"), table)
     write_csv(os.path.join(args.out, "compare_losses_summary.csv"), summary)
-    atomic_json(os.path.join(args.out, "compare_losses.json"), {"runs": table, "summary": summary})
+    title = (f"Loss comparison on {runs[0].data.source} data, {runs[0].model.backbone}, {runs[0].train.epochs} "
+             f"epochs, {len(seeds)} seed(s) each")
+    atomic_json(os.path.join(args.out, "compare_losses.json"), {"title": title, "runs": table, "summary": summary})
     print_summary(summary)
-    from harness.plots import loss_comparison, save_figure
-    fig = loss_comparison(table, metrics=[("accuracy", "verification accuracy"), (TAR_KEY, "TAR @ FAR = 1e-2")],
-                          title=f"Loss comparison on {runs[0].data.source} data, {runs[0].model.backbone}, "
-                                f"{runs[0].train.epochs} epochs, {len(seeds)} seed(s) each")
+    from harness.plots import save_figure
+    fig = comparison_figure(table, title)
     png = os.path.join(args.out, "compare_losses.png")
     save_figure(fig, png)
     if args.figures:

@@ -95,6 +95,14 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """The inverse of to_dict (e.g. a run folder's config.json), type-checked and validated."""
+        cfg = cls()
+        _apply(cfg, values)
+        validate(cfg)
+        return cfg
+
 
 CHOICES = {("data", "source"): ("synthetic", "recordio", "folder", "list"),
            ("optim", "schedule"): ("step", "poly"), ("train", "amp"): ("none", "bf16", "fp16"),

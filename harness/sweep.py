@@ -73,11 +73,10 @@ def train_in_worker(cfg_dict: dict, threads: int):
 
     import torch
 
-    from .config import RunConfig, _apply
+    from .config import RunConfig
     from .trainer import train
     torch.set_num_threads(threads)
-    cfg = RunConfig()
-    _apply(cfg, cfg_dict)
+    cfg = RunConfig.from_dict(cfg_dict)
     t0 = time.perf_counter()
     result = train(cfg, quiet=True)
     return result["metrics"], time.perf_counter() - t0
