@@ -1,0 +1,93 @@
+"""Code run inside the spawned ranks of tests/test_distributed.py (a module, so spawned processes can import it)."""
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from losses import build_head
+
+C, D, B = 11, 16, 12      # 11 classes: uneven shards over 2 ranks (6 + 5)
+HEAD_PARAMS = {"softmax": {"bias": True}, "normface": {}, "cosface": {}, "arcface": {}, "magface": {},
+               "mag_cosface": {}, "adaface": {}, "sphereface": {}}
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, D, generator=g) * 6.0          # norms around 24: inside MagFace's [10, 110]
+    labels = torch.randint(0, C, (B,), generator=g)
+    return x, labels
+
+
+def make_head(name, seed=1, **extra):
+    torch.manual_seed(seed)
+    head = build_head(name, C, D, **HEAD_PARAMS[name], **extra)
+    head.weight.data.normal_(0, 1.0)
+    return head
+
+
+def reference(name, steps=2):
+    """Single process, global batch: per step the loss, per-sample loss, accuracy and gradients."""
+    head = make_head(name)
+    out = []
+    for step in range(steps):
+        x, labels = batch(step)
+        x.requires_grad_(True)
+        o = head(x, labels)
+        o.loss.backward()
+        out.append({"loss": o.loss.detach(), "per_sample": o.per_sample_loss.detach(), "accuracy": o.accuracy(),
+                    "cos": o.cos_target.detach(), "grad_x": x.grad, "grad_w": head.weight.grad.clone(),
+                    "grad_b": None if getattr(head, "bias", None) is None else head.bias.grad.clone()})
+        head.zero_grad()
+    return out
+
+
+def init(rank, world, store_path, timeout_s=60):
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def rank_main(rank, world, store_path, out_dir, heads, shard, steps=2):
+    from losses.distributed import DistributedHead
+    init(rank, world, store_path)
+    torch.set_num_threads(1)
+    results = {}
+    for name in heads:
+        head = DistributedHead(make_head(name), shard=shard)
+        per_step = []
+        for step in range(steps):
+            x, labels = batch(step)
+            rows = slice(rank * B // world, (rank + 1) * B // world)
+            mine = x[rows].clone().requires_grad_(True)
+            o = head(mine, labels[rows])
+            o.loss.backward()
+            w = head.weight if shard else head.inner.weight
+            b = head.bias if shard else getattr(head.inner, "bias", None)
+            per_step.append({"loss": o.loss.detach(), "per_sample": o.per_sample_loss.detach(),
+                             "accuracy": o.accuracy(), "cos": o.cos_target.detach(), "grad_x": mine.grad,
+                             "grad_w": w.grad.clone(), "grad_b": None if b is None else b.grad.clone(),
+                             "bounds": (head.start, head.end)})
+            head.zero_grad()
+        results[name] = per_step
+        full = head.full_state_dict()
+        results[name + "/full_weight"] = full["weight"]
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def partial_fc_main(rank, world, store_path, out_dir):
+    """Sample rate 0.5 on a 40-class head: record the sampled centres of each shard and the global labels."""
+    from losses.distributed import DistributedHead
+    init(rank, world, store_path)
+    torch.manual_seed(3)
+    head = DistributedHead(build_head("magface", 40, D, sample_rate=0.5), shard=True)
+    x = torch.randn(B, D) * 6.0
+    labels = torch.randint(0, 40, (B,))
+    rows = slice(rank * B // world, (rank + 1) * B // world)
+    o = head(x[rows].clone().requires_grad_(True), labels[rows])
+    o.loss.backward()
+    torch.save({"bounds": (head.start, head.end), "classes": o.classes, "labels": labels, "loss": o.loss.detach(),
+                "grad_w_rows": int((head.weight.grad.abs().sum(1) > 0).sum())},
+               os.path.join(out_dir, f"pfc{rank}.pt"))
+    dist.destroy_process_group()

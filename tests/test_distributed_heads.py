@@ -1,0 +1,71 @@
+"""Every head over 2 gloo processes equals the single-process head on the same global batch (loss, per-sample
+loss, accuracy, gradients of the embeddings and of the class centres, to 1e-5), with the centres sharded over the
+ranks and replicated; plus shard bounds and Partial FC on shards."""
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import distributed_worker as w
+from losses.distributed import shard_bounds
+
+HEADS = list(w.HEAD_PARAMS)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["sharded", "replicated"])
+def ranks(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("sharded" if request.param else "replicated")
+    mp.start_processes(w.rank_main, args=(2, str(d / "store"), str(d), HEADS, request.param), nprocs=2,
+                       start_method="spawn")
+    return request.param, [torch.load(d / f"rank{r}.pt") for r in range(2)]
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_two_processes_equal_one(ranks, name):
+    shard, res = ranks
+    for step, ref in enumerate(w.reference(name)):
+        r0, r1 = res[0][name][step], res[1][name][step]
+        for r in (r0, r1):       # every rank reports the global loss and per-sample values
+            close(r["loss"], ref["loss"])
+            close(r["per_sample"], ref["per_sample"])
+            close(r["cos"], ref["cos"])
+            assert r["accuracy"] == ref["accuracy"]
+        close(torch.cat([r0["grad_x"], r1["grad_x"]]), ref["grad_x"])   # each rank: its own rows
+        if shard:
+            assert r0["bounds"] == (0, 6) and r1["bounds"] == (6, 11)
+            close(torch.cat([r0["grad_w"], r1["grad_w"]]), ref["grad_w"])
+            if ref["grad_b"] is not None:
+                close(torch.cat([r0["grad_b"], r1["grad_b"]]), ref["grad_b"])
+        else:
+            close(r0["grad_w"], ref["grad_w"])
+            close(r1["grad_w"], ref["grad_w"])
+    close(res[0][name + "/full_weight"], w.make_head(name).weight.detach())   # gathered shards = the full matrix
+
+
+def test_shard_bounds_cover_every_class_once():
+    for c, n in [(11, 2), (10, 4), (85742, 8), (5, 5)]:
+        bounds = [shard_bounds(c, n, r) for r in range(n)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == c
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert max(e - s for s, e in bounds) - min(e - s for s, e in bounds) <= 1
+    with pytest.raises(ValueError, match="world size 3 is larger than the number of classes 2"):
+        shard_bounds(2, 3, 0)
+
+
+def test_partial_fc_on_shards(tmp_path):
+    mp.start_processes(w.partial_fc_main, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        r = torch.load(tmp_path / f"pfc{rank}.pt")
+        start, end = r["bounds"]
+        classes, labels = r["classes"], r["labels"]
+        assert ((classes >= start) & (classes < end)).all() and (classes.diff() > 0).all()
+        mine = labels[(labels >= start) & (labels < end)].unique()
+        assert set(mine.tolist()) <= set(classes.tolist())            # every positive centre is kept
+        assert len(classes) == max(-(-(end - start) // 2), len(mine))  # ceil(0.5 * shard) or all positives
+        assert torch.isfinite(r["loss"]) and r["grad_w_rows"] == len(classes)
