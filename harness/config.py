@@ -73,6 +73,7 @@ class TrainConfig:
     dump_every: int = 200              # steps between (magnitude, cos, probability) dumps; 0 disables
     checkpoint_every: int = 500        # steps between checkpoints (and one at the end of every epoch)
     max_steps: int = 0                 # stop early after this many steps in total (0: run all epochs)
+    shard_centres: bool = True         # under torchrun: split the class centres over the ranks (else replicate)
 
 
 @dataclass

@@ -33,11 +33,15 @@ class TrainSource:
             raise ValueError(f"train.batch_size={batch_size} is larger than the training set ({len(self)} images)")
         return steps
 
-    def batches(self, epoch: int, start_step: int, batch_size: int, seed: int):
-        """Yield (step, images float [B, 3, H, W], labels int64 [B]) from start_step to the end of the epoch."""
+    def batches(self, epoch: int, start_step: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        """Yield (step, images float [b, 3, H, W], labels int64 [b]) from start_step to the end of the epoch.
+        batch_size is the global batch; rank r of world_size N gets rows [r*b, (r+1)*b) of it (b = B/N), with the
+        same images and flips those rows have in a single-process run, so N ranks together see exactly its batch."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         steps = self.steps_per_epoch(batch_size)
-        index_batches = [order[s * batch_size:(s + 1) * batch_size] for s in range(start_step, steps)]
+        b = batch_size // world_size
+        rows = slice(rank * b, (rank + 1) * b)
+        index_batches = [order[s * batch_size:(s + 1) * batch_size][rows] for s in range(start_step, steps)]
         if self.dataset is None:
             loaded = ((batch_to_tensor(self.split.images[idx.numpy()]),
                        torch.as_tensor(self.split.labels[idx.numpy()])) for idx in index_batches)
@@ -46,7 +50,8 @@ class TrainSource:
                                                       num_workers=self.cfg.data.workers))
         for step, (images, labels) in zip(range(start_step, steps), loaded):
             flips = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
-            yield step, random_hflip(images, flips), labels.long()
+            flip = (torch.rand(batch_size, generator=flips) < 0.5)[rows]
+            yield step, random_hflip(images, flip=flip), labels.long()
 
 
 def synthetic_faces(cfg):

@@ -31,7 +31,8 @@ class HeadOutput:
     per_sample_loss: torch.Tensor = None  # [B] cross-entropy of each sample
     classes: torch.Tensor | None = None   # [K] class ids of the logit columns when Partial FC sampled, else None
     plain_target: torch.Tensor = None     # [B] target logit without the margin (s * cos_target for cosine heads)
-    target_column: torch.Tensor = None    # [B] column of each sample's own class in `logits`
+    target_column: torch.Tensor = None    # [B] column of each sample's own class in `logits` (-1: on another rank)
+    labels: torch.Tensor = None           # [B] class of each sample (the global batch under torchrun)
 
     def accuracy(self) -> float:
         """Top-1 training accuracy measured without the margin (as the official MagFace trainer does)."""
@@ -104,7 +105,7 @@ class MarginHead(nn.Module):
             loss = identity + sum(aux.values()) if aux else identity
         out = HeadOutput(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms,
                          cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain,
-                         target_column=local)
+                         target_column=local, labels=labels)
         return out
 
     def classify(self, x, norms, weight, labels, classes):

@@ -254,7 +254,7 @@ class DistributedHead(nn.Module):
             loss = identity + sum(aux.values()) if aux else identity
         out = ShardedHeadOutput(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms,
                                 cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain,
-                                target_column=col)
+                                target_column=col, labels=labels)
         out.group = self.group
         return out
 

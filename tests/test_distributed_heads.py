@@ -1,7 +1,6 @@
 """Every head over 2 gloo processes equals the single-process head on the same global batch (loss, per-sample
 loss, accuracy, gradients of the embeddings and of the class centres, to 1e-5), with the centres sharded over the
 ranks and replicated; plus shard bounds and Partial FC on shards."""
-import os
 
 import pytest
 import torch

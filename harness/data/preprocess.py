@@ -32,9 +32,11 @@ def batch_to_tensor(images_nhwc_uint8) -> torch.Tensor:
     return t.permute(0, 3, 1, 2).float().mul_(PREPROCESSING["scale"]).sub_(0.5).div_(0.5)
 
 
-def random_hflip(batch_nchw: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flip each image horizontally with probability 1/2."""
-    flip = torch.rand(batch_nchw.shape[0], generator=generator) < 0.5
+def random_hflip(batch_nchw: torch.Tensor, generator: torch.Generator | None = None,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2 (or where the given bool mask `flip` is True)."""
+    if flip is None:
+        flip = torch.rand(batch_nchw.shape[0], generator=generator) < 0.5
     out = batch_nchw.clone()
     out[flip] = out[flip].flip(-1)
     return out

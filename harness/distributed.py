@@ -1,0 +1,84 @@
+"""torchrun support: the process group from the variables torchrun sets, checks that keep ranks from hanging on
+a mistake, and global gradient clipping. Only imported when WORLD_SIZE > 1: a single process never touches
+torch.distributed (no NCCL or gloo initialisation for one device)."""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .runstate import pick_device
+from .sweep import config_hash
+
+TIMEOUT_ENV = "MAGFACE_DIST_TIMEOUT"   # seconds a collective may wait before failing (default 600)
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_environment(cfg) -> DistContext:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): NCCL on GPUs,
+    gloo on CPU; then refuse to continue unless every rank has the same config."""
+    world = int(os.environ["WORLD_SIZE"])
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = pick_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    ctx = DistContext(rank, world, local_rank, device)
+    check_same_config(cfg, ctx)
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
+                         f"the world size {world}")
+    if cfg.train.amp == "fp16":
+        raise ValueError("train.amp='fp16' under torchrun is not supported (the loss scaler's overflow check is "
+                         "per rank, so ranks could skip different steps); use 'bf16'")
+    return ctx
+
+
+def check_same_config(cfg, ctx: DistContext) -> None:
+    """Every rank gathers every rank's config hash, so a mismatch raises on all ranks at once (no hang)."""
+    hashes = [None] * ctx.world_size
+    dist.all_gather_object(hashes, config_hash(cfg))
+    if len(set(hashes)) > 1:
+        raise ValueError(f"the ranks were started with different configs (hash per rank: {hashes}); start every "
+                         f"rank with the same --config and --set values")
+
+
+def agree(ctx: DistContext, value):
+    """The list of every rank's `value` (a small picklable object), on every rank."""
+    values = [None] * ctx.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def clip_gradients(backbone_params, head_params, max_norm: float, head_sharded: bool) -> float:
+    """Clip by the global gradient norm: backbone gradients are already equal on every rank, head shards are
+    not, so their squares are summed over ranks. Same rule as torch.nn.utils.clip_grad_norm_."""
+    def sq(params):
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.stack([g.float().pow(2).sum() for g in grads]).sum() if grads else torch.zeros(())
+    head_sq = sq(head_params)
+    if head_sharded:
+        dist.all_reduce(head_sq)
+    total = (sq(backbone_params) + head_sq).sqrt()
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for p in list(backbone_params) + list(head_params):
+        if p.grad is not None:
+            p.grad.mul_(coef.to(p.grad.device))
+    return float(total)

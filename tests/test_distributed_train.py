@@ -1,0 +1,110 @@
+"""torchrun end to end on the CPU (gloo, 2 ranks): training, a kill and exact resume, and the errors for a
+checkpoint of another world size and for ranks started with different configs (no hang: collective timeouts)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+import distributed_worker as w
+from test_benchmarks_quality import ROOT
+from tiny import TINY
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGFACE_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
+
+
+def cmd(out, tmp_path, nproc=2, *extra):
+    base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=4", "train.checkpoint_every=1",
+                   "head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}", *extra]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    return [*launch, "-m", "harness", "train", "--no-eval", "--out", str(out), *[a for s in base for a in ("--set", s)]]
+
+
+def state(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt, {**{"b." + k: v for k, v in ckpt["backbone"].items()}, **{"h." + k: v for k, v in ckpt["head"].items()}}
+
+
+def test_torchrun_kill_and_resume_is_exact(tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(cmd(straight, tmp_path), cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
+    ckpt, a = state(straight / "checkpoints" / "final.pt")
+    assert ckpt["world_size"] == 2 and ckpt["head"]["weight"].shape == (8, 16)   # the gathered centres
+    assert json.load(open(straight / "environment.json"))["world_size"] == 2
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == [
+        "final.pt", "last.json", "step00000020.rank0.pt", "step00000020.rank1.pt"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed, tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    pointer = killed / "checkpoints" / "last.json"
+    target = int(np.random.default_rng().integers(2, 12))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.load(open(pointer))["global_step"] >= target:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)   # the launcher and both ranks at once
+    proc.wait()
+    stopped_at = json.load(open(pointer))["global_step"]
+    assert stopped_at < 20, "the run finished before it could be killed"
+    subprocess.run(cmd(killed, tmp_path), cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
+    _, b = state(killed / "checkpoints" / "final.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resuming from step {stopped_at}"
+    rows = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
+    assert rows == list(range(1, 21))
+
+    one = subprocess.run(cmd(killed, tmp_path, 0), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert one.returncode != 0 and "torchrun checkpoint of 2 ranks" in one.stderr
+    four = subprocess.run(cmd(killed, tmp_path, 4), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert four.returncode != 0 and "written by 2 ranks, this run has 4" in four.stdout + four.stderr
+
+
+def test_torchrun_refuses_a_batch_that_does_not_split(tmp_path):
+    res = subprocess.run(cmd(tmp_path / "run", tmp_path, 2, "train.batch_size=15"), cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "must be divisible by the world size 2" in res.stdout + res.stderr
+
+
+def test_ranks_with_different_configs_fail_together(tmp_path):
+    t0 = time.perf_counter()
+    mp.start_processes(w.config_mismatch_main, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        message = (tmp_path / f"error{rank}.txt").read_text()
+        assert "different configs" in message
+    assert time.perf_counter() - t0 < 50, "should fail at once, not at the collective timeout"
+
+
+def test_world_size_larger_than_the_classes_is_refused(tmp_path):
+    mp.start_processes(w.too_many_ranks_main, args=(2, str(tmp_path / "store"), str(tmp_path), 1), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        assert "world size 2 is larger than the number of classes 1" in (tmp_path / f"error{rank}.txt").read_text()
+
+
+def test_single_process_never_starts_torch_distributed(tmp_path):
+    overrides = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.max_steps=2", f'out="{tmp_path / "run"}"']
+    code = f"""
+import sys
+import torch.distributed as dist
+from harness.config import load_config
+from harness.trainer import train
+train(load_config(None, {overrides!r}), quiet=True, evaluate=False)
+assert not dist.is_initialized()
+assert "losses.distributed" not in sys.modules and "harness.distributed" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in ENV.items() if k not in ("WORLD_SIZE", "RANK")})
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
