@@ -38,7 +38,8 @@ def bare_loop(cfg, faces, steps: int, device) -> list[float]:
     times = []
     for step in range(steps):
         t0 = time.perf_counter()
-        idx = order[step * B:(step + 1) * B]
+        start = (step % (len(labels) // B)) * B    # wraps around like epochs when steps * B > N
+        idx = order[start:start + B]
         x = random_hflip(batch_to_tensor(images[idx.numpy()])).to(device)
         y = labels[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):

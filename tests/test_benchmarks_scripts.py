@@ -1,0 +1,42 @@
+"""The smaller benchmark scripts at tiny sizes: they run, print their table and write what they promise."""
+import json
+import subprocess
+import sys
+
+from test_benchmarks_quality import ROOT
+from tiny import TINY
+
+
+def run(*args, timeout=300):
+    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_head_speed(tmp_path):
+    out = run("benchmarks/head_speed.py", "--batch", "16", "--dim", "32", "--classes", "500", "--repeats", "2",
+              "--warmup", "1", "--heads", "magface", "arcface", "--json", str(tmp_path / "speed.json"))
+    table = json.load(open(tmp_path / "speed.json"))
+    assert "magface" in out and table
+
+
+def test_synthetic_data(tmp_path):
+    out = run("benchmarks/synthetic_data.py", "--images", "400", "--size", "32", "--figure",
+              str(tmp_path / "grid.png"))
+    assert (tmp_path / "grid.png").stat().st_size > 10_000 and "images" in out
+
+
+def test_train_speed(tmp_path):
+    out = run("benchmarks/train_speed.py", "--steps", "7", "--rounds", "1",
+              *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)])
+    assert "overhead" in out.lower()
+
+
+def test_distributed_memory_falls_with_the_ranks(tmp_path):
+    out = run("benchmarks/distributed_memory.py", "--classes", "400", "--batch", "16", "--dim", "32", "--ranks",
+              "1,2", "--steps", "2", "--out", str(tmp_path / "mem.json"))
+    rows = json.load(open(tmp_path / "mem.json"))["rows"]
+    assert [r["centres"] for r in rows] == [400, 200]
+    assert rows[1]["weight_bytes"] * 2 == rows[0]["weight_bytes"]
+    assert rows[1]["logits_bytes"] * 2 == rows[0]["logits_bytes"]
+    assert all(r["max_loss_gap"] < 1e-4 for r in rows) and "Glint360K" in out
