@@ -12,7 +12,6 @@ results go to OUT/ablation.csv and OUT/ablation.json (one row per cell) and heat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,8 +22,8 @@ from tqdm import tqdm
 
 from harness.config import load_config
 from harness.runstate import atomic_json
-from harness.sweep import (add_real_data_args, config_hash, prepare_run, real_data_overrides, run_all,
-                           write_csv)
+from harness.sweep import (add_real_data_args, cached_result, config_hash, metric_columns, real_data_overrides,
+                           run_all, write_csv)
 
 DEFAULT_LM = (0.35, 0.40, 0.45)
 DEFAULT_UM = (0.70, 0.80, 0.90)
@@ -45,28 +44,9 @@ def cell_config(base_args, l_m, u_m, out_dir):
 
 
 def row_from_metrics(cfg, metrics, seconds):
-    name, m = next(iter(metrics["sets"].items()))
     p = cfg.head.params
-    row = {"l_m": p["l_m"], "u_m": p["u_m"], "lambda_g": p.get("lambda_g"), "l_a": p.get("l_a"),
-           "u_a": p.get("u_a"), "s": p.get("s"), "eval_set": name, "accuracy": m["accuracy"],
-           "accuracy_std": m["accuracy_std"]}
-    for far, tar in m["tar_at_far"].items():
-        row[f"tar_far_{far}"] = tar
-    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho", float("nan"))
-    row["erc_area"] = m["erc"]["area"]
-    row["erc_area_ground_truth"] = m.get("erc_ground_truth", {}).get("area", float("nan"))
-    row["mean_norm"] = m.get("mean_norm", float("nan"))
-    row["seconds"] = seconds
-    row["config_hash"] = config_hash(cfg)
-    return row
-
-
-def cached_row(cfg):
-    """The stored row if this cell finished with exactly this config (else None; stale folders are removed)."""
-    if prepare_run(cfg, "cell.json") != "done":
-        return None
-    with open(os.path.join(cfg.out, "cell.json")) as f:
-        return json.load(f)
+    return {"l_m": p["l_m"], "u_m": p["u_m"], "lambda_g": p.get("lambda_g"), "l_a": p.get("l_a"), "u_a": p.get("u_a"),
+            "s": p.get("s"), **metric_columns(metrics), "seconds": seconds, "config_hash": config_hash(cfg)}
 
 
 def parse_grid(text, name):
@@ -118,7 +98,7 @@ def main(argv=None):
 
     rows, todo = {}, []
     for cfg in cells:
-        row = cached_row(cfg)
+        row = cached_result(cfg, "cell.json")
         if row is None:
             todo.append(cfg)
         else:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from harness.config import load_config
 from harness.runstate import atomic_json
-from harness.sweep import (add_real_data_args, config_hash, prepare_run, real_data_overrides, run_all,
-                           write_csv)
+from harness.sweep import (add_real_data_args, cached_result, config_hash, metric_columns, real_data_overrides,
+                           run_all, write_csv)
 
 DEFAULT_CONFIG = "configs/cpu_synthetic_quick.toml"   # 36 runs of about 30 s on 2 cores
 # One scale for every normalised head (the CPU default's MagFace s); margins are each paper's. ArcFace takes
@@ -54,23 +54,10 @@ def run_config(args, condition, head, seed):
 
 
 def result_row(cfg, metrics, seconds):
-    name, m = next(iter(metrics["sets"].items()))
-    parts = cfg.out.rstrip("/").split(os.sep)
-    row = {"condition": parts[-3], "head": cfg.head.name, "seed": cfg.train.seed, "eval_set": name,
-           "accuracy": m["accuracy"], "accuracy_std_folds": m["accuracy_std"]}
-    for far, tar in m["tar_at_far"].items():
-        row[f"tar_far_{far}"] = tar
-    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho", float("nan"))
-    row.update(seconds=seconds, head_params=json.dumps(cfg.head.params, sort_keys=True),
-               config_hash=config_hash(cfg))
-    return row
-
-
-def cached_row(cfg):
-    if prepare_run(cfg, "result.json") != "done":
-        return None
-    with open(os.path.join(cfg.out, "result.json")) as f:
-        return json.load(f)
+    condition = cfg.out.rstrip("/").split(os.sep)[-3]
+    return {"condition": condition, "head": cfg.head.name, "seed": cfg.train.seed, **metric_columns(metrics),
+            "seconds": seconds, "head_params": json.dumps(cfg.head.params, sort_keys=True),
+            "config_hash": config_hash(cfg)}
 
 
 def summarise(rows):
@@ -154,7 +141,7 @@ def main(argv=None):
 
     rows, todo = {}, []
     for cfg in runs:
-        row = cached_row(cfg)
+        row = cached_result(cfg, "result.json")
         if row is None:
             todo.append(cfg)
         else:

@@ -153,7 +153,10 @@ def loss_comparison(rows, metrics, title=""):
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(f"{label}: mean ± std over seeds, dots = seeds", fontsize=10)
         ax.tick_params(axis="x", labelrotation=20)
-        ax.legend(title="training set", fontsize=8, title_fontsize=8, loc="lower right")
+        ax.get_legend().remove()
         ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="training set", loc="outside lower center", ncol=len(conditions), fontsize=9,
+               title_fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig

@@ -108,3 +108,24 @@ def write_csv(path: str, rows: list) -> None:
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
+
+
+def metric_columns(metrics: dict) -> dict:
+    """The table columns of a run's evaluation (its first evaluation set): accuracy, TAR@FAR, quality metrics."""
+    name, m = next(iter(metrics["sets"].items()))
+    row = {"eval_set": name, "accuracy": m["accuracy"], "accuracy_std_folds": m["accuracy_std"]}
+    for far, tar in m["tar_at_far"].items():
+        row[f"tar_far_{far}"] = tar
+    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho", float("nan"))
+    row["erc_area"] = m["erc"]["area"]
+    row["erc_area_ground_truth"] = m.get("erc_ground_truth", {}).get("area", float("nan"))
+    row["mean_norm"] = m.get("mean_norm", float("nan"))
+    return row
+
+
+def cached_result(cfg, done_file: str):
+    """The stored result row if cfg.out finished with exactly this config (else None; stale folders go)."""
+    if prepare_run(cfg, done_file) != "done":
+        return None
+    with open(os.path.join(cfg.out, done_file)) as f:
+        return json.load(f)

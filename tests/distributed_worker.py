@@ -93,30 +93,28 @@ def partial_fc_main(rank, world, store_path, out_dir):
     dist.destroy_process_group()
 
 
+def record_error(fn, rank, out_dir):
+    """Run fn on this rank and write the ValueError it raised (or "no error") to out_dir/error<rank>.txt."""
+    try:
+        fn()
+        message = "no error"
+    except ValueError as exc:
+        message = str(exc)
+    with open(os.path.join(out_dir, f"error{rank}.txt"), "w") as f:
+        f.write(message)
+    dist.destroy_process_group()
+
+
 def config_mismatch_main(rank, world, store_path, out_dir):
     """Rank 1 has another learning rate: check_same_config must raise on both ranks."""
     from harness.config import load_config
     from harness.distributed import DistContext, check_same_config
     init(rank, world, store_path)
     cfg = load_config(None, [f"optim.lr={0.1 if rank == 0 else 0.2}"])
-    try:
-        check_same_config(cfg, DistContext(rank, world, rank, torch.device("cpu")))
-        message = "no error"
-    except ValueError as exc:
-        message = str(exc)
-    with open(os.path.join(out_dir, f"error{rank}.txt"), "w") as f:
-        f.write(message)
-    dist.destroy_process_group()
+    record_error(lambda: check_same_config(cfg, DistContext(rank, world, rank, torch.device("cpu"))), rank, out_dir)
 
 
 def too_many_ranks_main(rank, world, store_path, out_dir, classes):
     from losses.distributed import DistributedHead
     init(rank, world, store_path)
-    try:
-        DistributedHead(build_head("arcface", classes, D))
-        message = "no error"
-    except ValueError as exc:
-        message = str(exc)
-    with open(os.path.join(out_dir, f"error{rank}.txt"), "w") as f:
-        f.write(message)
-    dist.destroy_process_group()
+    record_error(lambda: DistributedHead(build_head("arcface", classes, D)), rank, out_dir)
