@@ -5,7 +5,7 @@ Every (condition, head, seed) is a full harness run in OUT/runs/, reused when it
 run resumes). Results: OUT/compare_losses.csv (one row per run), OUT/compare_losses_summary.csv (mean and std over
 seeds per condition and head), OUT/compare_losses.png (and a copy in figures/).
 
-    python benchmarks/compare_losses.py              # 6 heads x 3 seeds x {clean, noisy}, CPU, about 20 minutes
+    python benchmarks/compare_losses.py              # 6 heads x 3 seeds x {clean, noisy}, CPU, about 35 minutes
     python benchmarks/compare_losses.py --quick      # 1 seed, 2 epochs, a few minutes
     python benchmarks/compare_losses.py --data /data/faces_emore --eval-bins /data/faces_emore/lfw.bin \\
         --backbone iresnet50 --device cuda --epochs 25 --seeds 0,1,2 --conditions clean
@@ -27,7 +27,8 @@ from harness.runstate import atomic_json
 from harness.sweep import (add_real_data_args, cached_result, config_hash, metric_columns, real_data_overrides,
                            run_all, write_csv)
 
-DEFAULT_CONFIG = "configs/cpu_synthetic_quick.toml"   # 36 runs of about 30 s on 2 cores
+DEFAULT_CONFIG = "configs/cpu_synthetic_ablation.toml"   # 36 runs of about a minute on 2 cores
+QUICK_CONFIG = "configs/cpu_synthetic_quick.toml"
 # One scale for every normalised head (the CPU default's MagFace s); margins are each paper's. ArcFace takes
 # MagFace's theta policy ("easy"), so the two differ only by MagFace's magnitude-aware margin and regulariser.
 HEADS = {"softmax": {}, "sphereface": {"s": 32.0}, "cosface": {"s": 32.0},
@@ -107,7 +108,7 @@ def main(argv=None):
     ap.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2; --quick: 0)")
     ap.add_argument("--conditions", default="clean,noisy",
                     help="clean and/or noisy (10%% wrong labels + 5%% garbage images in the training set)")
-    ap.add_argument("--quick", action="store_true", help="one seed and two epochs")
+    ap.add_argument("--quick", action="store_true", help=f"one seed, two epochs, {QUICK_CONFIG}")
     add_real_data_args(ap)
     ap.add_argument("--out", default="results/compare_losses", help="results folder (runs, CSV, figure)")
     ap.add_argument("--figures", default="figures", help="also copy the PNG here ('' to skip)")
@@ -123,7 +124,7 @@ def main(argv=None):
             raise SystemExit(f"error: unknown --{name} {unknown}; expected some of {list(valid)}")
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"error: --seeds has repeats: {seeds}")
-    args.config = args.config or DEFAULT_CONFIG
+    args.config = args.config or (QUICK_CONFIG if args.quick else DEFAULT_CONFIG)
     if args.quick and not args.epochs:
         args.epochs = 2
     args.overrides = real_data_overrides(args)

@@ -2,8 +2,8 @@
 
 A notebook draws from the full benchmark's results in results/<benchmark>/ when they exist; otherwise (or with
 MAGFACE_NOTEBOOK_QUICK=1) from results/<benchmark>_quick/, running the benchmark's --quick version first when that
-is missing too. MAGFACE_RESULTS moves the results root; MAGFACE_BENCH_ARGS (a JSON list) adds arguments to that
-run (the tests use it to shrink the data). Importing this module puts the repository root on sys.path, so the
+is missing too. MAGFACE_RESULTS moves the results root; MAGFACE_BENCH_ARGS adds arguments to that run: a JSON
+list for every benchmark, or an object {"*": [...], "<benchmark>": [...]} (the tests use it to shrink the data). Importing this module puts the repository root on sys.path, so the
 notebooks can import the benchmarks' loading and drawing functions.
 """
 from __future__ import annotations
@@ -31,6 +31,8 @@ def results_dir(benchmark: str, done_file: str) -> Path:
         print(f"drawing from the stored --quick results in {quick}")
         return quick
     extra = json.loads(os.environ.get("MAGFACE_BENCH_ARGS", "[]"))
+    if isinstance(extra, dict):
+        extra = extra.get("*", []) + extra.get(benchmark, [])
     cmd = [sys.executable, str(ROOT / "benchmarks" / f"{benchmark}.py"), "--quick", "--out", str(quick),
            "--figures", "", *extra]
     print(f"no stored results for {benchmark}; running: {' '.join(cmd)}", flush=True)

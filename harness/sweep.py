@@ -67,8 +67,9 @@ def real_data_overrides(args) -> list:
     return overrides
 
 
-def train_in_worker(cfg_dict: dict, threads: int):
-    """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds)."""
+def train_in_worker(cfg_dict: dict, threads: int, slot: int = 0):
+    """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds). Worker `slot` uses
+    GPU slot mod the GPU count, so --jobs N spreads cells over the GPUs of one machine."""
     import time
 
     import torch
@@ -76,6 +77,8 @@ def train_in_worker(cfg_dict: dict, threads: int):
     from .config import RunConfig
     from .trainer import train
     torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(slot % torch.cuda.device_count())
     cfg = RunConfig.from_dict(cfg_dict)
     t0 = time.perf_counter()
     result = train(cfg, quiet=True)
@@ -93,7 +96,7 @@ def run_all(cfgs: list, jobs: int = 1):
             yield (cfg, *train_in_worker(cfg.to_dict(), threads))
         return
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_in_worker, cfg.to_dict(), threads) for cfg in cfgs]
+        futures = [pool.submit(train_in_worker, cfg.to_dict(), threads, i % jobs) for i, cfg in enumerate(cfgs)]
         for cfg, fut in zip(cfgs, futures):
             yield (cfg, *fut.result())
 

@@ -148,7 +148,8 @@ class _ShardedMarginCE(torch.autograd.Function):
 
 
 class ShardedHeadOutput(HeadOutput):
-    """A HeadOutput whose logits are this rank's columns; accuracy is reduced over all ranks."""
+    """A HeadOutput whose logits are this rank's columns (target_column -1 where another rank owns the class);
+    accuracy() is reduced over all ranks, so it is a collective: call it on every rank or on none."""
 
     group = None
 

@@ -22,8 +22,9 @@ def test_notebook_executes_and_draws(path, tmp_path_factory, monkeypatch):
     root = tmp_path_factory.getbasetemp() / "notebook_results"   # shared: erc reuses quality_vs_magnitude's runs
     monkeypatch.setenv("MAGFACE_RESULTS", str(root))
     monkeypatch.setenv("MAGFACE_NOTEBOOK_QUICK", "1")
-    monkeypatch.setenv("MAGFACE_BENCH_ARGS", json.dumps(
-        [a for s in TINY + ["train.epochs=2", f'data.cache_dir="{root / "cache"}"'] for a in ("--set", s)]))
+    tiny = [a for s in TINY + ["train.epochs=2", f'data.cache_dir="{root / "cache"}"'] for a in ("--set", s)]
+    monkeypatch.setenv("MAGFACE_BENCH_ARGS", json.dumps(   # every head of the comparison runs in its own test
+        {"*": tiny, "compare_losses": ["--heads", "softmax,magface", "--conditions", "clean,noisy"]}))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(FIGURES)}}).execute()
