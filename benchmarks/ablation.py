@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 
@@ -117,14 +116,8 @@ def main(argv=None):
     table = [rows[(lm, um)] for lm in l_ms for um in u_ms]
     write_table(args.out, table)
     print_table(table)
-    from harness.plots import save_figure
-    fig = heatmap_figure(table)
-    png = os.path.join(args.out, "ablation_heatmaps.png")
-    save_figure(fig, png)
-    if args.figures:
-        os.makedirs(args.figures, exist_ok=True)
-        shutil.copyfile(png, os.path.join(args.figures, "ablation_heatmaps_quick.png" if args.quick
-                                          else "ablation_heatmaps.png"))
+    from harness.plots import publish_figure
+    publish_figure(heatmap_figure(table), args.out, "ablation_heatmaps.png", args.figures, args.quick)
     print(f"wrote {args.out}/ablation.csv, ablation.json, ablation_heatmaps.png "
           f"({time.perf_counter() - t0:.0f} s for {len(todo)} new cell(s))")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -166,14 +165,8 @@ def main(argv=None):
              f"epochs, {len(seeds)} seed(s) each")
     atomic_json(os.path.join(args.out, "compare_losses.json"), {"title": title, "runs": table, "summary": summary})
     print_summary(summary)
-    from harness.plots import save_figure
-    fig = comparison_figure(table, title)
-    png = os.path.join(args.out, "compare_losses.png")
-    save_figure(fig, png)
-    if args.figures:
-        os.makedirs(args.figures, exist_ok=True)
-        shutil.copyfile(png, os.path.join(args.figures, "compare_losses_quick.png" if args.quick
-                                          else "compare_losses.png"))
+    from harness.plots import publish_figure
+    publish_figure(comparison_figure(table, title), args.out, "compare_losses.png", args.figures, args.quick)
     print(f"wrote {args.out}/compare_losses.csv, compare_losses_summary.csv, compare_losses.png "
           f"({time.perf_counter() - t0:.0f} s for {len(todo)} new run(s))")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -21,8 +20,8 @@ import numpy as np
 from harness import metrics
 from harness.config import load_config
 from harness.evaluate import load_eval, load_metrics
-from harness.plots import (erc_curves, magnitude_histograms, magnitude_vs_cosine, magnitude_vs_quality,
-                           save_figure, sorted_image_grid)
+from harness.plots import (erc_curves, magnitude_histograms, magnitude_vs_cosine, magnitude_vs_quality, publish_figure,
+                           sorted_image_grid)
 from harness.runstate import atomic_json
 from harness.sweep import prepare_run, write_csv
 
@@ -118,11 +117,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     figs = quality_figures(res, faces)
     for name, fig in figs.items():
-        save_figure(fig, os.path.join(args.out, name))
-        if args.figures:
-            os.makedirs(args.figures, exist_ok=True)
-            shutil.copyfile(os.path.join(args.out, name), os.path.join(args.figures, name.replace(
-                ".png", "_quick.png" if args.quick else ".png")))
+        publish_figure(fig, args.out, name, args.figures, args.quick)
     rows = res["rows"]
     write_csv(os.path.join(args.out, "quality_vs_magnitude.csv"), rows)
     atomic_json(os.path.join(args.out, "quality_vs_magnitude.json"), rows)

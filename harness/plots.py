@@ -35,6 +35,17 @@ def save_figure(fig, path: str, dpi: int = 130) -> str:
     return path
 
 
+def publish_figure(fig, out_dir: str, name: str, figures_dir: str = "", quick: bool = False) -> str:
+    """Save to out_dir/name and, unless figures_dir is empty, copy to figures_dir (as *_quick.png for --quick
+    runs, so a quick run never replaces the committed full-size figure)."""
+    import shutil
+    path = save_figure(fig, os.path.join(out_dir, name))
+    if figures_dir:
+        os.makedirs(figures_dir, exist_ok=True)
+        shutil.copyfile(path, os.path.join(figures_dir, name.replace(".png", "_quick.png") if quick else name))
+    return path
+
+
 def ablation_heatmaps(rows, metrics, marks=None, title=""):
     """One seaborn heatmap per metric over the (l_m, u_m) grid; `marks` outlines named cells (e.g. the paper's)."""
     import seaborn as sns
