@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from harness.config import load_config
 from harness.runstate import atomic_json
-from harness.sweep import (add_real_data_args, cached_result, config_hash, metric_columns, real_data_overrides,
-                           run_all, write_csv)
+from harness.sweep import (add_real_data_args, config_hash, metric_columns, real_data_overrides, run_sweep,
+                           write_csv)
 
 DEFAULT_LM = (0.35, 0.40, 0.45)
 DEFAULT_UM = (0.70, 0.80, 0.90)
@@ -95,31 +93,16 @@ def main(argv=None):
         from harness.data_source import synthetic_faces
         synthetic_faces(cells[0])
 
-    rows, todo = {}, []
-    for cfg in cells:
-        row = cached_result(cfg, "cell.json")
-        if row is None:
-            todo.append(cfg)
-        else:
-            rows[(row["l_m"], row["u_m"])] = row
-    if len(rows):
-        print(f"{len(rows)} cell(s) reused from {args.out}/cells", flush=True)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(cells), initial=len(rows), desc="cells", unit="cell", file=sys.stdout)
-    for cfg, metrics, seconds in run_all(todo, args.jobs):
-        row = row_from_metrics(cfg, metrics, seconds)
-        atomic_json(os.path.join(cfg.out, "cell.json"), row)
-        rows[(row["l_m"], row["u_m"])] = row
-        bar.update(1)
-        bar.set_postfix(last=f"({row['l_m']:g},{row['u_m']:g}) acc {row['accuracy']:.3f}")
-    bar.close()
-    table = [rows[(lm, um)] for lm in l_ms for um in u_ms]
+    table, trained = run_sweep(cells, "cell.json", row_from_metrics, jobs=args.jobs, unit="cell",
+                               where=f"{args.out}/cells",
+                               describe=lambda r: f"({r['l_m']:g},{r['u_m']:g}) acc {r['accuracy']:.3f}")
     write_table(args.out, table)
     print_table(table)
     from harness.plots import publish_figure
     publish_figure(heatmap_figure(table), args.out, "ablation_heatmaps.png", args.figures, args.quick)
     print(f"wrote {args.out}/ablation.csv, ablation.json, ablation_heatmaps.png "
-          f"({time.perf_counter() - t0:.0f} s for {len(todo)} new cell(s))")
+          f"({time.perf_counter() - t0:.0f} s for {trained} new cell(s))")
 
 
 def heatmap_figure(table):

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from harness.config import load_config
 from harness.runstate import atomic_json
-from harness.sweep import (add_real_data_args, cached_result, config_hash, metric_columns, real_data_overrides,
-                           run_all, write_csv)
+from harness.sweep import (add_real_data_args, config_hash, metric_columns, real_data_overrides, run_sweep,
+                           write_csv)
 
 DEFAULT_CONFIG = "configs/cpu_synthetic_ablation.toml"   # 36 runs of about a minute on 2 cores
 QUICK_CONFIG = "configs/cpu_synthetic_quick.toml"
@@ -139,25 +137,9 @@ def main(argv=None):
         for c in conditions:
             synthetic_faces(next(r for r in runs if r.out.split(os.sep)[-3] == c))
 
-    rows, todo = {}, []
-    for cfg in runs:
-        row = cached_result(cfg, "result.json")
-        if row is None:
-            todo.append(cfg)
-        else:
-            rows[cfg.out] = row
-    if rows:
-        print(f"{len(rows)} run(s) reused from {args.out}/runs", flush=True)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(runs), initial=len(rows), desc="runs", unit="run", file=sys.stdout)
-    for cfg, metrics, seconds in run_all(todo, args.jobs):
-        row = result_row(cfg, metrics, seconds)
-        atomic_json(os.path.join(cfg.out, "result.json"), row)
-        rows[cfg.out] = row
-        bar.update(1)
-        bar.set_postfix(last=f"{row['condition']}/{row['head']}/seed{row['seed']} acc {row['accuracy']:.3f}")
-    bar.close()
-    table = [rows[cfg.out] for cfg in runs]
+    table, trained = run_sweep(runs, "result.json", result_row, jobs=args.jobs, unit="run", where=f"{args.out}/runs",
+                               describe=lambda r: f"{r['condition']}/{r['head']}/seed{r['seed']} acc {r['accuracy']:.3f}")
     summary = summarise(table)
     write_csv(os.path.join(args.out, "compare_losses.csv"), table)
     write_csv(os.path.join(args.out, "compare_losses_summary.csv"), summary)
@@ -168,7 +150,7 @@ def main(argv=None):
     from harness.plots import publish_figure
     publish_figure(comparison_figure(table, title), args.out, "compare_losses.png", args.figures, args.quick)
     print(f"wrote {args.out}/compare_losses.csv, compare_losses_summary.csv, compare_losses.png "
-          f"({time.perf_counter() - t0:.0f} s for {len(todo)} new run(s))")
+          f"({time.perf_counter() - t0:.0f} s for {trained} new run(s))")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 A notebook draws from the full benchmark's results in results/<benchmark>/ when they exist; otherwise (or with
 MAGFACE_NOTEBOOK_QUICK=1) from results/<benchmark>_quick/, running the benchmark's --quick version first when that
 is missing too. MAGFACE_RESULTS moves the results root; MAGFACE_BENCH_ARGS adds arguments to that run: a JSON
-list for every benchmark, or an object {"*": [...], "<benchmark>": [...]} (the tests use it to shrink the data). Importing this module puts the repository root on sys.path, so the
-notebooks can import the benchmarks' loading and drawing functions.
+list for every benchmark, or an object {"*": [...], "<benchmark>": [...]} (the tests use it to shrink the data).
+Importing this module puts the repository root on sys.path, so the notebooks can import the benchmarks' loading
+and drawing functions.
 """
 from __future__ import annotations
 
@@ -36,8 +37,7 @@ def results_dir(benchmark: str, done_file: str) -> Path:
     cmd = [sys.executable, str(ROOT / "benchmarks" / f"{benchmark}.py"), "--quick", "--out", str(quick),
            "--figures", "", *extra]
     print(f"no stored results for {benchmark}; running: {' '.join(cmd)}", flush=True)
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    print(done.stdout[-3000:])
+    done = subprocess.run(cmd, cwd=ROOT)   # its progress shows in the cell as it runs
     if done.returncode != 0:
-        raise RuntimeError(f"{benchmark}.py --quick failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{benchmark}.py --quick failed (exit {done.returncode}); its output is above")
     return quick

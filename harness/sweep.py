@@ -132,3 +132,33 @@ def cached_result(cfg, done_file: str):
         return None
     with open(os.path.join(cfg.out, done_file)) as f:
         return json.load(f)
+
+
+def run_sweep(cfgs: list, done_file: str, make_row, *, jobs: int = 1, unit: str = "run", where: str = "",
+              describe=lambda row: "") -> tuple[list, int]:
+    """Every run of cfgs, reusing the finished ones (their stored `done_file` row) and training the rest with a
+    progress bar; make_row(cfg, metrics, seconds) builds a new run's row, stored as cfg.out/done_file.
+    Returns (rows in cfgs' order, how many runs were trained)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .runstate import atomic_json
+    rows, todo = {}, []
+    for cfg in cfgs:
+        row = cached_result(cfg, done_file)
+        if row is None:
+            todo.append(cfg)
+        else:
+            rows[cfg.out] = row
+    if rows:
+        print(f"{len(rows)} {unit}(s) reused from {where}", flush=True)
+    bar = tqdm(total=len(cfgs), initial=len(rows), desc=f"{unit}s", unit=unit, file=sys.stdout)
+    for cfg, metrics, seconds in run_all(todo, jobs):
+        row = make_row(cfg, metrics, seconds)
+        atomic_json(os.path.join(cfg.out, done_file), row)
+        rows[cfg.out] = row
+        bar.update(1)
+        bar.set_postfix(last=describe(row))
+    bar.close()
+    return [rows[cfg.out] for cfg in cfgs], len(todo)

@@ -7,8 +7,8 @@ does (on the CPU). A non-finite loss stops the run and names the last good check
 
 Under torchrun (WORLD_SIZE > 1) the backbone is wrapped in DDP, the head in losses.distributed.DistributedHead
 (class centres sharded over the ranks unless train.shard_centres is false), each rank trains on its rows of the
-single-process global batch, and each rank writes its own checkpoint (last.rank<r>.pt, with the world size);
-final.pt holds the gathered head and opens in a single process.
+single-process global batch, and each rank writes its own checkpoint (see harness/checkpoints.py); final.pt
+holds the gathered head and opens in a single process.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, 
     source = TrainSource(cfg, faces)
     backbone, head = build_model(cfg, source.num_classes, source.image_size)
     if ctx:
-        from losses.distributed import DistributedHead
+        from losses.distributed import DistributedHead, sum_gradients_hook
         head = DistributedHead(head, shard=cfg.train.shard_centres)
     backbone.to(device)
     head.to(device)
@@ -138,7 +138,6 @@ def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, 
     if ctx:
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(backbone, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
-        from losses.distributed import sum_gradients_hook
         model.register_comm_hook(None, sum_gradients_hook)
     model = torch.compile(model) if cfg.train.compile else model
     steps_per_epoch = source.steps_per_epoch(cfg.train.batch_size)
@@ -172,7 +171,7 @@ def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, 
         log(line)
 
     def checkpoint(final=False):
-        """Every rank its own last.rank<r>.pt under torchrun; final.pt (rank 0) holds the gathered head."""
+        """The resumable checkpoint (per rank under torchrun); final=True: final.pt by rank 0, head gathered."""
         head_state = head.full_state_dict() if final and ctx else head.state_dict()
         state = dict(backbone=backbone.state_dict(), head=head_state, optimizer=optimizer.state_dict(),
                      scaler=scaler.state_dict(), rng=rng_state(), epoch=epoch, step_in_epoch=step_in_epoch,

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .base import NORM_EPS, HeadOutput, MarginHead
+from .checks import check_batch
 from .fused import ROW_CHUNK
 
 
@@ -202,7 +203,7 @@ class DistributedHead(nn.Module):
 
     def full_state_dict(self) -> dict:
         """The single-process head's state dict (shards gathered on every rank): for final checkpoints."""
-        state = {k: v for k, v in self.inner.state_dict().items()}
+        state = dict(self.inner.state_dict())
         if self.shard:
             state["weight"] = self._gather_shards(self.weight.detach())
             if self.bias is not None:
@@ -230,7 +231,6 @@ class DistributedHead(nn.Module):
         if not self.shard:
             return self.inner(x, labels)
         head = self.inner
-        from .checks import check_batch
         check_batch(x, labels, head.embedding_size, head.num_classes)
         with torch.autocast(device_type=x.device.type, enabled=False):
             dtype = torch.promote_types(x.dtype, torch.float32)

@@ -118,3 +118,21 @@ def too_many_ranks_main(rank, world, store_path, out_dir, classes):
     from losses.distributed import DistributedHead
     init(rank, world, store_path)
     record_error(lambda: DistributedHead(build_head("arcface", classes, D)), rank, out_dir)
+
+
+def clip_main(rank, world, store_path, out_dir, max_norm):
+    """Global gradient clipping with sharded centres: a stand-in backbone gradient (equal on every rank, as after
+    DDP's all-reduce) plus this rank's MagFace centre-shard gradient of step 0."""
+    from harness.distributed import clip_gradients
+    from losses.distributed import DistributedHead
+    init(rank, world, store_path)
+    head = DistributedHead(make_head("magface"), shard=True)
+    x, labels = batch(0)
+    rows = slice(rank * B // world, (rank + 1) * B // world)
+    head(x[rows].clone().requires_grad_(True), labels[rows]).loss.backward()
+    backbone = torch.nn.Parameter(torch.zeros(5))
+    backbone.grad = torch.arange(5.0)
+    total = clip_gradients([backbone], list(head.parameters()), max_norm, head_sharded=True)
+    torch.save({"total": total, "backbone": backbone.grad, "weight": head.weight.grad},
+               os.path.join(out_dir, f"clip{rank}.pt"))
+    dist.destroy_process_group()

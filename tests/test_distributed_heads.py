@@ -68,3 +68,20 @@ def test_partial_fc_on_shards(tmp_path):
         assert set(mine.tolist()) <= set(classes.tolist())            # every positive centre is kept
         assert len(classes) == max(-(-(end - start) // 2), len(mine))  # ceil(0.5 * shard) or all positives
         assert torch.isfinite(r["loss"]) and r["grad_w_rows"] == len(classes)
+
+
+def test_gradient_clipping_uses_the_global_norm(tmp_path):
+    mp.start_processes(w.clip_main, args=(2, str(tmp_path / "store"), str(tmp_path), 0.5), nprocs=2,
+                       start_method="spawn")
+    head = w.make_head("magface")
+    x, labels = w.batch(0)
+    head(x.requires_grad_(True), labels).loss.backward()
+    backbone = torch.nn.Parameter(torch.zeros(5))
+    backbone.grad = torch.arange(5.0)
+    total = torch.nn.utils.clip_grad_norm_([backbone, head.weight], 0.5)
+    r0, r1 = (torch.load(tmp_path / f"clip{r}.pt") for r in range(2))
+    assert float(total) > 0.5                                       # clipping really happened
+    for r in (r0, r1):
+        assert abs(r["total"] - float(total)) < 1e-4
+        close(r["backbone"], backbone.grad)
+    close(torch.cat([r0["weight"], r1["weight"]]), head.weight.grad)
