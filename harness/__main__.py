@@ -1,10 +1,45 @@
-"""python -m harness train --config FILE [--set key=value ...] | evaluate --run DIR"""
+"""python -m harness train --config FILE [--set key=value ...] [--dry-run]
+python -m harness sweep SPEC.toml [--quick] [--out DIR] [--jobs N] [--set key=value ...] [--dry-run | --prune]
+python -m harness evaluate --run DIR"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from .config import load_config
+from .config import load_config, resolved_head
+from .data import RecordIODataset, image_folder, list_file
+from .evaluate import evaluate_run, summary_line
+from .models import build_backbone
+from .sweep import load_spec, run_spec
+from .trainer import train
+
+
+def describe(cfg) -> str:
+    """What a run would train, without training or generating data: config, data, backbone and head."""
+    d = cfg.data
+    if d.source == "synthetic":
+        s = d.synthetic
+        classes, size = s.train_identities, s.size
+        data = (f"synthetic faces: {s.train_identities} x {s.train_images_per_identity} training images of "
+                f"{size} px, {s.eval_identities} x {s.eval_images_per_identity} evaluation images, label noise "
+                f"{s.label_noise}, garbage {s.garbage}, seed {s.seed} (cache key {s.key()})")
+    else:
+        ds = {"recordio": RecordIODataset, "folder": image_folder, "list": list_file}[d.source](d.path)
+        classes, size = ds.num_classes, ds[0][0].shape[-1]
+        data = f"{d.source} {d.path}: {len(ds):,} images of {size} px, {classes:,} classes; eval {d.eval_bins}"
+    backbone = build_backbone(cfg.model.backbone, cfg.model.embedding_size, size, cfg.model.dropout, cfg.model.width)
+    head = resolved_head(cfg, classes)
+    n_back = sum(p.numel() for p in backbone.parameters())
+    n_head = sum(p.numel() for p in head.parameters())
+    lines = [f"config (fingerprint {cfg.fingerprint()}):", json.dumps(cfg.to_dict(), indent=1),
+             f"data: {data}",
+             f"backbone: {cfg.model.backbone}, {n_back:,} parameters, embedding {cfg.model.embedding_size}",
+             f"head: {head.hparams}, {n_head:,} parameters",
+             f"training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {cfg.train.device}, "
+             f"into {cfg.out}"]
+    line = head.startup_check() if hasattr(head, "startup_check") else None
+    return "\n".join(lines + ([line] if line else []))
 
 
 def main(argv=None):
@@ -13,10 +48,22 @@ def main(argv=None):
     tr = sub.add_parser("train", help="train (or resume) a run")
     tr.add_argument("--config", help="TOML file (may name a `base` file it overrides)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override, e.g. --set train.epochs=3 --set head.name=arcface --set head.params.m=0.4")
+                    help="override, e.g. --set train.epochs=3 --set head.name=arcface --set head.params.m=0.4 "
+                         "(an inline table --set head.params={m=0.4} replaces the whole table)")
     tr.add_argument("--out", help="run directory (same as --set out=...)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if the run has a checkpoint")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    tr.add_argument("--dry-run", action="store_true", help="print the resolved config, data, backbone and head; "
+                                                           "train nothing")
+    sw = sub.add_parser("sweep", help="run a sweep spec (configs/sweeps/*.toml): train what is missing, reuse the rest")
+    sw.add_argument("spec", nargs="?", help="sweep spec TOML file")
+    sw.add_argument("--quick", action="store_true", help="the spec's [quick] variant")
+    sw.add_argument("--out", help="results folder (default results/<name>, with --quick results/<name>_quick)")
+    sw.add_argument("--jobs", type=int, default=1, help="runs trained at once in separate processes")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    sw.add_argument("--prune", action="store_true", help="remove the run folders under OUT/runs this spec does "
+                                                         "not name (listing them)")
     ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint")
     ev.add_argument("--run", required=True)
     ev.add_argument("--checkpoint", default="final.pt")
@@ -24,12 +71,21 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.command == "train":
-            from .trainer import train
             overrides = list(args.set) + ([f'out="{args.out}"'] if args.out else [])
             cfg = load_config(args.config, overrides)
+            if args.dry_run:
+                print(describe(cfg))
+                return
             train(cfg, resume=not args.no_resume, evaluate=not args.no_eval)
+        elif args.command == "sweep":
+            if not args.spec:
+                sw.error("a sweep spec is required (e.g. configs/sweeps/ablation.toml)"
+                         + ("; --prune removes only what a named spec does not name" if args.prune else ""))
+            if args.dry_run and args.prune:
+                sw.error("--dry-run and --prune exclude each other")
+            spec = load_spec(args.spec, quick=args.quick)
+            run_spec(spec, args.out, args.set, jobs=args.jobs, dry_run=args.dry_run, prune=args.prune)
         else:
-            from .evaluate import evaluate_run, summary_line
             print(summary_line(evaluate_run(args.run, args.checkpoint, device=args.device)))
     except ValueError as exc:
         sys.exit(f"error: {exc}")

@@ -35,9 +35,8 @@ class CheckpointStore:
                 raise ValueError(f"{self.dir} holds a torchrun checkpoint of {world} ranks; resume it with "
                                  f"torchrun --nproc_per_node {world}, or use --no-resume / another out folder")
             return None
-        from .distributed import agree
         pointer = self._read_pointer() if os.path.isfile(self.pointer) else None
-        seen = agree(self.ctx, (pointer, os.path.isfile(self.single)))
+        seen = self.ctx.agree((pointer, os.path.isfile(self.single)))
         if any(p != seen[0][0] for p, _ in seen):
             raise ValueError(f"the ranks read different {self.pointer}: is {self.dir} shared by all ranks?")
         if pointer is None:
@@ -50,7 +49,7 @@ class CheckpointStore:
                              f"{self.ctx.world_size}; resume with torchrun --nproc_per_node {pointer['world_size']}, "
                              "or use --no-resume / another out folder")
         path = self._rank_file(pointer["global_step"], self.ctx.rank)
-        missing = [r for r, ok in enumerate(agree(self.ctx, os.path.isfile(path))) if not ok]
+        missing = [r for r, ok in enumerate(self.ctx.agree(os.path.isfile(path))) if not ok]
         if missing:
             raise ValueError(f"checkpoint files of step {pointer['global_step']} are missing for ranks {missing}")
         return path
@@ -63,13 +62,12 @@ class CheckpointStore:
         if self.ctx is None:
             save_checkpoint(self.single, **state)
             return self.single
-        import torch.distributed as dist
         path = self._rank_file(step, self.ctx.rank)
         save_checkpoint(path, **state)
-        dist.barrier()                       # every rank's file of this step is complete
+        self.ctx.barrier()                       # every rank's file of this step is complete
         if self.ctx.is_main:
             atomic_json(self.pointer, {"global_step": step, "world_size": self.ctx.world_size})
-        dist.barrier()                       # the pointer names this step: older files may go
+        self.ctx.barrier()                       # the pointer names this step: older files may go
         for old in glob.glob(os.path.join(self.dir, f"step*.rank{self.ctx.rank}.pt")):
             if old != path:
                 os.remove(old)

@@ -1,14 +1,27 @@
 """Typed run configuration: dataclasses, loaded from TOML with `key=value` overrides; unknown keys are errors.
 
 A config file may name a `base` file (relative to itself) whose values it overrides, so experiments are small
-override files on top of one base. Every value is type-checked against the dataclass field types.
+override files on top of one base. Every value is type-checked against the dataclass field types; defaults are
+defined here once (configs/base.toml only restates them). Override rules a user can predict:
+- `--set head.params.l_m=0.4` (a dotted key) sets one value and keeps the rest of the table;
+- `--set head.params={l_m=0.4}` (an inline table) replaces the whole table;
+- a new `head.name` drops the old head's parameters (with a printed note); parameters given with it apply to the
+  new head. A file that overrides its base's head name without giving params behaves the same way.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import sys
 import typing
+import warnings
 from dataclasses import dataclass, field
+
+from losses import build_head
+
+from .data.synthetic import SyntheticConfig
 
 try:
     import tomllib
@@ -21,16 +34,9 @@ class DataConfig:
     source: str = "synthetic"          # synthetic | recordio | folder | list
     path: str = ""                     # root (recordio, folder) or list file; unused for synthetic
     eval_bins: list = field(default_factory=list)   # verification packs (.bin) for real data
-    size: int = 32                     # synthetic image size (real data: 112)
-    train_identities: int = 500
-    train_images_per_identity: int = 40
-    eval_identities: int = 200
-    eval_images_per_identity: int = 10
-    label_noise: float = 0.0
-    garbage: float = 0.0
-    seed: int = 0
     cache_dir: str = ""                # synthetic cache; empty: MAGFACE_BENCH_CACHE or ~/.cache/magface-bench
     workers: int = 0                   # DataLoader workers for files on disk
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)   # the built-in generator's own config
 
 
 @dataclass
@@ -99,10 +105,20 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         """The inverse of to_dict (e.g. a run folder's config.json), type-checked and validated."""
-        cfg = cls()
-        _apply(cfg, values)
+        cfg = _apply(cls(), values)
         validate(cfg)
         return cfg
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results: the config without the output folder, the data cache location
+        and the loader's worker count, plus the head's resolved hyper-parameters (so a changed library default
+        is a new run, never a stale reuse)."""
+        d = self.to_dict()
+        d.pop("out")
+        d["data"].pop("cache_dir")
+        d["data"].pop("workers")
+        d["head"]["params"] = resolved_head(self).hparams
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 CHOICES = {("data", "source"): ("synthetic", "recordio", "folder", "list"),
@@ -121,8 +137,11 @@ def _coerce(where: str, value, typ):
 
 
 def _apply(obj, values: dict, prefix: str = ""):
+    """obj with `values` applied (a new instance for a frozen dataclass such as SyntheticConfig). A dict field
+    keeps the default entries a value does not name (e.g. the degradation probabilities)."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
+    changes = {}
     for key, value in values.items():
         where = f"{prefix}{key}"
         if key not in fields:
@@ -132,9 +151,19 @@ def _apply(obj, values: dict, prefix: str = ""):
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where}: expected a table of keys, got {value!r}")
-            _apply(current, value, f"{where}.")
+            changes[key] = _apply(current, value, f"{where}.")
         else:
-            setattr(obj, key, _coerce(where, value, hints[key]))
+            value = _coerce(where, value, hints[key])
+            default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
+            changes[key] = {**default, **value} if isinstance(value, dict) and default else value
+    if not obj.__dataclass_params__.frozen:
+        for key, value in changes.items():
+            setattr(obj, key, value)
+        return obj
+    try:
+        return dataclasses.replace(obj, **changes)
+    except ValueError as exc:
+        raise ValueError(f"config key {prefix[:-1]}: {exc}") from None
 
 
 def _load_toml(path: str, seen=()) -> dict:
@@ -149,6 +178,9 @@ def _load_toml(path: str, seen=()) -> dict:
     if os.path.abspath(base_path) in seen:
         raise ValueError(f"config {path}: circular base {base}")
     merged = _load_toml(base_path, seen + (os.path.abspath(path),))
+    head = values.get("head", {})
+    if "name" in head and "params" not in head:
+        _switch_head(merged, head["name"], f"{path} sets head.name")
     _merge(merged, values)
     return merged
 
@@ -161,8 +193,18 @@ def _merge(into: dict, update: dict):
             into[k] = v
 
 
-def parse_override(text: str) -> dict:
-    """'train.epochs=3' -> {'train': {'epochs': 3}}; the value is parsed as TOML (strings may be bare)."""
+def _switch_head(values: dict, name: str, why: str) -> None:
+    """A new head name: the old head's parameters do not carry over."""
+    head = values.setdefault("head", {})
+    old = head.get("name", HeadConfig.name)
+    if name != old and head.get("params"):
+        print(f"note: {why}={name!r} (was {old!r}): dropping {old}'s parameters {head['params']}", file=sys.stderr)
+        head["params"] = {}
+    head["name"] = name
+
+
+def parse_override(text: str) -> tuple[list, object]:
+    """'train.epochs=3' -> (['train', 'epochs'], 3); the value is parsed as TOML (strings may be bare)."""
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
@@ -170,24 +212,44 @@ def parse_override(text: str) -> dict:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    out: dict = {}
-    node = out
     parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return out
+    if not all(parts):
+        raise ValueError(f"override {text!r}: empty key part in {key!r}")
+    return parts, value
+
+
+def apply_overrides(values: dict, overrides) -> dict:
+    """Apply `section.key=value` texts to a values dict: a dotted key sets one value, an inline table replaces the
+    table it names. A head.name that changes the head is applied first and drops the old head's parameters, so
+    the parameters given beside it (in any order) are the new head's."""
+    parsed = [parse_override(t) for t in overrides]
+    for parts, value in parsed:
+        if parts == ["head", "name"]:
+            _switch_head(values, value, "--set head.name")
+    for parts, value in parsed:
+        node = values
+        for p in parts[:-1]:
+            if not isinstance(node.setdefault(p, {}), dict):
+                raise ValueError(f"override {'.'.join(parts)}: {p!r} is a value, not a table")
+            node = node[p]
+        node[parts[-1]] = value
+    return values
 
 
 def load_config(path: str | None = None, overrides=()) -> RunConfig:
     """Defaults <- config file (and its bases) <- overrides; then validated."""
-    values = _load_toml(path) if path else {}
-    for text in overrides:
-        _merge(values, parse_override(text))
-    cfg = RunConfig()
-    _apply(cfg, values)
+    values = apply_overrides(_load_toml(path) if path else {}, overrides)
+    cfg = _apply(RunConfig(), values)
     validate(cfg)
     return cfg
+
+
+def resolved_head(cfg: RunConfig, num_classes: int = 2):
+    """The head the config describes (on `num_classes` classes), built quietly: its `hparams` hold every value,
+    defaults included. The feasibility warning is the trainer's to print."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_head(cfg.head.name, num_classes, cfg.model.embedding_size, **cfg.head.params)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -196,7 +258,7 @@ def validate(cfg: RunConfig) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in options:
             raise ValueError(f"config key {section}.{key}={value!r} is not one of {options}")
-    positive = [("train", "epochs"), ("train", "batch_size"), ("model", "embedding_size"), ("data", "size"),
+    positive = [("train", "epochs"), ("train", "batch_size"), ("model", "embedding_size"),
                 ("eval", "batch_size"), ("train", "log_every"), ("train", "checkpoint_every")]
     for section, key in positive:
         if getattr(getattr(cfg, section), key) < 1:
@@ -216,8 +278,4 @@ def validate(cfg: RunConfig) -> None:
                          "evaluate on")
     if sorted(cfg.optim.milestones) != list(cfg.optim.milestones):
         raise ValueError(f"config key optim.milestones={cfg.optim.milestones} must be increasing")
-    from losses import build_head  # validates the head name and its parameters now, not mid-run
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        build_head(cfg.head.name, 2, cfg.model.embedding_size, **cfg.head.params)
+    resolved_head(cfg)   # the head name and its parameters are checked now, not mid-run

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .data import (PREPROCESSING, RecordIODataset, SyntheticConfig, batch_to_tensor, image_folder,
-                   list_file, load_or_generate, random_hflip)
+from .data import (PREPROCESSING, RecordIODataset, batch_to_tensor, image_folder, list_file, load_or_generate,
+                   random_hflip)
 
 
 class TrainSource:
     def __init__(self, cfg, faces=None):
         self.cfg = cfg
-        self.faces = faces
         d = cfg.data
         if d.source == "synthetic":
             self.split = faces.train
@@ -55,12 +54,8 @@ class TrainSource:
 
 
 def synthetic_faces(cfg):
-    d = cfg.data
-    sc = SyntheticConfig(size=d.size, train_identities=d.train_identities,
-                         train_images_per_identity=d.train_images_per_identity, eval_identities=d.eval_identities,
-                         eval_images_per_identity=d.eval_images_per_identity, label_noise=d.label_noise,
-                         garbage=d.garbage, seed=d.seed)
-    return load_or_generate(sc, cache_dir=d.cache_dir or None, verbose=True)
+    """The built-in data set of cfg.data.synthetic, from the cache (generated on first use)."""
+    return load_or_generate(cfg.data.synthetic, cache_dir=cfg.data.cache_dir or None, verbose=True)
 
 
 __all__ = ["TrainSource", "synthetic_faces"]

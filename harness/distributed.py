@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 
 from .runstate import pick_device
-from .sweep import config_hash
 
 TIMEOUT_ENV = "MAGFACE_DIST_TIMEOUT"   # seconds a collective may wait before failing (default 600)
 
@@ -26,6 +25,15 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def agree(self, value) -> list:
+        """The list of every rank's `value` (a small picklable object), on every rank."""
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def barrier(self) -> None:
+        dist.barrier()
 
 
 def from_environment(cfg) -> DistContext:
@@ -53,18 +61,10 @@ def from_environment(cfg) -> DistContext:
 
 def check_same_config(cfg, ctx: DistContext) -> None:
     """Every rank gathers every rank's config hash, so a mismatch raises on all ranks at once (no hang)."""
-    hashes = [None] * ctx.world_size
-    dist.all_gather_object(hashes, config_hash(cfg))
+    hashes = ctx.agree(cfg.fingerprint())
     if len(set(hashes)) > 1:
         raise ValueError(f"the ranks were started with different configs (hash per rank: {hashes}); start every "
                          f"rank with the same --config and --set values")
-
-
-def agree(ctx: DistContext, value):
-    """The list of every rank's `value` (a small picklable object), on every rank."""
-    values = [None] * ctx.world_size
-    dist.all_gather_object(values, value)
-    return values
 
 
 def clip_gradients(backbone_params, head_params, max_norm: float, head_sharded: bool) -> float:

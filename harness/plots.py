@@ -55,7 +55,7 @@ def ablation_heatmaps(rows, metrics, marks=None, title=""):
     for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
         grid = np.full((len(l_ms), len(u_ms)), np.nan)
         for r in rows:
-            grid[l_ms.index(r["l_m"]), u_ms.index(r["u_m"])] = r.get(key, np.nan)
+            grid[l_ms.index(r["l_m"]), u_ms.index(r["u_m"])] = np.nan if r.get(key) is None else r[key]
         sns.heatmap(grid, ax=ax, annot=True, fmt=".3f", cmap="cividis", cbar=True, square=True,
                     xticklabels=[f"{u:g}" for u in u_ms], yticklabels=[f"{m:g}" for m in l_ms],
                     annot_kws={"fontsize": 9})

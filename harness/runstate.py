@@ -2,26 +2,37 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
 import subprocess
-import warnings
 
 import numpy as np
 import torch
 
-from losses import build_head
-
-from .config import RunConfig, _apply
+from .config import RunConfig, _apply, resolved_head
 from .data import PREPROCESSING
 from .models import build_backbone
 
 
+def json_safe(obj):
+    """obj with every non-finite float replaced by None: JSON has no NaN or Infinity (jq and browsers refuse
+    them), and a metric that cannot be computed is stored as null."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
 def atomic_json(path: str, obj) -> None:
+    """Write valid JSON (non-finite floats as null) to a temporary file, then rename."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
+        json.dump(json_safe(obj), f, indent=1, default=str, allow_nan=False)
     os.replace(tmp, path)
 
 
@@ -36,9 +47,7 @@ def pick_device(name: str) -> torch.device:
 def build_model(cfg: RunConfig, num_classes: int, image_size: int):
     backbone = build_backbone(cfg.model.backbone, cfg.model.embedding_size, image_size, cfg.model.dropout,
                               cfg.model.width)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the feasibility check is printed by the trainer instead
-        head = build_head(cfg.head.name, num_classes, cfg.model.embedding_size, **cfg.head.params)
+    head = resolved_head(cfg, num_classes)   # quietly: the feasibility check is printed by the trainer instead
     return backbone, head
 
 
@@ -68,9 +77,7 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path} not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = RunConfig()
-    _apply(cfg, ckpt["config"])
-    ckpt["config_obj"] = cfg
+    ckpt["config_obj"] = _apply(RunConfig(), ckpt["config"])
     return ckpt
 
 

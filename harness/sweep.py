@@ -1,85 +1,314 @@
-"""Reusing runs across benchmark invocations: a run folder is reused only when it was made by the same config."""
+"""Experiments as data: a sweep spec (TOML) expands to runs, and one runner trains, reuses, resumes and tabulates
+them. Nothing computed is deleted: a run lives in a folder named after its configuration fingerprint, so runs of
+other configurations sit beside it untouched; only an explicit prune removes the runs a spec no longer names.
+
+A spec (configs/sweeps/*.toml):
+
+    name = "ablation"                      # table names; default output results/<name> (--quick: <name>_quick)
+    base = "../cpu_synthetic_ablation.toml"   # the harness config of every run, relative to the spec
+    columns = ["head.params.lambda_g"]     # config values recorded as table columns (beside the axes)
+    [set]                                  # dotted config keys applied to every run
+    "train.epochs" = 3
+    [axes]                                 # the grid, in this order: a dotted config key, or
+    "head.params.l_m" = [0.35, 0.40]       #   seed (train.seed), head (a [heads] label or a head name),
+    seed = [0, 1, 2]                       #   condition (a [conditions] label)
+    [heads.arcface]                        # name (default: the label) and params (omitted: the base config's
+    params = { s = 32.0 }                  #   params when it is the same head, else the head's defaults)
+    [conditions.noisy]                     # dotted config keys of a data condition
+    "data.synthetic.label_noise" = 0.1
+    [[overrides]]                          # per-run overrides for the runs whose axis values match
+    match = { head = "softmax" }
+    set = { "optim.lr" = 0.05 }
+    [quick]                                # the --quick variant: base, set (merged) and axes (per axis) replaced
+    base = "../cpu_synthetic_quick.toml"
+
+A run's config is: base file <- [set] <- the caller's overrides (--set, real-data flags) <- condition <- head <-
+the other axes <- matching [[overrides]].
+"""
 from __future__ import annotations
 
-import hashlib
+import copy
+import itertools
 import json
+import math
+import multiprocessing
 import os
 import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from losses import HEADS
+
+from .config import HeadConfig, RunConfig, _apply, _load_toml, apply_overrides, validate
+from .data_source import synthetic_faces
+from .runstate import atomic_json, json_safe
+from .trainer import train
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "conditions", "overrides", "quick")
+QUICK_KEYS = ("base", "set", "axes")
+SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
+RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
+META_FILE = "sweep_run.json"    # written before training: which sweep, axis values and fingerprint made the folder
 
 
-def config_hash(cfg) -> str:
-    """Hash of everything that changes results (not the output folder or the data cache location)."""
-    d = cfg.to_dict()
-    d.pop("out")
-    d["data"].pop("cache_dir")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+@dataclass
+class SweepSpec:
+    name: str
+    base: str
+    path: str = ""
+    description: str = ""
+    columns: list = field(default_factory=list)
+    set: dict = field(default_factory=dict)
+    axes: dict = field(default_factory=dict)
+    heads: dict = field(default_factory=dict)
+    conditions: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)
+    quick: bool = False
+
+    def with_axis(self, axis: str, values) -> "SweepSpec":
+        """A copy with one axis's values replaced (e.g. from a benchmark flag), checked like the file's."""
+        axes = dict(self.axes)
+        axes[axis] = list(values)
+        spec = replace(self, axes=axes)
+        _check_axes(spec)
+        return spec
+
+    def with_base(self, base: str) -> "SweepSpec":
+        if not os.path.isfile(base):
+            raise ValueError(f"sweep {self.name}: base config {base!r} not found")
+        return replace(self, base=base)
+
+    def default_out(self) -> str:
+        return os.path.join("results", f"{self.name}_quick" if self.quick else self.name)
 
 
-def prepare_run(cfg, done_file: str) -> str:
-    """'done' when cfg.out holds a finished run (done_file present) of this config; 'resume' for an unfinished
-    one; 'fresh' otherwise. A folder left by another config is removed, with a message."""
-    name = os.path.basename(cfg.out.rstrip("/"))
-    config_path = os.path.join(cfg.out, "config.json")
-    if not os.path.isfile(config_path):
-        return "fresh"
-    with open(config_path) as f:
-        old = json.load(f)
-    if old != cfg.to_dict():
-        print(f"{name}: results are from a different configuration; recomputing", flush=True)
-        shutil.rmtree(cfg.out)
-        return "fresh"
-    if os.path.isfile(os.path.join(cfg.out, done_file)):
+@dataclass
+class Run:
+    cfg: RunConfig
+    axes: dict          # axis -> value (the label for head and condition)
+    name: str           # readable part of the folder name
+    fingerprint: str
+    columns: dict = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        return self.cfg.out
+
+
+# --- the spec ----------------------------------------------------------------------------------------------------
+def load_spec(path: str, quick: bool = False) -> SweepSpec:
+    """Read and check a spec; every mistake is an error naming the key or value, before any training."""
+    if not os.path.isfile(path):
+        raise ValueError(f"sweep spec {path} not found")
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    where = f"sweep spec {path}"
+    _no_unknown(raw, SPEC_KEYS, where)
+    for key in ("name", "base", "axes"):
+        if key not in raw:
+            raise ValueError(f"{where}: missing key {key!r}")
+    spec = SweepSpec(name=raw["name"], base=os.path.join(os.path.dirname(path), raw["base"]), path=path,
+                     description=raw.get("description", ""), columns=list(raw.get("columns", [])),
+                     set=dict(raw.get("set", {})), axes=dict(raw["axes"]), heads=dict(raw.get("heads", {})),
+                     conditions=dict(raw.get("conditions", {})), overrides=list(raw.get("overrides", [])))
+    if quick:
+        q = raw.get("quick", {})
+        _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
+        spec.quick = True
+        if "base" in q:
+            spec.base = os.path.join(os.path.dirname(path), q["base"])
+        spec.set = {**spec.set, **q.get("set", {})}
+        spec.axes = {**spec.axes, **q.get("axes", {})}
+    if not os.path.isfile(spec.base):
+        raise ValueError(f"{where}: base config {spec.base!r} not found")
+    for label, h in spec.heads.items():
+        _no_unknown(h, ("name", "params"), f"{where} [heads.{label}]")
+        name = h.get("name", label)
+        if name not in HEADS:
+            raise ValueError(f"{where} [heads.{label}]: unknown head {name!r}; valid heads: {', '.join(sorted(HEADS))}")
+    for label, c in spec.conditions.items():
+        for key in c:
+            _check_key(key, f"{where} [conditions.{label}]")
+    for key in list(spec.set) + spec.columns:
+        _check_key(key, f"{where} [set]/columns")
+    for i, o in enumerate(spec.overrides):
+        _no_unknown(o, ("match", "set"), f"{where} [[overrides]] #{i + 1}")
+        for key in o.get("set", {}):
+            _check_key(key, f"{where} [[overrides]] #{i + 1}")
+    _check_axes(spec)
+    return spec
+
+
+def _no_unknown(table: dict, valid, where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+
+
+def _check_key(key: str, where: str) -> None:
+    """A dotted config key must name a config value (any key below a dict-valued one such as head.params)."""
+    node = RunConfig().to_dict()
+    parts = key.split(".")
+    for i, p in enumerate(parts):
+        if not isinstance(node, dict) or p not in node:
+            if isinstance(node, dict) and i > 0 and parts[i - 1] in ("params", "degradation_probability"):
+                return
+            raise ValueError(f"{where}: {key!r} is not a config key (no {p!r} in "
+                             f"{'.'.join(parts[:i]) or 'the top level'})")
+        node = node[p]
+
+
+def _check_axes(spec: SweepSpec) -> None:
+    where = f"sweep {spec.name}"
+    if not spec.axes:
+        raise ValueError(f"{where}: [axes] is empty; name at least one axis (e.g. seed = [0])")
+    columns = {}
+    for axis, values in spec.axes.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}: axis {axis!r} must be a non-empty list of values, got {values!r}")
+        repeats = sorted({json.dumps(v) for v in values if sum(json.dumps(w) == json.dumps(v) for w in values) > 1})
+        if repeats:
+            raise ValueError(f"{where}: axis {axis!r} has duplicate values {repeats}")
+        if axis == "seed" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"{where}: axis 'seed' takes integers, got {values}")
+        elif axis == "head":
+            bad = [v for v in values if v not in spec.heads and v not in HEADS]
+            if bad:
+                raise ValueError(f"{where}: axis 'head' values {bad} are neither [heads] labels "
+                                 f"({', '.join(spec.heads) or 'none'}) nor head names ({', '.join(sorted(HEADS))})")
+        elif axis == "condition":
+            bad = [v for v in values if v not in spec.conditions]
+            if bad:
+                raise ValueError(f"{where}: axis 'condition' values {bad} are not [conditions] labels "
+                                 f"({', '.join(spec.conditions) or 'none'})")
+        elif axis not in SPECIAL_AXES:
+            _check_key(axis, f"{where}: axis")
+        col = column_name(axis)
+        if col in columns:
+            raise ValueError(f"{where}: axes {columns[col]!r} and {axis!r} would share the column {col!r}")
+        columns[col] = axis
+    for i, o in enumerate(spec.overrides):
+        unknown = sorted(set(o.get("match", {})) - set(spec.axes))
+        if unknown:
+            raise ValueError(f"{where}: [[overrides]] #{i + 1} matches on {unknown}, which are not axes "
+                             f"({', '.join(spec.axes)})")
+
+
+def column_name(key: str) -> str:
+    """Table column of an axis or recorded config key: its last dotted part (head.params.l_m -> l_m)."""
+    return SPECIAL_AXES.get(key, key.split(".")[-1])
+
+
+# --- runs --------------------------------------------------------------------------------------------------------
+def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
+    """Every run of the spec, in axis order (the first axis varies slowest), with its resolved config."""
+    base = _load_toml(spec.base)
+    apply_overrides(base, [f"{k}={_toml(v)}" for k, v in spec.set.items()])
+    apply_overrides(base, overrides)
+    runs, defaults = [], RunConfig().to_dict()
+    for combo in itertools.product(*spec.axes.values()):
+        axes = dict(zip(spec.axes, combo))
+        values = copy.deepcopy(base)
+        texts = []
+        if "condition" in axes:
+            cond = spec.conditions[axes["condition"]]
+            changed = [k for k, v in cond.items() if k.startswith("data.synthetic.") and v != _lookup(defaults, k)]
+            if values.get("data", {}).get("source", "synthetic") != "synthetic" and changed:
+                raise ValueError(f"condition {axes['condition']!r} changes the built-in synthetic data "
+                                 f"({', '.join(changed)}), which real data does not use; leave it out (e.g. "
+                                 f"--conditions clean)")
+            texts += [f"{k}={_toml(v)}" for k, v in cond.items()]
+        if "head" in axes:
+            values["head"] = _head_table(spec, axes["head"], values.get("head", {}))
+        for axis, value in axes.items():
+            if axis == "seed":
+                texts.append(f"train.seed={value}")
+            elif axis not in SPECIAL_AXES:
+                texts.append(f"{axis}={_toml(value)}")
+        for o in spec.overrides:
+            if all(axes.get(k) == v for k, v in o.get("match", {}).items()):
+                texts += [f"{k}={_toml(v)}" for k, v in o.get("set", {}).items()]
+        apply_overrides(values, texts)
+        try:
+            cfg = _apply(RunConfig(), values)
+            validate(cfg)
+        except ValueError as exc:
+            raise ValueError(f"sweep {spec.name}, run {axes}: {exc}") from None
+        fp = cfg.fingerprint()
+        name = "_".join(_short(a, v) for a, v in axes.items())
+        cfg.out = os.path.join(out, "runs", f"{name}-{fp[:10]}")
+        columns = {column_name(k): _lookup(cfg.to_dict(), k) for k in spec.columns}
+        runs.append(Run(cfg, axes, name, fp, columns))
+    return runs
+
+
+def _toml(value) -> str:
+    """A value as TOML text (what apply_overrides parses)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def _head_table(spec: SweepSpec, label: str, base_head: dict) -> dict:
+    """The [head] table of a head-axis value: its [heads] entry, else the base config's params for the same head."""
+    entry = spec.heads.get(label, {})
+    name = entry.get("name", label)
+    if "params" in entry:
+        return {"name": name, "params": dict(entry["params"])}
+    same = base_head.get("name", HeadConfig.name) == name
+    return {"name": name, "params": dict(base_head.get("params", {})) if same else {}}
+
+
+def _short(axis: str, value) -> str:
+    if axis in ("head", "condition"):
+        return str(value)
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{column_name(axis)}{text}".replace(os.sep, "-").replace(" ", "")
+
+
+def _lookup(d: dict, key: str):
+    for p in key.split("."):
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def run_status(run: Run) -> str:
+    """'done' (its result row is stored), 'resume' (training started) or 'new'. A folder whose stored fingerprint
+    differs (a hash-prefix collision, or a folder copied by hand) is an error: it is never overwritten."""
+    meta = os.path.join(run.folder, META_FILE)
+    if os.path.isfile(meta):
+        with open(meta) as f:
+            stored = json.load(f)["fingerprint"]
+        if stored != run.fingerprint:
+            raise ValueError(f"{run.folder} holds a run of fingerprint {stored}, not {run.fingerprint}; move it away")
+    if os.path.isfile(os.path.join(run.folder, RESULT_FILE)):
         return "done"
-    print(f"{name}: resuming an unfinished run", flush=True)
-    return "resume"
+    return "resume" if os.path.isfile(os.path.join(run.folder, "config.json")) else "new"
 
 
-def add_real_data_args(ap) -> None:
-    """The flags every benchmark shares for running on real data and another device."""
-    ap.add_argument("--data", help="insightface RecordIO folder for real data (with --eval-bins)")
-    ap.add_argument("--eval-bins", nargs="*", default=[], help="verification packs (.bin) for real data")
-    ap.add_argument("--backbone", help="e.g. iresnet50 (real data: 112 px)")
-    ap.add_argument("--device", help="cpu or cuda")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--set", action="append", default=[], help="any harness override, section.key=value")
-
-
-def real_data_overrides(args) -> list:
-    """Config overrides for the flags of add_real_data_args, after the user's own --set values."""
-    overrides = list(args.set)
-    if args.data:
-        if not os.path.isdir(args.data):
-            raise SystemExit(f"error: --data folder {args.data!r} not found (expected an insightface RecordIO "
-                             f"folder with train.rec and train.idx)")
-        if not args.eval_bins:
-            raise SystemExit("error: --data needs --eval-bins (one or more verification packs, e.g. lfw.bin)")
-        missing = [b for b in args.eval_bins if not os.path.isfile(b)]
-        if missing:
-            raise SystemExit(f"error: --eval-bins not found: {missing}")
-        overrides += ['data.source="recordio"', f'data.path="{args.data}"',
-                      f"data.eval_bins={json.dumps(args.eval_bins)}", "data.size=112"]
-    if args.backbone:
-        overrides.append(f'model.backbone="{args.backbone}"')
-    if args.device:
-        overrides.append(f'train.device="{args.device}"')
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    return overrides
-
-
+# --- training ----------------------------------------------------------------------------------------------------
 def train_in_worker(cfg_dict: dict, threads: int, slot: int = 0):
     """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds). Worker `slot` uses
-    GPU slot mod the GPU count, so --jobs N spreads cells over the GPUs of one machine."""
-    import time
-
-    import torch
-
-    from .config import RunConfig
-    from .trainer import train
+    GPU slot mod the GPU count, so --jobs N spreads runs over the GPUs of one machine."""
     torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(slot % torch.cuda.device_count())
     cfg = RunConfig.from_dict(cfg_dict)
+    if torch.cuda.is_available() and cfg.train.device != "cpu":
+        torch.cuda.set_device(slot % torch.cuda.device_count())
     t0 = time.perf_counter()
     result = train(cfg, quiet=True)
     return result["metrics"], time.perf_counter() - t0
@@ -88,8 +317,6 @@ def train_in_worker(cfg_dict: dict, threads: int, slot: int = 0):
 def run_all(cfgs: list, jobs: int = 1):
     """Yield (cfg, metrics, seconds) as each run finishes, in order; jobs > 1 trains in spawned processes
     (not forked: a forked child of a process that ran OpenMP work can deadlock)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if jobs <= 1:
         for cfg in cfgs:
@@ -101,64 +328,175 @@ def run_all(cfgs: list, jobs: int = 1):
             yield (cfg, *fut.result())
 
 
+@dataclass
+class SweepResult:
+    spec: SweepSpec
+    out: str
+    runs: list
+    rows: list
+    trained: int
+    summary: list = field(default_factory=list)
+
+
+def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int = 1, dry_run: bool = False,
+             prune: bool = False, describe=None, quiet: bool = False) -> SweepResult | None:
+    """Train what is missing of the spec, reuse what is done, write the tables; returns the rows in spec order.
+    dry_run: print the plan and return None. prune: remove the run folders under OUT/runs that this spec (with
+    these overrides) does not name, listing them, and return None."""
+    out = out or spec.default_out()
+    if dry_run and prune:
+        raise ValueError("--dry-run and --prune exclude each other")
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: expected a number of processes >= 1")
+    runs = expand(spec, out, overrides)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if prune:
+        prune_runs(out, runs, say)
+        return None
+    status = {r.folder: run_status(r) for r in runs}
+    c = runs[0].cfg
+    say(f"sweep {spec.name}{' (quick)' if spec.quick else ''}: {len(runs)} run(s) over "
+        f"{', '.join(f'{a} ({len(v)})' for a, v in spec.axes.items())}; {c.model.backbone}, {c.train.epochs} "
+        f"epochs, data {c.data.source}; results in {out}")
+    if dry_run:
+        for r in runs:
+            say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}")
+        return None
+    todo = [r for r in runs if status[r.folder] != "done"]
+    reused = len(runs) - len(todo)
+    if reused:
+        say(f"{reused} run(s) reused from {out}/runs")
+    for r in todo:
+        if status[r.folder] == "resume":
+            say(f"{r.name}: resuming an unfinished run")
+        os.makedirs(r.folder, exist_ok=True)
+        atomic_json(os.path.join(r.folder, META_FILE), {"sweep": spec.name, "axes": r.axes, "name": r.name,
+                                                         "fingerprint": r.fingerprint})
+    for cfg in {json.dumps(r.cfg.data.synthetic.__dict__, sort_keys=True): r.cfg for r in todo
+                if r.cfg.data.source == "synthetic"}.values():
+        synthetic_faces(cfg)   # each data set once, before the workers need it
+    by_folder = {r.folder: r for r in runs}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(runs), initial=reused, desc=f"{spec.name} runs", unit="run", file=sys.stdout,
+               disable=quiet)
+    for cfg, metrics, seconds in run_all([r.cfg for r in todo], jobs):
+        run = by_folder[cfg.out]
+        row = result_row(run, metrics, seconds)
+        atomic_json(os.path.join(run.folder, RESULT_FILE), row)
+        bar.update(1)
+        if describe:
+            bar.set_postfix(last=describe(row))
+    bar.close()
+    rows = [load_row(r) for r in runs]
+    result = SweepResult(spec, out, runs, rows, len(todo), summarise(rows, list(spec.axes)))
+    write_tables(result)
+    say(f"{len(todo)} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
+        f"{f', {spec.name}_summary.csv' if result.summary else ''}, {spec.name}.json")
+    return result
+
+
+def prune_runs(out: str, keep: list, say=print) -> list:
+    """Remove the run folders under OUT/runs that are not among `keep`; returns (and lists) what went."""
+    root = os.path.join(out, "runs")
+    names = {os.path.basename(r.folder) for r in keep}
+    gone = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else []) if d not in names and
+                  os.path.isdir(os.path.join(root, d)))
+    for d in gone:
+        shutil.rmtree(os.path.join(root, d))
+    say(f"pruned {len(gone)} run folder(s) from {root} that this sweep does not name"
+        + "".join(f"\n  removed {d}" for d in gone) + f"\nkept {len(names)} run folder name(s) of this sweep")
+    return gone
+
+
+def result_row(run: Run, metrics: dict, seconds: float) -> dict:
+    """The table row of a finished run: axis values, head, seed, recorded config values, metrics, time."""
+    cfg = run.cfg
+    row = {column_name(a): v for a, v in run.axes.items()}
+    row.setdefault("head", cfg.head.name)
+    row.setdefault("seed", cfg.train.seed)
+    row.update(run.columns)
+    row.update(head_name=cfg.head.name, head_params=json.dumps(cfg.head.params, sort_keys=True))
+    row.update(metric_columns(metrics))
+    row.update(seconds=seconds, fingerprint=run.fingerprint, run=run.folder)
+    return row
+
+
+def load_row(run: Run) -> dict:
+    with open(os.path.join(run.folder, RESULT_FILE)) as f:
+        row = json.load(f)
+    row["run"] = run.folder   # where it is now (the out folder may have moved)
+    return row
+
+
+NO_GROUND_TRUTH = "no ground-truth quality on this data (real data)"
+
+
+def metric_columns(metrics: dict) -> dict:
+    """The table columns of a run's evaluation (its first evaluation set): accuracy, TAR@FAR, quality metrics.
+    A metric the data cannot give is None (an empty CSV cell), and `not_computable` says which and why."""
+    name, m = next(iter(metrics["sets"].items()))
+    row = {"eval_set": name, "accuracy": m["accuracy"], "accuracy_std_folds": m["accuracy_std"]}
+    why = {}
+    for far, tar in m["tar_at_far"].items():
+        row[f"tar_far_{far}"] = tar
+        why[f"tar_far_{far}"] = f"fewer than 1/{far} impostor pairs"
+    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho")
+    row["erc_area"] = m["erc"]["area"]
+    row["erc_area_ground_truth"] = m.get("erc_ground_truth", {}).get("area")
+    row["mean_norm"] = m.get("mean_norm")
+    why.update(spearman_rho=NO_GROUND_TRUTH, erc_area_ground_truth=NO_GROUND_TRUTH)
+    row = json_safe(row)
+    row["not_computable"] = "; ".join(f"{k}: {why.get(k, 'undefined')}" for k, v in row.items() if v is None)
+    return row
+
+
+SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area")
+
+
+def summarise(rows: list, axes: list) -> list:
+    """Mean and sample std over seeds for each combination of the other axes (empty without a seed axis)."""
+    if "seed" not in axes:
+        return []
+    keys = [column_name(a) for a in axes if a != "seed"]
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple(json.dumps(r[k]) for k in keys), []).append(r)
+    out = []
+    for rs in groups.values():
+        s = {k: rs[0][k] for k in keys}
+        s["seeds"] = len(rs)
+        for key in SUMMARY_METRICS:
+            v = np.array([np.nan if r.get(key) is None else r[key] for r in rs], dtype=float)
+            finite = v[np.isfinite(v)]
+            s[f"{key}_mean"] = float(finite.mean()) if len(finite) else None
+            s[f"{key}_std"] = float(finite.std(ddof=1)) if len(finite) > 1 else None
+        out.append(s)
+    return out
+
+
+def write_tables(result: SweepResult) -> None:
+    """OUT/<name>.csv (one row per run), OUT/<name>_summary.csv (over seeds) and OUT/<name>.json (both, with the
+    axes and the setup every run shares)."""
+    out, name = result.out, result.spec.name
+    os.makedirs(out, exist_ok=True)
+    write_csv(os.path.join(out, f"{name}.csv"), result.rows)
+    if result.summary:
+        write_csv(os.path.join(out, f"{name}_summary.csv"), result.summary)
+    c = result.runs[0].cfg
+    atomic_json(os.path.join(out, f"{name}.json"), {
+        "sweep": name, "quick": result.spec.quick, "axes": result.spec.axes,
+        "setup": {"data": c.data.source, "backbone": c.model.backbone, "epochs": c.train.epochs},
+        "runs": result.rows, "summary": result.summary})
+
+
 def write_csv(path: str, rows: list) -> None:
-    """A tidy table, one dict per row, written atomically (temp file + rename)."""
+    """A tidy table, one dict per row, written atomically (temp file + rename); None is an empty cell."""
     import csv
     keys = list(dict.fromkeys(k for r in rows for k in r))
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows([{k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                      for k, v in r.items()} for r in rows])
     os.replace(tmp, path)
-
-
-def metric_columns(metrics: dict) -> dict:
-    """The table columns of a run's evaluation (its first evaluation set): accuracy, TAR@FAR, quality metrics."""
-    name, m = next(iter(metrics["sets"].items()))
-    row = {"eval_set": name, "accuracy": m["accuracy"], "accuracy_std_folds": m["accuracy_std"]}
-    for far, tar in m["tar_at_far"].items():
-        row[f"tar_far_{far}"] = tar
-    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho", float("nan"))
-    row["erc_area"] = m["erc"]["area"]
-    row["erc_area_ground_truth"] = m.get("erc_ground_truth", {}).get("area", float("nan"))
-    row["mean_norm"] = m.get("mean_norm", float("nan"))
-    return row
-
-
-def cached_result(cfg, done_file: str):
-    """The stored result row if cfg.out finished with exactly this config (else None; stale folders go)."""
-    if prepare_run(cfg, done_file) != "done":
-        return None
-    with open(os.path.join(cfg.out, done_file)) as f:
-        return json.load(f)
-
-
-def run_sweep(cfgs: list, done_file: str, make_row, *, jobs: int = 1, unit: str = "run", where: str = "",
-              describe=lambda row: "") -> tuple[list, int]:
-    """Every run of cfgs, reusing the finished ones (their stored `done_file` row) and training the rest with a
-    progress bar; make_row(cfg, metrics, seconds) builds a new run's row, stored as cfg.out/done_file.
-    Returns (rows in cfgs' order, how many runs were trained)."""
-    import sys
-
-    from tqdm import tqdm
-
-    from .runstate import atomic_json
-    rows, todo = {}, []
-    for cfg in cfgs:
-        row = cached_result(cfg, done_file)
-        if row is None:
-            todo.append(cfg)
-        else:
-            rows[cfg.out] = row
-    if rows:
-        print(f"{len(rows)} {unit}(s) reused from {where}", flush=True)
-    bar = tqdm(total=len(cfgs), initial=len(rows), desc=f"{unit}s", unit=unit, file=sys.stdout)
-    for cfg, metrics, seconds in run_all(todo, jobs):
-        row = make_row(cfg, metrics, seconds)
-        atomic_json(os.path.join(cfg.out, done_file), row)
-        rows[cfg.out] = row
-        bar.update(1)
-        bar.set_postfix(last=describe(row))
-    bar.close()
-    return [rows[cfg.out] for cfg in cfgs], len(todo)

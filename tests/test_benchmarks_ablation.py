@@ -1,9 +1,9 @@
-"""benchmarks/ablation.py at a tiny size: results written, figure non-empty, cache reuse and recompute."""
+"""benchmarks/ablation.py at a tiny size: results written, figure non-empty, reuse, resume, and no result deleted
+by a run of another configuration."""
 import csv
 import os
 import subprocess
 import sys
-
 
 from tiny import TINY as BASE_TINY
 
@@ -11,38 +11,54 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = BASE_TINY + ["train.epochs=2"]
 
 
-def run(tmp_path, *extra):
+def run(tmp_path, *extra, ok=True):
     args = [sys.executable, "benchmarks/ablation.py", "--quick", "--out", str(tmp_path / "abl"), "--figures",
             str(tmp_path / "fig"), *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)],
             *extra]
     res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
+    assert (res.returncode == 0) == ok, res.stderr[-3000:]
+    return res.stdout if ok else res.stderr
 
 
-def test_quick_sweep_writes_table_and_figure_then_reuses_cells(tmp_path):
-    run(tmp_path)
+def rows(tmp_path):
     with open(tmp_path / "abl" / "ablation.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [(float(r["l_m"]), float(r["u_m"])) for r in rows] == [(0.4, 0.7), (0.4, 0.8), (0.45, 0.7), (0.45, 0.8)]
-    for r in rows:
-        assert 0 <= float(r["accuracy"]) <= 1 and r["erc_area"] and r["config_hash"]
+        return list(csv.DictReader(f))
+
+
+def test_quick_sweep_writes_tables_reuses_resumes_and_keeps_other_configs(tmp_path):
+    run(tmp_path)
+    first = rows(tmp_path)
+    assert [(float(r["l_m"]), float(r["u_m"])) for r in first] == [(0.4, 0.7), (0.4, 0.8), (0.45, 0.7), (0.45, 0.8)]
+    for r in first:
+        assert 0 <= float(r["accuracy"]) <= 1 and r["erc_area"] and r["fingerprint"] and float(r["lambda_g"]) == 5.0
+        assert "tar_far_1e-06: fewer than 1/1e-06 impostor pairs" in r["not_computable"]
     assert (tmp_path / "abl" / "ablation.json").stat().st_size > 100
     assert (tmp_path / "abl" / "ablation_heatmaps.png").stat().st_size > 20_000
     assert (tmp_path / "fig" / "ablation_heatmaps_quick.png").is_file()
     again = run(tmp_path)
-    assert "4 cell(s) reused" in again and "0 new cell(s)" in again
-    os.remove(tmp_path / "abl" / "cells" / "lm0.4_um0.8" / "cell.json")   # as if killed before it was recorded
+    assert "4 run(s) reused" in again and "0 new cell(s)" in again
+    os.remove(os.path.join(first[1]["run"], "result.json"))   # as if killed after training started
     resumed = run(tmp_path)
-    assert "lm0.4_um0.8: resuming an unfinished run" in resumed and "1 new cell(s)" in resumed
+    assert f"{os.path.basename(first[1]['run']).split('-')[0]}: resuming an unfinished run" in resumed
+    assert "1 new cell(s)" in resumed
+    # another configuration: its own folders; the first runs stay, and the first command reuses them again
     changed = run(tmp_path, "--lambda-g", "6.0")
-    assert changed.count("from a different configuration") == 4 and "4 new cell(s)" in changed
+    assert "4 new cell(s)" in changed and all(float(r["lambda_g"]) == 6.0 for r in rows(tmp_path))
+    assert all(os.path.isfile(os.path.join(r["run"], "result.json")) for r in first)
+    back = run(tmp_path)
+    assert "4 run(s) reused" in back and [r["fingerprint"] for r in rows(tmp_path)] == [r["fingerprint"] for r in first]
+    # pruning is explicit and lists what it removes: the lambda_g=6 runs go, the current spec's stay
+    pruned = run(tmp_path, "--prune")
+    assert "pruned 4 run folder(s)" in pruned and pruned.count("removed ") == 4
+    assert sorted(os.listdir(tmp_path / "abl" / "runs")) == sorted(os.path.basename(r["run"]) for r in first)
 
 
 def test_bad_grid_is_refused(tmp_path):
-    res = subprocess.run([sys.executable, "benchmarks/ablation.py", "--l-m", "0.5,0.9", "--u-m", "0.8",
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0 and "l_m > u_m" in res.stderr and "(0.9, 0.8)" in res.stderr
-    res = subprocess.run([sys.executable, "benchmarks/ablation.py", "--data", str(tmp_path / "nope"),
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0 and "not found" in res.stderr
+    err = run(tmp_path, "--l-m", "0.5,0.9", "--u-m", "0.8", ok=False)
+    assert "l_m > u_m" in err and "(0.9, 0.8)" in err
+    err = run(tmp_path, "--data", str(tmp_path / "nope"), ok=False)
+    assert "not found" in err
+    err = run(tmp_path, "--l-m", "0.4,0.4", ok=False)
+    assert "repeated values ['0.4']" in err
+    err = run(tmp_path, "--dry-run", "--prune", ok=False)
+    assert "exclude each other" in err

@@ -31,6 +31,7 @@ def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
     # a second seed for one head: seed 0 is reused on both conditions, seed 1 is trained
     again = run(tmp_path, "--quick", "--heads", "magface", "--seeds", "0,1").stdout
     assert "2 run(s) reused" in again and "2 new run(s)" in again and "±" in again
+    assert len(list((tmp_path / "cmp" / "runs").iterdir())) == 14   # the other heads' runs are still there
     with open(tmp_path / "cmp" / "compare_losses.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["condition"], r["seed"]) for r in rows] == [("clean", "0"), ("clean", "1"), ("noisy", "0"),
@@ -46,12 +47,14 @@ def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
 
 def test_bad_arguments_are_refused(tmp_path):
     res = run(tmp_path, "--heads", "softmax,nosuchloss", ok=False)
-    assert "nosuchloss" in res.stderr and "expected some of" in res.stderr
+    assert "['nosuchloss'] are neither [heads] labels" in res.stderr and "magface" in res.stderr
     res = run(tmp_path, "--seeds", "0,0", ok=False)
-    assert "repeats" in res.stderr
+    assert "repeated values ['0']" in res.stderr
+    res = run(tmp_path, "--conditions", "dirty", ok=False)
+    assert "condition' values ['dirty'] are not [conditions] labels (clean, noisy)" in res.stderr
     (tmp_path / "rec").mkdir()
     (tmp_path / "lfw.bin").write_bytes(b"")
     res = run(tmp_path, "--data", str(tmp_path / "rec"), "--eval-bins", str(tmp_path / "lfw.bin"), ok=False)
-    assert "noisy" in res.stderr and "--conditions clean" in res.stderr
+    assert "condition 'noisy' changes the built-in synthetic data" in res.stderr
     res = run(tmp_path, "--data", str(tmp_path / "rec"), ok=False)
     assert "--eval-bins" in res.stderr

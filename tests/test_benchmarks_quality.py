@@ -18,9 +18,12 @@ def test_quality_benchmark_runs_and_reuses(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     with open(tmp_path / "q" / "quality_vs_magnitude.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["head"] for r in rows[:4]] == ["magface", "arcface", "adaface", "softmax"]
-    assert any("ground-truth quality" in r["head"] for r in rows)
+    assert [r["head"] for r in rows] == ["magface", "arcface", "adaface", "softmax"]
+    with open(tmp_path / "q" / "erc.csv") as f:
+        erc = list(csv.DictReader(f))
+    assert [r["quality estimate"] for r in erc][3] == "ground-truth quality (ideal)"
+    assert all(0 <= float(r["erc_area"]) <= 1 for r in erc)
     for name in ("magnitude_vs_quality", "magface_histograms", "images_by_magnitude", "magnitude_vs_cosine", "erc"):
         assert (tmp_path / "fig" / f"qvm_{name}_quick.png").stat().st_size > 15_000, name
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("reusing") == 4
+    assert again.returncode == 0 and "4 run(s) reused" in again.stdout and "0 new run(s)" in again.stdout

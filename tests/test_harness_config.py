@@ -41,9 +41,10 @@ def test_bad_config_fails_before_training_naming_the_key(override, message):
 
 
 def test_override_parsing():
-    assert parse_override("a.b=3") == {"a": {"b": 3}}
-    assert parse_override("out=results/x") == {"out": "results/x"}
-    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("out=results/x") == (["out"], "results/x")
+    assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    assert parse_override("head.params={l_m = 0.4}") == (["head", "params"], {"l_m": 0.4})
 
 
 def test_closed_form_schedule():

@@ -1,5 +1,5 @@
 """The smallest harness configuration that still trains: 16-px faces, 8 identities, a width-8 CNN."""
-TINY = ["data.size=16", "data.train_identities=8", "data.train_images_per_identity=10", "data.eval_identities=20",
-        "data.eval_images_per_identity=3", "model.embedding_size=16", "model.width=8", "train.batch_size=16",
-        "train.log_every=1", "train.dump_every=5", "train.checkpoint_every=5", "optim.lr=0.05",
-        "optim.milestones=[100]", "eval.batch_size=64"]
+TINY = ["data.synthetic.size=16", "data.synthetic.train_identities=8", "data.synthetic.train_images_per_identity=10",
+        "data.synthetic.eval_identities=20", "data.synthetic.eval_images_per_identity=3", "model.embedding_size=16",
+        "model.width=8", "train.batch_size=16", "train.log_every=1", "train.dump_every=5", "train.checkpoint_every=5",
+        "optim.lr=0.05", "optim.milestones=[100]", "eval.batch_size=64"]

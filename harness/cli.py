@@ -1,0 +1,117 @@
+"""One command-line convention for every benchmark script, so a flag means the same thing everywhere:
+
+- lists are comma-separated (`--heads magface,arcface`, `--seeds 0,1,2`, `--eval-bins a.bin,b.bin`);
+- `--out DIR` is always a folder (default results/<benchmark>, with --quick results/<benchmark>_quick);
+- `--figures DIR` receives a copy of each PNG (as *_quick.png for --quick; '' to skip);
+- `--device` picks cpu, cuda or auto; `--jobs N` runs N trainings at once; `--quick` is the small variant;
+  `--seeds` lists training seeds; `--set section.key=value` is any harness override; `--dry-run` prints the
+  plan and trains nothing; `--prune` removes the runs under OUT that the benchmark's sweep no longer names.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .sweep import SweepSpec, load_spec, run_spec
+
+
+def comma_list(kind=str):
+    """argparse type: 'a,b,c' -> [kind(a), kind(b), kind(c)], refusing empty lists and repeats."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
+        repeats = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeats:
+            raise argparse.ArgumentTypeError(f"repeated values {repeats} in {text!r}")
+        return values
+    parse.__name__ = f"comma-separated {kind.__name__} list"
+    return parse
+
+
+def add_output_args(ap, benchmark: str, figures: bool = True) -> None:
+    ap.add_argument("--out", metavar="DIR", help=f"results folder (default results/{benchmark}, with --quick "
+                                                 f"results/{benchmark}_quick)")
+    if figures:
+        ap.add_argument("--figures", default="figures", metavar="DIR",
+                        help="also copy each PNG here (*_quick.png for --quick; '' to skip)")
+
+
+def output_dir(args, benchmark: str) -> str:
+    out = args.out or os.path.join("results", f"{benchmark}_quick" if getattr(args, "quick", False) else benchmark)
+    if os.path.isfile(out):
+        raise SystemExit(f"error: --out {out!r} is a file; --out names a folder")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def add_sweep_args(ap, spec_path: str, seeds: bool = True) -> None:
+    """The flags of a benchmark that is a sweep: its spec's base config, real data, device, seeds, jobs."""
+    ap.add_argument("--config", help=f"harness config of every run (default: the base of {spec_path})")
+    ap.add_argument("--quick", action="store_true", help="the spec's small variant (a few minutes on a CPU)")
+    if seeds:
+        ap.add_argument("--seeds", type=comma_list(int), help="training seeds (replaces the spec's seed axis)")
+    ap.add_argument("--data", metavar="DIR", help="insightface RecordIO folder for real data (with --eval-bins)")
+    ap.add_argument("--eval-bins", type=comma_list(str), default=[], metavar="A.bin,B.bin",
+                    help="verification packs (.bin) for real data")
+    ap.add_argument("--backbone", help="e.g. iresnet50 (real data: 112 px)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where every run trains")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any harness override for every run, e.g. --set train.amp=\"bf16\"")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once in separate processes")
+    ap.add_argument("--dry-run", action="store_true", help="print the runs and their state; train nothing")
+    ap.add_argument("--prune", action="store_true",
+                    help="remove the run folders under OUT/runs that this sweep (with these flags) does not name")
+
+
+def sweep_overrides(args) -> list:
+    """Config overrides for the shared flags, after the user's own --set values."""
+    overrides = list(args.set)
+    if args.data:
+        if not os.path.isdir(args.data):
+            raise SystemExit(f"error: --data folder {args.data!r} not found (expected an insightface RecordIO "
+                             f"folder with train.rec and train.idx)")
+        if not args.eval_bins:
+            raise SystemExit("error: --data needs --eval-bins (one or more verification packs, e.g. lfw.bin)")
+        overrides += ['data.source="recordio"', f'data.path="{args.data}"', f"data.eval_bins={json.dumps(args.eval_bins)}"]
+    missing = [b for b in args.eval_bins if not os.path.isfile(b)]
+    if missing:
+        raise SystemExit(f"error: --eval-bins not found: {missing}")
+    if args.backbone:
+        overrides.append(f'model.backbone="{args.backbone}"')
+    if args.device:
+        overrides.append(f'train.device="{args.device}"')
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    return overrides
+
+
+def benchmark_spec(args, spec_path: str, axes: dict | None = None) -> SweepSpec:
+    """The benchmark's spec with its --quick variant, --config base, --seeds and the given axis values (None: the
+    spec's) applied."""
+    axes = {"seed": getattr(args, "seeds", None), **(axes or {})}
+    try:
+        spec = load_spec(spec_path, quick=args.quick)
+        if args.config:
+            spec = spec.with_base(args.config)
+        for axis, values in axes.items():
+            if values:
+                spec = spec.with_axis(axis, values)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    return spec
+
+
+def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
+    """Run (or dry-run, or prune) the sweep into args.out; SystemExit with the message on bad input."""
+    out = args.out or spec.default_out()
+    try:
+        return run_spec(spec, out, sweep_overrides(args), jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
+                        describe=describe)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
