@@ -16,7 +16,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, run_benchmark_sweep
 from harness.plots import ablation_heatmaps, publish_figure

@@ -23,6 +23,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from harness.cli import add_output_args, comma_list, output_dir
+from harness.runstate import atomic_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 2 ** 20
 
@@ -73,11 +76,11 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=85742)
     ap.add_argument("--batch", type=int, default=256, help="global batch")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--ranks", default="1,2,4")
+    ap.add_argument("--ranks", type=comma_list(int), default=[1, 2, 4], help="process counts (default 1,2,4)")
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--out", default="results/distributed_memory.json")
+    add_output_args(ap, "distributed_memory", figures=False)
     args = ap.parse_args(argv)
-    ranks = [int(r) for r in args.ranks.split(",")]
+    ranks = args.ranks
     bad = [n for n in ranks if n < 1 or args.batch % n or n > args.classes]
     if bad:
         raise SystemExit(f"error: rank counts {bad} must be >= 1, divide --batch {args.batch} and not exceed "
@@ -89,7 +92,8 @@ def main(argv=None):
                                                 args.dim, args.steps), nprocs=n, start_method="spawn")
             per_rank = [json.load(open(os.path.join(tmp, f"r{n}_{r}.json"))) for r in range(n)]
             worst = max(per_rank, key=lambda r: r["weight_bytes"] + r["logits_bytes"])
-            rows.append({**worst, "ranks": n, "max_loss_gap": max(abs(r["loss"] - (rows[0] if rows else per_rank[0])["loss"])
+            reference = (rows[0] if rows else per_rank[0])["loss"]
+            rows.append({**worst, "ranks": n, "max_loss_gap": max(abs(r["loss"] - reference)
                                                                    for r in per_rank)})
     base = rows[0]
     print(f"MagFace head, C={args.classes:,} classes, d={args.dim}, global batch {args.batch}, fp32; per rank "
@@ -109,11 +113,9 @@ def main(argv=None):
         for n in (1, 8):
             w_bytes, l_bytes = expected(c, 1024, n)
             print(f"{name:<12}{c:>9,}{n:>6}{w_bytes / MB:>12.0f}{l_bytes / MB:>11.0f}")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=1)
-    os.replace(args.out + ".tmp", args.out)
-    print(f"\nwrote {args.out}")
+    out = output_dir(args, "distributed_memory")
+    atomic_json(os.path.join(out, "distributed_memory.json"), {"args": vars(args), "rows": rows})
+    print(f"\nwrote {out}/distributed_memory.json")
 
 
 if __name__ == "__main__":

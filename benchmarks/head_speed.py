@@ -6,6 +6,7 @@ the table reports medians. A textbook (unfused) ArcFace is timed beside them as 
 
     python benchmarks/head_speed.py                          # CPU, B=256, d=512, C=20000, float32
     python benchmarks/head_speed.py --device cuda --dtype bfloat16
+    python benchmarks/head_speed.py --heads magface,arcface --classes 85742 --out results/head_speed_ms1mv2
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from harness.cli import add_output_args, comma_list, output_dir
+from harness.runstate import atomic_json
 from losses import HEADS, build_head
 
 
@@ -120,9 +123,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=15, help="timed rounds (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--sample-rate", type=float, default=1.0, help="Partial FC sample rate for the heads")
-    p.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
-    p.add_argument("--json", help="also write the table as JSON to this path")
+    p.add_argument("--heads", type=comma_list(str), default=list(HEADS), help=f"subset of {','.join(HEADS)}")
+    add_output_args(p, "head_speed", figures=False)
     args = p.parse_args(argv)
+    unknown = [h for h in args.heads if h not in HEADS]
+    if unknown:
+        p.error(f"--heads: unknown {unknown}; valid heads: {', '.join(HEADS)}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda asked for, but torch.cuda.is_available() is False")
@@ -158,9 +164,9 @@ def main(argv=None):
     for r in rows:
         print(f"{r['case']:<28}{r['median_ms']:>11.1f}{r['time_ratio']:>12.2f}{r['peak_MiB']:>10.1f}"
               f"{r['memory_ratio']:>11.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "device": where, "rows": rows}, f, indent=2)
+    out = output_dir(args, "head_speed")
+    atomic_json(os.path.join(out, "head_speed.json"), {"args": vars(args), "device": where, "rows": rows})
+    print(f"wrote {out}/head_speed.json")
     return rows
 
 

@@ -15,15 +15,17 @@ import numpy as np
 import torch
 
 from harness.data import SyntheticConfig, export_insightface, load_or_generate
-from harness.plots import save_figure, sorted_image_grid
+from harness.cli import add_output_args, output_dir
+from harness.plots import publish_figure, sorted_image_grid
+from harness.runstate import atomic_json
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=50_000, help="total images (train + eval)")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--figure", default="figures/synthetic_quality_grid.png")
-    ap.add_argument("--export", help="also write insightface train.rec/.idx/property + pairs .bin here")
+    ap.add_argument("--export", metavar="DIR", help="also write insightface train.rec/.idx/property + pairs .bin here")
+    add_output_args(ap, "synthetic_data")
     args = ap.parse_args(argv)
     per_id = 40
     eval_ids = max(20, args.images // 10 // 10)
@@ -49,12 +51,15 @@ def main(argv=None):
     print(f"{'load from cache':<28}{load_s:>9.2f}{n / load_s:>11.0f}")
     q = faces.train.quality
     print(f"train quality: median {np.median(q):.2f}, {np.mean(q == 1):.0%} clean, {np.mean(q < 0.3):.0%} below 0.3")
-    if args.figure:
-        os.makedirs(os.path.dirname(args.figure) or ".", exist_ok=True)
-        save_figure(sorted_image_grid(faces.eval.images, faces.eval.quality, score_name="ground-truth quality",
-                                      title="Synthetic evaluation images ordered by ground-truth quality "
-                                            "(low, top left, to high)"), args.figure)
-        print(f"figure: {args.figure}")
+    out = output_dir(args, "synthetic_data")
+    atomic_json(os.path.join(out, "synthetic_data.json"), {
+        "args": vars(args), "images": n, "size": cfg.size, "generate_s": generate_s, "load_s": load_s,
+        "train_quality_median": float(np.median(q)), "clean_share": float(np.mean(q == 1))})
+    grid = sorted_image_grid(faces.eval.images, faces.eval.quality, score_name="ground-truth quality",
+                             title="Synthetic evaluation images ordered by ground-truth quality "
+                                   "(low, top left, to high)")
+    path = publish_figure(grid, out, "synthetic_quality_grid.png", args.figures)
+    print(f"wrote {out}/synthetic_data.json, {path}{' (copied to ' + args.figures + ')' if args.figures else ''}")
     if args.export:
         info = export_insightface(faces, args.export)
         print(f"exported to {args.export}: {info}")

@@ -3,7 +3,8 @@ in-memory data. The two alternate (harness, bare, harness, bare, ...) so machine
 reports medians of images/s over the steady-state steps and the harness overhead.
 
     python benchmarks/train_speed.py                          # CPU default model on 32-px synthetic faces
-    python benchmarks/train_speed.py --device cuda --set train.amp=\\"bf16\\" --set model.backbone=\\"iresnet50\\"
+    python benchmarks/train_speed.py --device cuda --set train.amp=\\"bf16\\" --set model.backbone=\\"iresnet50\\" \\
+        --set data.synthetic.size=112
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import time
 
 import torch
 
+from harness.cli import add_output_args, output_dir
 from harness.config import load_config
 from harness.data import batch_to_tensor, random_hflip
 from harness.data_source import synthetic_faces
-from harness.runstate import build_model, pick_device
+from harness.runstate import atomic_json, build_model, pick_device
 from harness.trainer import train
 
 
@@ -67,11 +69,18 @@ def harness_run(cfg, faces, steps: int, out: str) -> list[float]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/cpu_synthetic_magface.toml")
-    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any harness override")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where both loops train (train.device)")
     ap.add_argument("--steps", type=int, default=40, help="steps per run (the first 5 are warm-up)")
     ap.add_argument("--rounds", type=int, default=3)
+    add_output_args(ap, "train_speed", figures=False)
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.set)
+    if args.device:
+        args.set.append(f'train.device="{args.device}"')
+    try:
+        cfg = load_config(args.config, args.set)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
     device = pick_device(cfg.train.device)
     faces = synthetic_faces(cfg)
     harness_t, bare_t = [], []
@@ -89,6 +98,10 @@ def main(argv=None):
     print(f"{'bare':<10}{b:>20.1f}")
     print(f"{'harness':<10}{h:>20.1f}")
     print(f"harness overhead: {100 * (b / h - 1):+.1f}% (target <= 10%)")
+    out = output_dir(args, "train_speed")
+    atomic_json(os.path.join(out, "train_speed.json"), {"args": vars(args), "device": where, "bare_images_per_s": b,
+                                                        "harness_images_per_s": h, "overhead": b / h - 1})
+    print(f"wrote {out}/train_speed.json")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def sweep_overrides(args) -> list:
                              f"folder with train.rec and train.idx)")
         if not args.eval_bins:
             raise SystemExit("error: --data needs --eval-bins (one or more verification packs, e.g. lfw.bin)")
-        overrides += ['data.source="recordio"', f'data.path="{args.data}"', f"data.eval_bins={json.dumps(args.eval_bins)}"]
+        overrides += ['data.source="recordio"', f'data.path="{args.data}"',
+                      f"data.eval_bins={json.dumps(args.eval_bins)}"]
     missing = [b for b in args.eval_bins if not os.path.isfile(b)]
     if missing:
         raise SystemExit(f"error: --eval-bins not found: {missing}")

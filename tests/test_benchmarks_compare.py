@@ -12,7 +12,8 @@ from test_benchmarks_quality import ROOT
 
 def run(tmp_path, *extra, ok=True):
     args = [sys.executable, "benchmarks/compare_losses.py", "--out", str(tmp_path / "cmp"), "--figures",
-            str(tmp_path / "fig"), *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)],
+            str(tmp_path / "fig"),
+            *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)],
             *extra]
     res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert (res.returncode == 0) == ok, res.stderr[-3000:]

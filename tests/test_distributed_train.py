@@ -21,13 +21,15 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGFACE_DIST_TIMEOUT": "60", "OMP
 def cmd(out, tmp_path, nproc=2, *extra):
     base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=4", "train.checkpoint_every=1",
                    "head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}", *extra]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc
+              else [sys.executable])
     return [*launch, "-m", "harness", "train", "--no-eval", "--out", str(out), *[a for s in base for a in ("--set", s)]]
 
 
 def state(path):
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return ckpt, {**{"b." + k: v for k, v in ckpt["backbone"].items()}, **{"h." + k: v for k, v in ckpt["head"].items()}}
+    weights = {**{"b." + k: v for k, v in ckpt["backbone"].items()}, **{"h." + k: v for k, v in ckpt["head"].items()}}
+    return ckpt, weights
 
 
 def test_torchrun_kill_and_resume_is_exact(tmp_path):

@@ -156,5 +156,7 @@ def test_everything_broadcasts_over_parameters():
     a_star = theory.optimal_magnitude(cos, 11.36, **kw)
     assert a_star.shape == (3, 5)
     for i in range(3):
-        np.testing.assert_allclose(a_star[i], theory.optimal_magnitude(cos[0], 11.36, **dict(PAPER, lambda_g=lam[i, 0])))
-    assert theory.magnitude_loss_d2(np.linspace(10, 110, 7)[:, None, None], cos, np.zeros((1, 1)), **kw).shape == (7, 3, 5)
+        expected = theory.optimal_magnitude(cos[0], 11.36, **dict(PAPER, lambda_g=lam[i, 0]))
+        np.testing.assert_allclose(a_star[i], expected)
+    d2 = theory.magnitude_loss_d2(np.linspace(10, 110, 7)[:, None, None], cos, np.zeros((1, 1)), **kw)
+    assert d2.shape == (7, 3, 5)

@@ -74,7 +74,8 @@ def main(argv=None):
     lam_map = validity_map(base, axis_name="lambda_g")
     lse_map = validity_map(base, axis_name="lse_neg")
     print(f"validity maps ({lam_map.a_star.size + lse_map.a_star.size:,} optima) in {time.perf_counter() - t0:.2f} s")
-    print(f"\nWhere the claims break for {label_of(base)}, any lse_neg in [{lse_map.axis[0]:.1f}, {lse_map.axis[-1]:.1f}]:")
+    print(f"\nWhere the claims break for {label_of(base)}, any lse_neg in "
+          f"[{lse_map.axis[0]:.1f}, {lse_map.axis[-1]:.1f}]:")
     print(f"  assumption theta_y + u_m <= pi/2 holds up to theta_y = {math.pi / 2 - base.u_m:.3f} rad "
           f"(cos {math.sin(base.u_m):.3f}); theta_y + l_m = pi/2 at {math.pi / 2 - base.l_m:.3f} rad "
           f"(cos {math.sin(base.l_m):.3f})")

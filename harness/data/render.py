@@ -126,7 +126,8 @@ def render_canonical(traits: dict, expression: int, size: int) -> torch.Tensor:
         _paint(img, _ellipse(x, y, side * t["nose_w"] * 0.6, nose_y + t["nose_len"] / 2,
                              t["nose_w"] * 0.28, t["nose_w"] * 0.18, pix), t["skin"] * 0.35)
     curve = t["mouth_y"][:, None, None] - smile * 0.5 - (smile * 12) * x**2
-    lips = _ramp(t["lip_thick"][:, None, None] - (y - curve).abs(), pix) * _ramp(t["mouth_w"][:, None, None] - x.abs(), pix)
+    lips = (_ramp(t["lip_thick"][:, None, None] - (y - curve).abs(), pix)
+            * _ramp(t["mouth_w"][:, None, None] - x.abs(), pix))
     _paint(img, lips, t["lips"])
     mole = (t["mole"] > 0.5).float()[:, None, None]
     _paint(img, _ellipse(x, y, t["mole_x"], t["mole_y"], t["mole_r"], t["mole_r"], pix) * mole, t["skin"] * 0.3)

@@ -1,0 +1,109 @@
+"""Sweep specs: expansion into runs, metadata stored with each run, and bad specs refused before any training."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.sweep import expand, load_spec, run_spec, run_status
+from tiny import TINY
+
+from test_benchmarks_quality import ROOT
+
+BASE = f"{ROOT}/configs/cpu_synthetic_quick.toml"
+
+
+def write_spec(tmp_path, text: str, name: str = "spec.toml"):
+    path = tmp_path / name
+    path.write_text(f'name = "t"\nbase = "{BASE}"\n' + text)
+    return str(path)
+
+
+def test_shipped_specs_expand(tmp_path):
+    abl = expand(load_spec(f"{ROOT}/configs/sweeps/ablation.toml"), str(tmp_path))
+    assert [(r.cfg.head.params["l_m"], r.cfg.head.params["u_m"]) for r in abl][:2] == [(0.35, 0.7), (0.35, 0.8)]
+    assert len(abl) == 9 and all(r.cfg.head.name == "magface" for r in abl)
+    cmp = expand(load_spec(f"{ROOT}/configs/sweeps/compare_losses.toml", quick=True), str(tmp_path))
+    assert len(cmp) == 12 and cmp[0].axes == {"condition": "clean", "head": "softmax", "seed": 0}
+    arc = next(r for r in cmp if r.axes["head"] == "arcface")
+    assert arc.cfg.head.params == {"s": 32.0, "theta_policy": "easy"} and arc.cfg.train.epochs == 2
+    mag = next(r for r in cmp if r.axes == {"condition": "noisy", "head": "magface", "seed": 0})
+    assert mag.cfg.head.params["lambda_g"] == 5.0   # inherited from the base config
+    assert mag.cfg.data.synthetic.label_noise == 0.1 and mag.cfg.data.synthetic.garbage == 0.05
+    assert len({r.folder for r in cmp}) == 12 and len({r.fingerprint for r in cmp}) == 12
+
+
+def test_order_of_overrides_and_per_run_overrides(tmp_path):
+    spec = load_spec(write_spec(tmp_path, '''
+[set]
+"train.epochs" = 1
+[axes]
+head = ["cosface", "softmax"]
+seed = [3]
+[[overrides]]
+match = { head = "softmax" }
+set = { "optim.lr" = 0.01 }
+'''))
+    runs = expand(spec, str(tmp_path / "o"), ["optim.lr=0.2", "train.epochs=4"])
+    assert [r.cfg.optim.lr for r in runs] == [0.2, 0.01]      # caller's --set <- per-run override
+    assert all(r.cfg.train.epochs == 4 and r.cfg.train.seed == 3 for r in runs)
+    assert runs[0].cfg.head.params == {}                     # another head than the base's: its own defaults
+
+
+@pytest.mark.parametrize("text,message", [
+    ('foo = 1\n[axes]\nseed = [0]\n', "unknown key(s) ['foo']"),
+    ('[axes]\n', "[axes] is empty"),
+    ('[axes]\nseed = []\n', "axis 'seed' must be a non-empty list"),
+    ('[axes]\nseed = [0, 1, 0]\n', "axis 'seed' has duplicate values ['0']"),
+    ('[axes]\nseed = [0.5]\n', "axis 'seed' takes integers"),
+    ('[axes]\n"train.epoch" = [1, 2]\n', "'train.epoch' is not a config key (no 'epoch' in train)"),
+    ('[axes]\n"head.params.l_m" = [0.4]\n"model.l_m" = [1]\n', "'model.l_m' is not a config key"),
+    ('[axes]\nhead = ["arcfce"]\n', "axis 'head' values ['arcfce'] are neither [heads] labels"),
+    ('[axes]\ncondition = ["x"]\n', "axis 'condition' values ['x'] are not [conditions] labels"),
+    ('[axes]\nseed = [0]\n[[overrides]]\nmatch = { head = "x" }\nset = {}\n',
+     "matches on ['head'], which are not axes"),
+    ('[axes]\nseed = [0]\n[set]\n"optim.lrr" = 1\n', "'optim.lrr' is not a config key"),
+    ('[axes]\nseed = [0]\n[heads.x]\nname = "nope"\n', "[heads.x]: unknown head 'nope'"),
+    ('[axes]\n"head.params.l_m" = [0.9]\n', "head.params.l_m': 0.9}: u_m (must be >= l_m)"),
+])
+def test_bad_specs_are_refused_naming_the_key(tmp_path, text, message):
+    with pytest.raises(ValueError) as err:
+        expand(load_spec(write_spec(tmp_path, text)), str(tmp_path / "o"))
+    assert message in str(err.value)
+
+
+def test_missing_spec_parts(tmp_path):
+    (tmp_path / "s.toml").write_text('name = "t"\n[axes]\nseed = [0]\n')
+    with pytest.raises(ValueError, match="missing key 'base'"):
+        load_spec(str(tmp_path / "s.toml"))
+    with pytest.raises(ValueError, match="not found"):
+        load_spec(str(tmp_path / "nope.toml"))
+
+
+def test_runner_stores_metadata_and_never_overwrites_a_foreign_folder(tmp_path):
+    spec = load_spec(write_spec(tmp_path, '[axes]\nseed = [0, 1]\n'))
+    over = TINY + ["train.epochs=1", f'data.cache_dir="{tmp_path / "cache"}"']
+    result = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
+    assert [r["seed"] for r in result.rows] == [0, 1] and result.trained == 2
+    meta = json.load(open(f"{result.runs[0].folder}/sweep_run.json"))
+    assert meta == {"sweep": "t", "axes": {"seed": 0}, "name": "seed0", "fingerprint": result.runs[0].fingerprint}
+    stored = json.load(open(tmp_path / "o" / "t.json"))
+    assert stored["summary"][0]["seeds"] == 2 and stored["setup"]["backbone"] == "small_cnn"
+    assert "NaN" not in (tmp_path / "o" / "t.json").read_text()
+    again = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
+    assert again.trained == 0 and again.rows == result.rows
+    meta["fingerprint"] = "0" * 16   # a folder of another configuration under this name: refused, kept
+    json.dump(meta, open(f"{result.runs[0].folder}/sweep_run.json", "w"))
+    with pytest.raises(ValueError, match="move it away"):
+        run_status(result.runs[0])
+
+
+def test_cli_sweep_dry_run_and_prune_without_spec(tmp_path):
+    spec = write_spec(tmp_path, '[axes]\nseed = [0, 1]\n')
+    res = subprocess.run([sys.executable, "-m", "harness", "sweep", spec, "--out", str(tmp_path / "o"), "--dry-run"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.count("  new    seed") == 2
+    assert not (tmp_path / "o" / "runs").exists()
+    res = subprocess.run([sys.executable, "-m", "harness", "sweep", "--prune"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode != 0 and "a sweep spec is required" in res.stderr
