@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -23,21 +22,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.cli import add_output_args, comma_list, output_dir
+from harness.cli import add_dry_run, dry_run, add_output_args, comma_list, output_dir
 from harness.runstate import atomic_json
+from losses import build_head
+from losses.distributed import DistributedHead
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 2 ** 20
 
 
 def rank_main(rank, world, store, out_dir, classes, batch, dim, steps):
-    sys.path.insert(0, ROOT)
-    from losses import build_head
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(0)
     head = build_head("magface", classes, dim, s=64.0)
     if world > 1:
-        from losses.distributed import DistributedHead
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=300))
         head = DistributedHead(head, shard=True)
@@ -79,12 +76,15 @@ def main(argv=None):
     ap.add_argument("--ranks", type=comma_list(int), default=[1, 2, 4], help="process counts (default 1,2,4)")
     ap.add_argument("--steps", type=int, default=4)
     add_output_args(ap, "distributed_memory", figures=False)
+    add_dry_run(ap)
     args = ap.parse_args(argv)
     ranks = args.ranks
     bad = [n for n in ranks if n < 1 or args.batch % n or n > args.classes]
     if bad:
         raise SystemExit(f"error: rank counts {bad} must be >= 1, divide --batch {args.batch} and not exceed "
                          f"--classes {args.classes}")
+    if dry_run(args):
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in ranks:

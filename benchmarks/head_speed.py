@@ -23,8 +23,9 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
-from harness.cli import add_output_args, comma_list, output_dir
+from harness.cli import add_dry_run, dry_run, add_output_args, comma_list, output_dir
 from harness.runstate import atomic_json
 from losses import HEADS, build_head
 
@@ -98,7 +99,6 @@ def peak_bytes(fn, device) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
-    from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,10 +125,13 @@ def main(argv=None):
     p.add_argument("--sample-rate", type=float, default=1.0, help="Partial FC sample rate for the heads")
     p.add_argument("--heads", type=comma_list(str), default=list(HEADS), help=f"subset of {','.join(HEADS)}")
     add_output_args(p, "head_speed", figures=False)
+    add_dry_run(p)
     args = p.parse_args(argv)
     unknown = [h for h in args.heads if h not in HEADS]
     if unknown:
         p.error(f"--heads: unknown {unknown}; valid heads: {', '.join(HEADS)}")
+    if dry_run(args):
+        return []
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda asked for, but torch.cuda.is_available() is False")

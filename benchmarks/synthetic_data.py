@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from harness.data import SyntheticConfig, export_insightface, load_or_generate
-from harness.cli import add_output_args, output_dir
+from harness.cli import add_dry_run, dry_run, add_output_args, output_dir
 from harness.plots import publish_figure, sorted_image_grid
 from harness.runstate import atomic_json
 
@@ -26,7 +26,10 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--export", metavar="DIR", help="also write insightface train.rec/.idx/property + pairs .bin here")
     add_output_args(ap, "synthetic_data")
+    add_dry_run(ap)
     args = ap.parse_args(argv)
+    if dry_run(args):
+        return
     per_id = 40
     eval_ids = max(20, args.images // 10 // 10)
     train_ids = max(2, (args.images - eval_ids * 10) // per_id)

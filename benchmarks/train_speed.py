@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from harness.cli import add_output_args, output_dir
+from harness.cli import add_dry_run, dry_run, add_output_args, output_dir
 from harness.config import load_config
 from harness.data import batch_to_tensor, random_hflip
 from harness.data_source import synthetic_faces
@@ -74,6 +74,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=40, help="steps per run (the first 5 are warm-up)")
     ap.add_argument("--rounds", type=int, default=3)
     add_output_args(ap, "train_speed", figures=False)
+    add_dry_run(ap)
     args = ap.parse_args(argv)
     if args.device:
         args.set.append(f'train.device="{args.device}"')
@@ -81,6 +82,8 @@ def main(argv=None):
         cfg = load_config(args.config, args.set)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
+    if dry_run(args):
+        return
     device = pick_device(cfg.train.device)
     faces = synthetic_faces(cfg)
     harness_t, bare_t = [], []

@@ -33,6 +33,17 @@ def comma_list(kind=str):
     return parse
 
 
+def add_dry_run(ap) -> None:
+    ap.add_argument("--dry-run", action="store_true", help="check the arguments, print what would run, and exit")
+
+
+def dry_run(args) -> bool:
+    """True (after printing the resolved arguments) when --dry-run was given."""
+    if args.dry_run:
+        print("dry run: " + ", ".join(f"{k}={v!r}" for k, v in vars(args).items()))
+    return args.dry_run
+
+
 def add_output_args(ap, benchmark: str, figures: bool = True) -> None:
     ap.add_argument("--out", metavar="DIR", help=f"results folder (default results/{benchmark}, with --quick "
                                                  f"results/{benchmark}_quick)")

@@ -13,6 +13,7 @@ import torch
 
 from . import metrics
 from .data import batch_to_tensor, file_sha256, read_verification_bin
+from .data_source import synthetic_faces
 from .runstate import atomic_json, build_model, load_checkpoint, pick_device
 
 
@@ -50,7 +51,6 @@ def pair_metrics(scores, issame, folds, pair_quality, fmr) -> dict:
 
 def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device: str = "auto") -> dict:
     """Evaluate the checkpoint of a run on its evaluation data; writes RUN/eval/ and returns the metrics."""
-    from .data_source import synthetic_faces
     ckpt = load_checkpoint(os.path.join(run_dir, "checkpoints", checkpoint))
     cfg = ckpt["config_obj"]
     dev = pick_device(device if device != "auto" else cfg.train.device)

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
+from scipy.stats import spearmanr
 
 
 def sorted_image_grid(images: np.ndarray, scores: np.ndarray, *, rows: int = 4, cols: int = 10,
@@ -38,7 +42,6 @@ def save_figure(fig, path: str, dpi: int = 130) -> str:
 def publish_figure(fig, out_dir: str, name: str, figures_dir: str = "", quick: bool = False) -> str:
     """Save to out_dir/name and, unless figures_dir is empty, copy to figures_dir (as *_quick.png for --quick
     runs, so a quick run never replaces the committed full-size figure)."""
-    import shutil
     path = save_figure(fig, os.path.join(out_dir, name))
     if figures_dir:
         os.makedirs(figures_dir, exist_ok=True)
@@ -48,7 +51,6 @@ def publish_figure(fig, out_dir: str, name: str, figures_dir: str = "", quick: b
 
 def ablation_heatmaps(rows, metrics, marks=None, title=""):
     """One seaborn heatmap per metric over the (l_m, u_m) grid; `marks` outlines named cells (e.g. the paper's)."""
-    import seaborn as sns
     l_ms = sorted({r["l_m"] for r in rows})
     u_ms = sorted({r["u_m"] for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.9), constrained_layout=True)
@@ -118,7 +120,6 @@ def magnitude_vs_cosine(per_head: dict):
     per_head: name -> (magnitude [B], cos_target [B], per-sample loss [B])."""
     fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
                              squeeze=False)
-    from scipy.stats import spearmanr
     for ax, (name, (mag, cos, loss)), colour in zip(axes[0], per_head.items(), PALETTE):
         x, label = (cos, "cos θ_y (to own class centre)") if name != "softmax" else (-loss, "negative loss")
         ax.scatter(x, mag, s=8, color=colour, alpha=0.7)
@@ -145,8 +146,6 @@ def erc_curves(curves: dict, fmr: float, title: str):
 def loss_comparison(rows, metrics, title=""):
     """One panel per metric: bars of the mean over seeds per head, one colour per training condition, error bars
     of one standard deviation and each seed as a dot. rows: dicts with head, condition, seed and the metrics."""
-    import pandas as pd
-    import seaborn as sns
     df = pd.DataFrame(rows)
     conditions = list(dict.fromkeys(df["condition"]))
     heads = list(dict.fromkeys(df["head"]))

@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import subprocess
+from importlib.metadata import version
 
 import numpy as np
 import torch
@@ -83,8 +84,6 @@ def load_checkpoint(path: str) -> dict:
 
 def environment() -> dict:
     """Package versions, git commit and machine: written next to every run's resolved config."""
-    import scipy
-    import sklearn
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
@@ -93,7 +92,7 @@ def environment() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "unknown", None
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "scipy": scipy.__version__, "sklearn": sklearn.__version__, "git_commit": commit, "git_dirty": dirty,
+            "scipy": version("scipy"), "sklearn": version("scikit-learn"), "git_commit": commit, "git_dirty": dirty,
             "machine": platform.machine(), "cpus": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "preprocessing": PREPROCESSING}

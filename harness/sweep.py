@@ -28,6 +28,7 @@ the other axes <- matching [[overrides]].
 from __future__ import annotations
 
 import copy
+import csv
 import itertools
 import json
 import math
@@ -491,7 +492,6 @@ def write_tables(result: SweepResult) -> None:
 
 def write_csv(path: str, rows: list) -> None:
     """A tidy table, one dict per row, written atomically (temp file + rename); None is an empty cell."""
-    import csv
     keys = list(dict.fromkeys(k for r in rows for k in r))
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", newline="") as f:

@@ -90,7 +90,7 @@ def main(argv=None):
           if not inner.holds else "  lambda_g = 20: interior optimum everywhere on the grid")
 
     if not args.no_figures:
-        from . import figures
+        from . import figures   # matplotlib only when figures are drawn (--no-figures stays light)
         os.makedirs(args.out, exist_ok=True)
         written = []
         written += figures.save(figures.loss_curves(base), os.path.join(args.out, "theory_loss_curves"))

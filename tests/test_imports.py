@@ -1,0 +1,106 @@
+"""The project's import graph, read with ast (imports inside functions count): no cycles, the layers point one way,
+and a function-level import says why it is not at the top (an optional or heavy dependency)."""
+import ast
+import os
+
+import pytest
+
+from test_benchmarks_quality import ROOT
+
+PACKAGES = ("losses", "theory", "harness", "benchmarks", "figures")
+
+
+def modules() -> dict:
+    found = {}
+    for pkg in PACKAGES:
+        for dirpath, _, files in os.walk(os.path.join(ROOT, pkg)):
+            for f in files:
+                if f.endswith(".py"):
+                    path = os.path.join(dirpath, f)
+                    name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                    found[name.removesuffix(".__init__")] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imports(name: str, path: str):
+    """(imported project module, line, at module level?) for every import statement of a module."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    top = {id(n) for n in tree.body}
+    package = name.split(".") if path.endswith("__init__.py") else name.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            stem = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]).strip(".") \
+                if node.level else node.module
+            targets = [f"{stem}.{a.name}" for a in node.names] + [stem]
+        else:
+            continue
+        for t in targets:
+            parts = t.split(".")
+            while parts and ".".join(parts) not in MODULES:
+                parts.pop()
+            dep = ".".join(parts)
+            if dep and dep != name and not name.startswith(dep + "."):
+                yield dep, node.lineno, id(node) in top
+                break
+
+
+GRAPH = {m: {d for d, _, _ in imports(m, p)} for m, p in MODULES.items()}
+
+
+def test_no_import_cycles():
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):   # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+@pytest.mark.parametrize("package,allowed", [("losses", {"losses"}), ("theory", {"theory"}),
+                                             ("harness", {"harness", "losses", "theory"})])
+def test_layers_point_one_way(package, allowed):
+    wrong = {f"{m} -> {d}" for m, deps in GRAPH.items() if m.split(".")[0] == package
+             for d in deps if d.split(".")[0] not in allowed}
+    assert not wrong, f"{package} may import only {sorted(allowed)}: {sorted(wrong)}"
+
+
+def test_function_level_imports_say_why():
+    """An import inside a function (of anything) needs a comment on its line or the line above."""
+    silent = []
+    for name, path in MODULES.items():
+        lines = open(path, encoding="utf-8").read().splitlines()
+        tree = ast.parse("\n".join(lines))
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        here, above = lines[node.lineno - 1], lines[node.lineno - 2] if node.lineno > 1 else ""
+                        if "#" not in here and not above.strip().startswith("#"):
+                            silent.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {here.strip()}")
+    assert not silent, "function-level imports without a comment saying why:\n" + "\n".join(sorted(set(silent)))
