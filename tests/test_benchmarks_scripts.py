@@ -15,29 +15,32 @@ def run(*args, timeout=300):
 
 def test_head_speed(tmp_path):
     out = run("benchmarks/head_speed.py", "--batch", "16", "--dim", "32", "--classes", "500", "--repeats", "2",
-              "--warmup", "1", "--heads", "magface", "arcface", "--json", str(tmp_path / "speed.json"))
-    rows = {r["case"]: r for r in json.load(open(tmp_path / "speed.json"))["rows"]}
+              "--warmup", "1", "--heads", "magface,arcface", "--out", str(tmp_path / "speed"))
+    rows = {r["case"]: r for r in json.load(open(tmp_path / "speed" / "head_speed.json"))["rows"]}
     assert {"bare 3 matmuls", "magface", "arcface"} <= set(rows) and "magface" in out
     assert rows["bare 3 matmuls"]["time_ratio"] == 1.0
     assert all(r["median_ms"] > 0 and r["time_ratio"] > 0 for r in rows.values())
 
 
 def test_synthetic_data(tmp_path):
-    out = run("benchmarks/synthetic_data.py", "--images", "400", "--size", "32", "--figure",
-              str(tmp_path / "grid.png"))
-    assert (tmp_path / "grid.png").stat().st_size > 10_000 and "train quality: median" in out
+    out = run("benchmarks/synthetic_data.py", "--images", "400", "--size", "32", "--out", str(tmp_path / "s"),
+              "--figures", str(tmp_path / "fig"))
+    assert (tmp_path / "fig" / "synthetic_quality_grid.png").stat().st_size > 10_000 and "train quality: median" in out
+    assert json.load(open(tmp_path / "s" / "synthetic_data.json"))["images"] == 400
 
 
 def test_train_speed(tmp_path):
-    out = run("benchmarks/train_speed.py", "--steps", "7", "--rounds", "1",
+    out = run("benchmarks/train_speed.py", "--steps", "7", "--rounds", "1", "--out", str(tmp_path / "t"),
               *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)])
     assert "bare" in out and "harness" in out and "overhead" in out.lower()
+    stored = json.load(open(tmp_path / "t" / "train_speed.json"))
+    assert stored["bare_images_per_s"] > 0 and stored["harness_images_per_s"] > 0
 
 
 def test_distributed_memory_falls_with_the_ranks(tmp_path):
     out = run("benchmarks/distributed_memory.py", "--classes", "400", "--batch", "16", "--dim", "32", "--ranks",
-              "1,2", "--steps", "2", "--out", str(tmp_path / "mem.json"))
-    rows = json.load(open(tmp_path / "mem.json"))["rows"]
+              "1,2", "--steps", "2", "--out", str(tmp_path / "mem"))
+    rows = json.load(open(tmp_path / "mem" / "distributed_memory.json"))["rows"]
     assert [r["centres"] for r in rows] == [400, 200]
     assert rows[1]["weight_bytes"] * 2 == rows[0]["weight_bytes"]
     assert rows[1]["logits_bytes"] * 2 == rows[0]["logits_bytes"]
