@@ -104,7 +104,7 @@ def summary_line(result: dict) -> str:
     parts = []
     for name, m in result["sets"].items():
         text = f"{name}: accuracy {100 * m['accuracy']:.2f}% ± {100 * m['accuracy_std']:.2f}"
-        tar = {k: v for k, v in m["tar_at_far"].items() if v == v}
+        tar = {k: v for k, v in m["tar_at_far"].items() if v is not None and v == v}   # NaN live, None stored
         if tar:
             far = min(tar, key=float)
             text += f", TAR@FAR={far} {100 * tar[far]:.2f}%"

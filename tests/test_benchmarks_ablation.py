@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tiny import TINY as BASE_TINY
+
+pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = BASE_TINY + ["train.epochs=2"]

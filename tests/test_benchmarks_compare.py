@@ -9,6 +9,8 @@ from tiny import TINY
 
 from test_benchmarks_quality import ROOT
 
+pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
+
 
 def run(tmp_path, *extra, ok=True):
     args = [sys.executable, "benchmarks/compare_losses.py", "--out", str(tmp_path / "cmp"), "--figures",

@@ -3,8 +3,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from test_benchmarks_quality import ROOT
 from tiny import TINY
+
+pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
 
 def run(*args, timeout=300):

@@ -8,12 +8,15 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 import distributed_worker as w
 from test_benchmarks_quality import ROOT
 from tiny import TINY
+
+pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGFACE_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
 

@@ -8,6 +8,8 @@ from nbclient import NotebookClient
 
 from tiny import TINY
 
+pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
+
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 NOTEBOOKS = sorted(FIGURES.glob("*.ipynb"))
 FIGURES_DRAWN = {"theory": 3, "ablation": 1, "quality_vs_magnitude": 4, "erc": 1, "loss_comparison": 1}
