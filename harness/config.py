@@ -10,6 +10,7 @@ defined here once (configs/base.toml only restates them). Override rules a user 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -227,13 +228,18 @@ def apply_overrides(values: dict, overrides) -> dict:
         if parts == ["head", "name"]:
             _switch_head(values, value, "--set head.name")
     for parts, value in parsed:
-        node = values
-        for p in parts[:-1]:
-            if not isinstance(node.setdefault(p, {}), dict):
-                raise ValueError(f"override {'.'.join(parts)}: {p!r} is a value, not a table")
-            node = node[p]
-        node[parts[-1]] = value
+        set_value(values, parts, value)
     return values
+
+
+def set_value(values: dict, parts: list, value) -> None:
+    """values[parts[0]][parts[1]]... = value, creating the tables on the way (a table value replaces the table)."""
+    node = values
+    for p in parts[:-1]:
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise ValueError(f"config key {'.'.join(parts)}: {p!r} is a value, not a table")
+        node = node[p]
+    node[parts[-1]] = copy.deepcopy(value)
 
 
 def load_config(path: str | None = None, overrides=()) -> RunConfig:

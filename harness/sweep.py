@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from losses import HEADS
 
-from .config import HeadConfig, RunConfig, _apply, _load_toml, apply_overrides, validate
+from .config import HeadConfig, RunConfig, _apply, _load_toml, apply_overrides, set_value, validate
 from .data_source import synthetic_faces
 from .runstate import atomic_json, json_safe
 from .trainer import train
@@ -215,13 +215,14 @@ def column_name(key: str) -> str:
 def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
     """Every run of the spec, in axis order (the first axis varies slowest), with its resolved config."""
     base = _load_toml(spec.base)
-    apply_overrides(base, [f"{k}={_toml(v)}" for k, v in spec.set.items()])
+    for key, value in spec.set.items():
+        set_value(base, key.split("."), value)
     apply_overrides(base, overrides)
     runs, defaults = [], RunConfig().to_dict()
     for combo in itertools.product(*spec.axes.values()):
         axes = dict(zip(spec.axes, combo))
         values = copy.deepcopy(base)
-        texts = []
+        updates = {}
         if "condition" in axes:
             cond = spec.conditions[axes["condition"]]
             changed = [k for k, v in cond.items() if k.startswith("data.synthetic.") and v != _lookup(defaults, k)]
@@ -229,18 +230,17 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
                 raise ValueError(f"condition {axes['condition']!r} changes the built-in synthetic data "
                                  f"({', '.join(changed)}), which real data does not use; leave it out (e.g. "
                                  f"--conditions clean)")
-            texts += [f"{k}={_toml(v)}" for k, v in cond.items()]
+            updates.update(cond)
         if "head" in axes:
-            values["head"] = _head_table(spec, axes["head"], values.get("head", {}))
+            updates["head"] = _head_table(spec, axes["head"], values.get("head", {}))
         for axis, value in axes.items():
-            if axis == "seed":
-                texts.append(f"train.seed={value}")
-            elif axis not in SPECIAL_AXES:
-                texts.append(f"{axis}={_toml(value)}")
+            if axis not in SPECIAL_AXES or axis == "seed":
+                updates["train.seed" if axis == "seed" else axis] = value
         for o in spec.overrides:
             if all(axes.get(k) == v for k, v in o.get("match", {}).items()):
-                texts += [f"{k}={_toml(v)}" for k, v in o.get("set", {}).items()]
-        apply_overrides(values, texts)
+                updates.update(o.get("set", {}))
+        for key, value in updates.items():
+            set_value(values, key.split("."), value)
         try:
             cfg = _apply(RunConfig(), values)
             validate(cfg)
@@ -252,17 +252,6 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
         columns = {column_name(k): _lookup(cfg.to_dict(), k) for k in spec.columns}
         runs.append(Run(cfg, axes, name, fp, columns))
     return runs
-
-
-def _toml(value) -> str:
-    """A value as TOML text (what apply_overrides parses)."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
 
 
 def _head_table(spec: SweepSpec, label: str, base_head: dict) -> dict:
