@@ -17,7 +17,6 @@ from . import checks
 from .arcface import GRAD_MODES, THETA_POLICIES, additive_angular_margin
 from .base import MarginHead
 
-
 MAG_STATS = ("margin_mean", "margin_min", "margin_max", "margin_p5", "margin_p50", "margin_p95", "g_mean",
              "in_band_share")
 
