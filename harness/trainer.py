@@ -9,6 +9,10 @@ Under torchrun (WORLD_SIZE > 1) the backbone is wrapped in DDP, the head in loss
 (class centres sharded over the ranks unless train.shard_centres is false), each rank trains on its rows of the
 single-process global batch, and each rank writes its own checkpoint (see harness/checkpoints.py); final.pt
 holds the gathered head and opens in a single process.
+
+Shape: `train` builds a `_Run` (the session's state) and passes it through short steps: _setup, _restore,
+_train_epochs -> _train_epoch -> _step, _checkpoint / _final_checkpoint, then evaluation. Head-specific logging
+comes from the head (log_stats, startup_check), so nothing here knows one head from another.
 """
 from __future__ import annotations
 
