@@ -1,8 +1,6 @@
 """Closed-form learning rate per step: resume-safe (no scheduler state), the same at any restart point."""
 from __future__ import annotations
 
-import math
-
 
 def learning_rate(step: int, steps_per_epoch: int, total_epochs: int, *, lr: float, schedule: str = "step",
                   milestones=(10, 18, 22), gamma: float = 0.1, warmup_epochs: float = 0.0,
@@ -21,8 +19,3 @@ def learning_rate(step: int, steps_per_epoch: int, total_epochs: int, *, lr: flo
         progress = (step - warmup_steps) / max(1.0, total - warmup_steps)
         return lr * max(0.0, 1.0 - progress) ** power
     raise ValueError(f"schedule={schedule!r} is not one of ('step', 'poly')")
-
-
-def scaled_milestones(milestones, epochs: int, paper_epochs: int = 25):
-    """The paper's milestones (of 25 epochs) moved proportionally to a shorter run."""
-    return [max(1, math.floor(m * epochs / paper_epochs)) for m in milestones]

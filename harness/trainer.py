@@ -9,6 +9,10 @@ Under torchrun (WORLD_SIZE > 1) the backbone is wrapped in DDP, the head in loss
 (class centres sharded over the ranks unless train.shard_centres is false), each rank trains on its rows of the
 single-process global batch, and each rank writes its own checkpoint (see harness/checkpoints.py); final.pt
 holds the gathered head and opens in a single process.
+
+Shape: `train` builds a `_Run` (the session's state) and passes it through short steps: _setup, _restore,
+_train_epochs -> _train_epoch -> _step, _checkpoint / _final_checkpoint, then evaluation. Head-specific logging
+comes from the head (log_stats, startup_check), so nothing here knows one head from another.
 """
 from __future__ import annotations
 
@@ -19,17 +23,26 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist  # already loaded by `import torch`; no process group is started here
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .checkpoints import CheckpointStore
 from .config import RunConfig, validate
 from .data_source import TrainSource, synthetic_faces
+from .evaluate import evaluate_run, summary_line
 from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, rng_state,
                        save_checkpoint, set_rng_state)
 from .schedule import learning_rate
+
+try:   # TensorBoard when installed (pip install tensorboard); the JSONL/CSV log is always written
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:
+    SummaryWriter = None
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,12 +50,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def feasibility_line(head) -> str | None:
-    """MagFace's start-up check (as the official trainer prints), with the actual s."""
-    if not hasattr(head, "lambda_g_min"):
-        return None
-    ok = head.lambda_g >= head.lambda_g_min
-    return (f"lambda_g check: bound s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = {head.lambda_g_min:.4f} for s={head.s:g}; "
-            f"lambda_g = {head.lambda_g:g} -> {'OK' if ok else 'BELOW THE BOUND: the convergence theorem does not hold'}")
+    """The line printed at the start of training: the head's own check (MagFace's lambda_g bound), if it has one."""
+    return head.startup_check()
+
+
+def _torchrun():
+    """(harness.distributed, losses.distributed), imported here and not at the top only because a single process
+    must never load the project's torch.distributed code (tests/test_distributed_train.py checks that)."""
+    import losses.distributed as sharded_heads
+
+    from . import distributed
+    return distributed, sharded_heads
 
 
 def _autocast(device, amp):
@@ -70,12 +88,10 @@ class MetricsLog:
             with open(self.path + ".tmp", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             os.replace(self.path + ".tmp", self.path)
-        self.file = open(self.path, "a")
-        try:  # TensorBoard when installed (pip install tensorboard); the JSONL/CSV log is always written
-            from torch.utils.tensorboard import SummaryWriter
+        self.file = open(self.path, "a")  # noqa: SIM115 - stays open for the run; close() closes it
+        self.board = None
+        if SummaryWriter is not None:
             self.board = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:
-            self.board = None
 
     def write(self, row: dict):
         self.file.write(json.dumps(row) + "\n")
@@ -101,188 +117,267 @@ class MetricsLog:
             os.replace(tmp, self.path.replace(".jsonl", ".csv"))
 
 
+@dataclass
+class _Run:
+    """What one training session works on. The position (epoch, step_in_epoch, global_step) is what a checkpoint
+    records and a resume restores; last_good is the newest checkpoint on disk, named if the run diverges."""
+    cfg: RunConfig
+    ctx: object                 # harness.distributed.DistContext under torchrun, else None
+    device: torch.device
+    faces: object               # the synthetic data set (also evaluated), or None for real data
+    source: TrainSource
+    backbone: torch.nn.Module
+    head: torch.nn.Module       # a MarginHead, or a DistributedHead wrapping one
+    model: torch.nn.Module      # the backbone as called: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    store: CheckpointStore
+    steps_per_epoch: int
+    total_steps: int
+    verbose: bool
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    last_good: tuple = (0, None)
+
+    @property
+    def main(self) -> bool:
+        return self.ctx is None or self.ctx.is_main
+
+    @property
+    def world(self) -> int:
+        return self.ctx.world_size if self.ctx else 1
+
+    @property
+    def rank(self) -> int:
+        return self.ctx.rank if self.ctx else 0
+
+    def say(self, text: str) -> None:
+        if self.verbose and self.main:
+            print(text, flush=True)
+
+
 def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, evaluate: bool = True) -> dict:
     """Train (or resume) the run in cfg.out; returns {'run_dir', 'steps', 'metrics' (if evaluated)}."""
     validate(cfg)
-    run_dir = cfg.out
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    os.makedirs(ckpt_dir, exist_ok=True)
-    os.makedirs(os.path.join(run_dir, "dumps"), exist_ok=True)
-    ctx = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # torchrun; a single process never imports torch.distributed
-        from . import distributed
-        ctx = distributed.from_environment(cfg)
-    main = ctx is None or ctx.is_main
-    log = (lambda *a: None) if quiet or not main else (lambda *a: print(*a, flush=True))
-    device = ctx.device if ctx else pick_device(cfg.train.device)
+    run = _setup(cfg, faces, verbose=not quiet)
+    _restore(run, resume)
+    _write_run_info(run)
+    _train_epochs(run)
+    _checkpoint(run)
+    _final_checkpoint(run)
+    result = {"run_dir": cfg.out, "steps": run.global_step}
+    if run.ctx:   # evaluation needs only the backbone: rank 0 alone, after every rank has written its checkpoint
+        dist.barrier()
+        dist.destroy_process_group()
+        if not run.main:
+            return result
+    if evaluate:
+        result["metrics"] = evaluate_run(cfg.out, faces=run.faces, device=str(run.device))
+        run.say(summary_line(result["metrics"]))
+    return result
 
+
+# --- setup --------------------------------------------------------------------------------------------------------
+def _setup(cfg: RunConfig, faces, verbose: bool) -> _Run:
+    """Folders, process group (torchrun), seeds, data, model, optimizer: in this order, so every run and every
+    resume of it draws the same initial weights."""
+    os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
+    os.makedirs(os.path.join(cfg.out, "dumps"), exist_ok=True)
+    ctx = _torchrun()[0].from_environment(cfg) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    device = ctx.device if ctx else pick_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)
     random.seed(cfg.train.seed)
     if cfg.data.source == "synthetic" and faces is None:
         faces = synthetic_faces(cfg)
     source = TrainSource(cfg, faces)
-    backbone, head = build_model(cfg, source.num_classes, source.image_size)
-    if ctx:
-        from losses.distributed import DistributedHead, sum_gradients_hook
-        head = DistributedHead(head, shard=cfg.train.shard_centres)
-    backbone.to(device)
-    head.to(device)
-    if cfg.train.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-    params = list(backbone.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    backbone, head = _build(cfg, source, ctx, device)
+    optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=cfg.optim.lr,
+                                momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    model = backbone
-    if ctx:
-        from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(backbone, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
-        model.register_comm_hook(None, sum_gradients_hook)
-    model = torch.compile(model) if cfg.train.compile else model
     steps_per_epoch = source.steps_per_epoch(cfg.train.batch_size)
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
+    return _Run(cfg, ctx, device, faces, source, backbone, head, _wrap_backbone(cfg, backbone, ctx, device),
+                optimizer, scaler, CheckpointStore(os.path.join(cfg.out, "checkpoints"), ctx), steps_per_epoch,
+                total_steps, verbose)
 
-    epoch, step_in_epoch, global_step = 0, 0, 0
-    world = ctx.world_size if ctx else 1
-    store = CheckpointStore(ckpt_dir, ctx)
-    last_ckpt = store.latest() if resume else None
-    if last_ckpt:
-        ckpt = load_checkpoint(last_ckpt)
-        if ckpt["config"] != cfg.to_dict():
-            raise ValueError(f"{last_ckpt} was written with a different config; use another out folder or "
+
+def _build(cfg: RunConfig, source: TrainSource, ctx, device):
+    """Backbone and head on the device; under torchrun the head is wrapped to span the ranks."""
+    backbone, head = build_model(cfg, source.num_classes, source.image_size)
+    if ctx:
+        head = _torchrun()[1].DistributedHead(head, shard=cfg.train.shard_centres)
+    backbone.to(device)
+    head.to(device)
+    if cfg.train.channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    return backbone, head
+
+
+def _wrap_backbone(cfg: RunConfig, backbone, ctx, device):
+    """DDP under torchrun (gradients summed over ranks, see losses/distributed.py), then torch.compile if asked."""
+    model = backbone
+    if ctx:
+        model = DistributedDataParallel(backbone, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
+        model.register_comm_hook(None, _torchrun()[1].sum_gradients_hook)
+    return torch.compile(model) if cfg.train.compile else model
+
+
+def _restore(run: _Run, resume: bool) -> None:
+    """Continue from this run's latest checkpoint, if any: weights, optimizer, scaler, RNGs and position."""
+    path = run.store.latest() if resume else None
+    if path:
+        ckpt = load_checkpoint(path)
+        if ckpt["config"] != run.cfg.to_dict():
+            raise ValueError(f"{path} was written with a different config; use another out folder or "
                              "--no-resume to start over")
-        backbone.load_state_dict(ckpt["backbone"])
-        head.load_state_dict(ckpt["head"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
+        run.backbone.load_state_dict(ckpt["backbone"])
+        run.head.load_state_dict(ckpt["head"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        epoch, step_in_epoch, global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
-        log(f"resuming {run_dir} at epoch {epoch}, step {global_step}")
-    if main:
-        atomic_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
-        atomic_json(os.path.join(run_dir, "environment.json"), {**environment(), "seed": cfg.train.seed,
-                                                                "head_hparams": head.hparams, "device": str(device),
-                                                                "world_size": world})
-    line = feasibility_line(head)
+        run.epoch, run.step_in_epoch, run.global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
+        run.say(f"resuming {run.cfg.out} at epoch {run.epoch}, step {run.global_step}")
+    run.last_good = (run.global_step, path)
+
+
+def _write_run_info(run: _Run) -> None:
+    """config.json and environment.json (rank 0), and the head's start-up check on the console."""
+    if run.main:
+        atomic_json(os.path.join(run.cfg.out, "config.json"), run.cfg.to_dict())
+        atomic_json(os.path.join(run.cfg.out, "environment.json"),
+                    {**environment(), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,
+                     "device": str(run.device), "world_size": run.world})
+    line = feasibility_line(run.head)
     if line:
-        log(line)
+        run.say(line)
 
-    def checkpoint(final=False):
-        """The resumable checkpoint (per rank under torchrun); final=True: final.pt by rank 0, head gathered."""
-        head_state = head.full_state_dict() if final and ctx else head.state_dict()
-        state = dict(backbone=backbone.state_dict(), head=head_state, optimizer=optimizer.state_dict(),
-                     scaler=scaler.state_dict(), rng=rng_state(), epoch=epoch, step_in_epoch=step_in_epoch,
-                     global_step=global_step, config=cfg.to_dict(), head_hparams=head.hparams,
-                     num_classes=source.num_classes, image_size=source.image_size,
-                     preprocessing=source.preprocessing, world_size=world, rank=ctx.rank if ctx else 0)
-        if not final:
-            return store.save(global_step, **state)
-        if main:
-            save_checkpoint(os.path.join(ckpt_dir, "final.pt"), **state)
 
-    metrics_log = MetricsLog(run_dir, global_step) if main else None
-    bar = tqdm(total=total_steps, initial=global_step, disable=quiet or not main, desc=f"{cfg.head.name}",
-               unit="step", file=sys.stdout, dynamic_ncols=True)
-    backbone.train()
-    head.train()
-    t_last, images_since = time.perf_counter(), 0
-    last_good = (global_step, last_ckpt)
+# --- the loop -----------------------------------------------------------------------------------------------------
+def _train_epochs(run: _Run) -> None:
+    """Epochs from the current position to the end, with a checkpoint after every completed epoch."""
+    progress = _Progress(run)
+    run.backbone.train()
+    run.head.train()
     try:
-        while epoch < cfg.train.epochs and global_step < total_steps:
-            for step, images, labels in source.batches(epoch, step_in_epoch, cfg.train.batch_size, cfg.train.seed,
-                                                       ctx.rank if ctx else 0, world):
-                lr = learning_rate(global_step, steps_per_epoch, cfg.train.epochs, lr=cfg.optim.lr,
-                                   schedule=cfg.optim.schedule, milestones=cfg.optim.milestones,
-                                   gamma=cfg.optim.gamma, warmup_epochs=cfg.optim.warmup_epochs,
-                                   power=cfg.optim.power)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                if cfg.train.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, cfg.train.amp):
-                    embeddings = model(images)
-                if ctx is None and not bool(torch.isfinite(embeddings).all()):   # (under torchrun: the global loss)
-                    _diverged("embeddings", global_step, epoch, last_good)
-                out = head(embeddings, labels)
-                if not torch.isfinite(out.loss):
-                    _diverged(f"loss {out.loss.item()}", global_step, epoch, last_good)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    if ctx:
-                        distributed.clip_gradients(list(backbone.parameters()), list(head.parameters()),
-                                                   cfg.optim.grad_clip, head.shard)
-                    else:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                global_step += 1
-                step_in_epoch = step + 1
-                images_since += len(labels) * world
-                bar.update(1)
-                if global_step % cfg.train.log_every == 0 or global_step == total_steps:
-                    now = time.perf_counter()
-                    row = _metrics_row(out, head, global_step, epoch, lr, images_since / (now - t_last))
-                    t_last, images_since = now, 0
-                    if main:
-                        metrics_log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", g=f"{row.get('mag_g', 0):.3f}",
-                                    mag=f"{row['norm_mean']:.1f}", acc=f"{row['accuracy']:.2f}",
-                                    ips=f"{row['images_per_s']:.0f}")
-                if main and cfg.train.dump_every and (global_step % cfg.train.dump_every == 0 or
-                                                      global_step == total_steps):
-                    _dump(run_dir, global_step, out)
-                if global_step % cfg.train.checkpoint_every == 0:
-                    last_good = (global_step, checkpoint())
-                if global_step >= total_steps:
-                    break
-            else:
-                epoch, step_in_epoch = epoch + 1, 0
-                last_good = (global_step, checkpoint())
-                continue
-            break
+        while run.epoch < run.cfg.train.epochs and run.global_step < run.total_steps:
+            if not _train_epoch(run, progress):
+                break
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+            run.last_good = (run.global_step, _checkpoint(run))
     finally:
-        bar.close()
-        if metrics_log:
-            metrics_log.close()
-    if step_in_epoch >= steps_per_epoch:
-        epoch, step_in_epoch = epoch + 1, 0
-    checkpoint()
-    checkpoint(final=True)
-    result = {"run_dir": run_dir, "steps": global_step}
-    if ctx:   # evaluation needs only the backbone: rank 0 alone, after every rank has written its checkpoint
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-        if not main:
-            return result
-    if evaluate:
-        from .evaluate import evaluate_run, summary_line
-        result["metrics"] = evaluate_run(run_dir, faces=faces, device=str(device))
-        log(summary_line(result["metrics"]))
-    return result
+        progress.close()
+    if run.step_in_epoch >= run.steps_per_epoch:
+        run.epoch, run.step_in_epoch = run.epoch + 1, 0
 
 
-def _diverged(what, step, epoch, last_good):
-    where = f"checkpoint {last_good[1]} (step {last_good[0]})" if last_good[1] else "no checkpoint yet"
-    raise TrainingDiverged(f"non-finite {what} at step {step} (epoch {epoch}); last good {where}, left intact")
+def _train_epoch(run: _Run, progress: _Progress) -> bool:
+    """The rest of the current epoch; False when the run reached total_steps before the epoch's end."""
+    cfg = run.cfg
+    for step, images, labels in run.source.batches(run.epoch, run.step_in_epoch, cfg.train.batch_size,
+                                                   cfg.train.seed, run.rank, run.world):
+        lr = _set_learning_rate(run)
+        out = _step(run, images, labels)
+        run.global_step += 1
+        run.step_in_epoch = step + 1
+        progress.update(run, out, lr, len(labels))
+        if run.global_step % cfg.train.checkpoint_every == 0:
+            run.last_good = (run.global_step, _checkpoint(run))
+        if run.global_step >= run.total_steps:
+            return False
+    return True
+
+
+def _set_learning_rate(run: _Run) -> float:
+    o = run.cfg.optim
+    lr = learning_rate(run.global_step, run.steps_per_epoch, run.cfg.train.epochs, lr=o.lr, schedule=o.schedule,
+                       milestones=o.milestones, gamma=o.gamma, warmup_epochs=o.warmup_epochs, power=o.power)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _step(run: _Run, images, labels):
+    """One optimizer step on a batch; stops the run on a non-finite embedding or loss. Returns the HeadOutput."""
+    cfg = run.cfg
+    images, labels = images.to(run.device, non_blocking=True), labels.to(run.device, non_blocking=True)
+    if cfg.train.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with _autocast(run.device, cfg.train.amp):
+        embeddings = run.model(images)
+    if run.ctx is None and not bool(torch.isfinite(embeddings).all()):   # (under torchrun: the global loss)
+        _diverged("embeddings", run)
+    out = run.head(embeddings, labels)
+    if not torch.isfinite(out.loss):
+        _diverged(f"loss {out.loss.item()}", run)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(out.loss).backward()
+    if cfg.optim.grad_clip > 0:
+        _clip_gradients(run)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return out
+
+
+def _clip_gradients(run: _Run) -> None:
+    """Clip by the global norm of backbone and head gradients (under torchrun: over all shards of the head)."""
+    run.scaler.unscale_(run.optimizer)
+    backbone, head = list(run.backbone.parameters()), list(run.head.parameters())
+    if run.ctx:
+        _torchrun()[0].clip_gradients(backbone, head, run.cfg.optim.grad_clip, run.head.shard)
+    else:
+        torch.nn.utils.clip_grad_norm_(backbone + head, run.cfg.optim.grad_clip)
+
+
+def _diverged(what, run: _Run):
+    step, path = run.last_good
+    where = f"checkpoint {path} (step {step})" if path else "no checkpoint yet"
+    raise TrainingDiverged(f"non-finite {what} at step {run.global_step} (epoch {run.epoch}); last good {where}, "
+                           "left intact")
+
+
+class _Progress:
+    """The progress bar, the metrics log (rank 0 writes) and the per-sample dumps of one training session."""
+
+    def __init__(self, run: _Run):
+        self.log = MetricsLog(run.cfg.out, run.global_step) if run.main else None
+        self.bar = tqdm(total=run.total_steps, initial=run.global_step, disable=not (run.verbose and run.main),
+                        desc=f"{run.cfg.head.name}", unit="step", file=sys.stdout, dynamic_ncols=True)
+        self.t_last, self.images = time.perf_counter(), 0
+
+    def update(self, run: _Run, out, lr: float, batch: int) -> None:
+        """After each step. The metrics row is computed on every rank: sharded accuracy is a collective."""
+        cfg, step = run.cfg.train, run.global_step
+        self.images += batch * run.world
+        self.bar.update(1)
+        if step % cfg.log_every == 0 or step == run.total_steps:
+            now = time.perf_counter()
+            row = _metrics_row(out, run.head, step, run.epoch, lr, self.images / (now - self.t_last))
+            self.t_last, self.images = now, 0
+            if self.log:
+                self.log.write(row)
+            self.bar.set_postfix(loss=f"{row['loss']:.3f}", g=f"{row.get('mag_g', 0):.3f}",
+                                 mag=f"{row['norm_mean']:.1f}", acc=f"{row['accuracy']:.2f}",
+                                 ips=f"{row['images_per_s']:.0f}")
+        if run.main and cfg.dump_every and (step % cfg.dump_every == 0 or step == run.total_steps):
+            _dump(run.cfg.out, step, out)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log:
+            self.log.close()
 
 
 def _metrics_row(out, head, step, epoch, lr, ips) -> dict:
+    """One metrics row: losses, norms, target cosine, accuracy, throughput, plus the head's own statistics."""
     norms = out.norms.detach()
-    row = {"step": step, "epoch": epoch, "lr": lr, "loss": out.loss.item(), "identity_loss": out.identity_loss.item(),
-           **{k: v.item() for k, v in out.aux.items()}, "norm_mean": norms.mean().item(),
-           "norm_min": norms.min().item(), "norm_max": norms.max().item(), "cos_mean": out.cos_target.mean().item(),
-           "accuracy": out.accuracy(), "images_per_s": ips}
-    if hasattr(head, "margin"):
-        m = head.margin(head.clamped_magnitude(norms))
-        row.update(margin_mean=m.mean().item(), margin_min=m.min().item(), margin_max=m.max().item())
-    return row
+    return {"step": step, "epoch": epoch, "lr": lr, "loss": out.loss.item(), "identity_loss": out.identity_loss.item(),
+            **{k: v.item() for k, v in out.aux.items()}, "norm_mean": norms.mean().item(),
+            "norm_min": norms.min().item(), "norm_max": norms.max().item(), "cos_mean": out.cos_target.mean().item(),
+            "accuracy": out.accuracy(), "images_per_s": ips, **head.log_stats(norms, out.cos_target.detach())}
 
 
 def _dump(run_dir, step, out):
@@ -295,4 +390,28 @@ def _dump(run_dir, step, out):
     os.replace(tmp, path)
 
 
-__all__ = ["train", "TrainingDiverged", "feasibility_line"]
+# --- checkpoints --------------------------------------------------------------------------------------------------
+def _state(run: _Run, head_state: dict) -> dict:
+    """Everything a resume needs, plus what a reader of the checkpoint needs to use the model."""
+    return {"backbone": run.backbone.state_dict(), "head": head_state, "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(), "rng": rng_state(), "epoch": run.epoch,
+            "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "config": run.cfg.to_dict(),
+            "head_hparams": run.head.hparams, "num_classes": run.source.num_classes,
+            "image_size": run.source.image_size, "preprocessing": run.source.preprocessing,
+            "world_size": run.world, "rank": run.rank}
+
+
+def _checkpoint(run: _Run) -> str:
+    """The resumable checkpoint (one per rank under torchrun); returns its path."""
+    return run.store.save(run.global_step, **_state(run, run.head.state_dict()))
+
+
+def _final_checkpoint(run: _Run) -> None:
+    """checkpoints/final.pt by rank 0, with the head gathered (a collective: every rank calls this)."""
+    head_state = run.head.full_state_dict() if run.ctx else run.head.state_dict()
+    state = _state(run, head_state)
+    if run.main:
+        save_checkpoint(os.path.join(run.cfg.out, "checkpoints", "final.pt"), **state)
+
+
+__all__ = ["TrainingDiverged", "feasibility_line", "train"]

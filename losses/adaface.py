@@ -44,6 +44,10 @@ class AdaFaceHead(MarginHead):
             if safe.numel() > 1:  # a one-sample batch has no spread: keep the running std
                 self.batch_std.lerp_(safe.std(), self.t_alpha)
 
+    def log_stats(self, norms, cos_target):
+        """The running norm mean and std that the margin's z is measured against."""
+        return {"ada_norm_mean": self.batch_mean.item(), "ada_norm_std": self.batch_std.item()}
+
     def quality(self, norms):
         """The normalised norm z in [-1, 1] (stop-gradient)."""
         z = (self.safe_norms(norms) - self.batch_mean) / (self.batch_std + self.eps)

@@ -3,6 +3,21 @@
 A margin head only states its target logit as a function of the target cosine and the embedding norm
 (`target_logit`) and, optionally, auxiliary losses of the norms (`auxiliary`). Everything else (validation,
 float32 under autocast, Partial FC sampling, the fused cosine classifier and cross-entropy) lives here once.
+
+The contract of a new head (one file in losses/ plus one line in losses/registry.py's HEADS):
+- a subclass of MarginHead with a class attribute `name` (the registry and config name);
+- a constructor `(num_classes, embedding_size, *, s=..., <its parameters>, sample_rate=1.0)` that calls
+  `super().__init__` and validates each of its parameters with losses/checks.py (a bad value raises ValueError
+  naming it and the valid range);
+- the hparams rule: every constructor parameter is stored as an attribute of the same name, because `hparams`
+  reads them back by name to record the head in every result and checkpoint (a head that stores one differently
+  overrides `hparams`, as SoftmaxHead does for its bias);
+- `target_logit(cos_y, norms)`: the scaled logit of the own class, differentiable in both;
+- optional: `auxiliary(norms)` (named weighted losses, added to the loss and logged), `before_batch(norms)`
+  (running statistics; keep them in buffers so checkpoints hold them), `log_stats(norms, cos_target)` (plain floats
+  for the metrics log), `startup_check()` (a line the trainer prints at start), and `normalised = False` for a head
+  whose logits are not scaled cosines (it then overrides `classify`, as SoftmaxHead's linear classifier does).
+Its reference formula goes in tests/reference_heads.py; the generic tests iterate over HEADS and then cover it.
 """
 from __future__ import annotations
 
@@ -45,6 +60,10 @@ class MarginHead(nn.Module):
     """Base class. Subclasses set their parameters, call `super().__init__` and implement `target_logit`."""
 
     name = "base"
+    # True: the logits are s * cos(x, W_j) and only the own class's logit carries the margin (`target_logit`);
+    # the fused and the sharded (losses/distributed.py) classifiers rely on this. False: a linear classifier
+    # x W^T (+ bias) on the raw embedding, computed by the head's own `classify` (SoftmaxHead).
+    normalised = True
 
     def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0):
         super().__init__()
@@ -66,6 +85,15 @@ class MarginHead(nn.Module):
 
     def before_batch(self, norms: torch.Tensor) -> None:
         """Hook for running statistics (AdaFace); called once per forward with detached norms."""
+
+    def log_stats(self, norms: torch.Tensor, cos_target: torch.Tensor) -> dict:
+        """Head-specific statistics of a batch for the metrics log, {name: float}; inputs are detached.
+        The trainer logs whatever a head returns, so it needs no knowledge of any head."""
+        return {}
+
+    def startup_check(self) -> str | None:
+        """A line for the trainer to print at start (MagFace: its lambda_g feasibility bound), or None."""
+        return None
 
     # --- shared machinery ----------------------------------------------------------------------------------
     @property
@@ -100,13 +128,18 @@ class MarginHead(nn.Module):
             weight = self.weight if classes is None else self.weight.index_select(0, classes)
             weight = weight.to(dtype)
             per_sample, logits, cos_y, plain = self.classify(x, norms, weight, local, classes)
-            identity = per_sample.mean()
-            aux = self.auxiliary(norms)
-            loss = identity + sum(aux.values()) if aux else identity
-        out = HeadOutput(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms,
-                         cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain,
-                         target_column=local, labels=labels)
-        return out
+            return self.make_output(per_sample, logits, cos_y, plain, norms, classes, local, labels)
+
+    def make_output(self, per_sample, logits, cos_y, plain, norms, classes, target_column, labels,
+                    kind=HeadOutput) -> HeadOutput:
+        """Mean cross-entropy plus this head's auxiliary losses, packed into `kind`: the one place the output's
+        fields are filled, shared by this forward and DistributedHead's (which passes its ShardedHeadOutput)."""
+        identity = per_sample.mean()
+        aux = self.auxiliary(norms)
+        loss = identity + sum(aux.values()) if aux else identity
+        return kind(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms, cos_target=cos_y,
+                    per_sample_loss=per_sample, classes=classes, plain_target=plain, target_column=target_column,
+                    labels=labels)
 
     def classify(self, x, norms, weight, labels, classes):
         """(per-sample CE [B], logits [B, K], cos_y [B], target logit without margin [B]) of a cosine classifier."""

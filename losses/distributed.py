@@ -178,15 +178,14 @@ class DistributedHead(nn.Module):
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.start, self.end = shard_bounds(head.num_classes, self.world_size, self.rank)
         self.inner = head
-        if shard:
-            full = head._parameters.pop("weight")
-            self.weight = nn.Parameter(full.detach()[self.start:self.end].clone())
-            bias = getattr(head, "bias", None)
+        if shard:   # the wrapper owns this rank's rows under the same names, so state-dict keys stay weight/bias
+            rows = slice(self.start, self.end)
+            weight, bias = head.weight, getattr(head, "bias", None)
+            del head.weight             # first: while the head has it, __getattr__ would find it and refuse the name
             if bias is not None:
-                head._parameters.pop("bias")
-                self.bias = nn.Parameter(bias.detach()[self.start:self.end].clone())
-            else:
-                self.bias = None
+                del head.bias
+            self.weight = nn.Parameter(weight.detach()[rows].clone())
+            self.bias = None if bias is None else nn.Parameter(bias.detach()[rows].clone())
 
     @property
     def hparams(self) -> dict:
@@ -200,6 +199,12 @@ class DistributedHead(nn.Module):
             if inner is None:
                 raise
             return getattr(inner, name)
+
+    def log_stats(self, norms, cos_target) -> dict:
+        return self.inner.log_stats(norms, cos_target)
+
+    def startup_check(self) -> str | None:
+        return self.inner.startup_check()
 
     def full_state_dict(self) -> dict:
         """The single-process head's state dict (shards gathered on every rank): for final checkpoints."""
@@ -239,23 +244,20 @@ class DistributedHead(nn.Module):
             head.before_batch(norms.detach())
             classes = self.sample_classes(labels)
             weight = self.weight if classes is None else self.weight.index_select(0, classes - self.start)
-            bias = self.bias if classes is None or self.bias is None else self.bias.index_select(0, classes - self.start)
+            bias = self.bias
+            if classes is not None and bias is not None:
+                bias = bias.index_select(0, classes - self.start)
             local = classes if classes is not None else torch.arange(self.start, self.end, device=labels.device)
             col = torch.searchsorted(local, labels)
             col = torch.where((col < len(local)) & (local[col.clamp_max(len(local) - 1)] == labels), col, -1)
-            cosine = type(head).classify is MarginHead.classify
-            inp = x / norms.clamp_min(NORM_EPS)[:, None] if cosine else x
+            inp = x / norms.clamp_min(NORM_EPS)[:, None] if head.normalised else x
             per_sample, logits, cos_y, plain = _ShardedMarginCE.apply(
                 inp, norms, weight.to(dtype), None if bias is None else bias.to(dtype), col, head.s,
-                head.target_logit if cosine else None, self.group)
-            if not cosine:   # the linear softmax's cosine to the own centre, for logging
+                head.target_logit if head.normalised else None, self.group)
+            if not head.normalised:   # the linear softmax's cosine to the own centre, for logging
                 cos_y = self._softmax_cos(x, norms, labels)
-            identity = per_sample.mean()
-            aux = head.auxiliary(norms)
-            loss = identity + sum(aux.values()) if aux else identity
-        out = ShardedHeadOutput(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms,
-                                cos_target=cos_y, per_sample_loss=per_sample, classes=classes, plain_target=plain,
-                                target_column=col, labels=labels)
+            out = head.make_output(per_sample, logits, cos_y, plain, norms, classes, col, labels,
+                                   kind=ShardedHeadOutput)
         out.group = self.group
         return out
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 import warnings
 
+import torch
+
 from . import checks
 from .arcface import GRAD_MODES, THETA_POLICIES, additive_angular_margin
 from .base import MarginHead
+
+MAG_STATS = ("margin_mean", "margin_min", "margin_max", "margin_p5", "margin_p50", "margin_p95", "g_mean",
+             "in_band_share")
 
 
 class FeasibilityWarning(UserWarning):
@@ -62,6 +67,24 @@ class _MagnitudeMarginHead(MarginHead):
 
     def auxiliary(self, norms):
         return {"mag_g": self.lambda_g * self.regulariser(self.clamped_magnitude(norms)).mean()}
+
+    def startup_check(self) -> str:
+        """The lambda_g feasibility check the official trainer prints at start, with the actual s."""
+        ok = self.lambda_g >= self.lambda_g_min
+        verdict = "OK" if ok else "BELOW THE BOUND: the convergence theorem does not hold"
+        return (f"lambda_g check: bound s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = {self.lambda_g_min:.4f} for s={self.s:g}; "
+                f"lambda_g = {self.lambda_g:g} -> {verdict}")
+
+    @torch.no_grad()
+    def log_stats(self, norms, cos_target):
+        """Whether the mechanism operates: the realised margin m(a) (mean, min, max, 5/50/95th percentiles), the
+        mean g(a), and the share of the batch whose norm lies inside [l_a, u_a], where m and g follow the norm."""
+        a = self.clamped_magnitude(norms)
+        m = self.margin(a)
+        q = torch.quantile(m, m.new_tensor([0.05, 0.5, 0.95]))
+        inside = ((norms >= self.l_a) & (norms <= self.u_a)).to(m.dtype).mean()
+        values = torch.stack([m.mean(), m.min(), m.max(), *q, self.regulariser(a).mean(), inside]).tolist()
+        return dict(zip(MAG_STATS, values))
 
 
 class MagFaceHead(_MagnitudeMarginHead):

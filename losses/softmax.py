@@ -16,6 +16,7 @@ class SoftmaxHead(MarginHead):
     """
 
     name = "softmax"
+    normalised = False
 
     def __init__(self, num_classes: int, embedding_size: int, *, bias: bool = False, sample_rate: float = 1.0):
         super().__init__(num_classes, embedding_size, s=1.0, sample_rate=sample_rate)

@@ -1,15 +1,16 @@
-"""Code run inside the spawned ranks of tests/test_distributed.py (a module, so spawned processes can import it)."""
+"""Code run inside the spawned ranks of tests/test_distributed_heads.py and tests/test_distributed_train.py
+(a module, so spawned processes can import it)."""
 import datetime
 import os
 
 import torch
 import torch.distributed as dist
 
-from losses import build_head
+from losses import HEADS, build_head
 
 C, D, B = 11, 16, 12      # 11 classes: uneven shards over 2 ranks (6 + 5)
-HEAD_PARAMS = {"softmax": {"bias": True}, "normface": {}, "cosface": {}, "arcface": {}, "magface": {},
-               "mag_cosface": {}, "adaface": {}, "sphereface": {}}
+NAMES = sorted(HEADS)     # every registered head, with its defaults unless listed here
+HEAD_PARAMS = {"softmax": {"bias": True}}   # the bias shards too
 
 
 def batch(seed=0):
@@ -21,7 +22,7 @@ def batch(seed=0):
 
 def make_head(name, seed=1, **extra):
     torch.manual_seed(seed)
-    head = build_head(name, C, D, **HEAD_PARAMS[name], **extra)
+    head = build_head(name, C, D, **HEAD_PARAMS.get(name, {}), **extra)
     head.weight.data.normal_(0, 1.0)
     return head
 
@@ -37,7 +38,9 @@ def reference(name, steps=2):
         o.loss.backward()
         out.append({"loss": o.loss.detach(), "per_sample": o.per_sample_loss.detach(), "accuracy": o.accuracy(),
                     "cos": o.cos_target.detach(), "grad_x": x.grad, "grad_w": head.weight.grad.clone(),
-                    "grad_b": None if getattr(head, "bias", None) is None else head.bias.grad.clone()})
+                    "grad_b": None if getattr(head, "bias", None) is None else head.bias.grad.clone(),
+                    "stats": head.log_stats(o.norms.detach(), o.cos_target.detach()),
+                    "startup": head.startup_check()})
         head.zero_grad()
     return out
 
@@ -66,7 +69,9 @@ def rank_main(rank, world, store_path, out_dir, heads, shard, steps=2):
             per_step.append({"loss": o.loss.detach(), "per_sample": o.per_sample_loss.detach(),
                              "accuracy": o.accuracy(), "cos": o.cos_target.detach(), "grad_x": mine.grad,
                              "grad_w": w.grad.clone(), "grad_b": None if b is None else b.grad.clone(),
-                             "bounds": (head.start, head.end)})
+                             "bounds": (head.start, head.end),
+                             "stats": head.log_stats(o.norms.detach(), o.cos_target.detach()),
+                             "startup": head.startup_check()})
             head.zero_grad()
         results[name] = per_step
         full = head.full_state_dict()

@@ -1,6 +1,7 @@
-"""Every head over 2 gloo processes equals the single-process head on the same global batch (loss, per-sample
-loss, accuracy, gradients of the embeddings and of the class centres, to 1e-5), with the centres sharded over the
-ranks and replicated; plus shard bounds and Partial FC on shards."""
+"""Every registered head over 2 gloo processes equals the single-process head on the same global batch (loss,
+per-sample loss, accuracy, gradients of the embeddings and of the class centres, to 1e-5; its logged statistics
+and start-up line), with the centres sharded over the ranks and replicated; plus shard bounds and Partial FC on
+shards. One launch of 2 processes covers all heads."""
 
 import pytest
 import torch
@@ -9,13 +10,11 @@ import torch.multiprocessing as mp
 import distributed_worker as w
 from losses.distributed import shard_bounds
 
-HEADS = list(w.HEAD_PARAMS)
-
 
 @pytest.fixture(scope="module", params=[True, False], ids=["sharded", "replicated"])
 def ranks(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("sharded" if request.param else "replicated")
-    mp.start_processes(w.rank_main, args=(2, str(d / "store"), str(d), HEADS, request.param), nprocs=2,
+    mp.start_processes(w.rank_main, args=(2, str(d / "store"), str(d), w.NAMES, request.param), nprocs=2,
                        start_method="spawn")
     return request.param, [torch.load(d / f"rank{r}.pt") for r in range(2)]
 
@@ -24,7 +23,7 @@ def close(a, b):
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name", w.NAMES)
 def test_two_processes_equal_one(ranks, name):
     shard, res = ranks
     for step, ref in enumerate(w.reference(name)):
@@ -34,6 +33,9 @@ def test_two_processes_equal_one(ranks, name):
             close(r["per_sample"], ref["per_sample"])
             close(r["cos"], ref["cos"])
             assert r["accuracy"] == ref["accuracy"]
+            assert r["stats"].keys() == ref["stats"].keys() and r["startup"] == ref["startup"]
+            for key, value in ref["stats"].items():
+                assert r["stats"][key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
         close(torch.cat([r0["grad_x"], r1["grad_x"]]), ref["grad_x"])   # each rank: its own rows
         if shard:
             assert r0["bounds"] == (0, 6) and r1["bounds"] == (6, 11)

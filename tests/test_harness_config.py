@@ -2,7 +2,7 @@
 import pytest
 
 from harness.config import load_config, parse_override
-from harness.schedule import learning_rate, scaled_milestones
+from harness.schedule import learning_rate
 
 
 def test_base_and_override_files(tmp_path):
@@ -56,4 +56,3 @@ def test_closed_form_schedule():
     assert warm == pytest.approx(0.05)
     poly = [learning_rate(s, 100, 2, lr=1.0, schedule="poly") for s in (0, 100, 199)]
     assert poly[0] == 1.0 and poly[1] == pytest.approx(0.25) and poly[2] < 1e-3
-    assert scaled_milestones([10, 18, 22], 5) == [2, 3, 4]

@@ -55,6 +55,10 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
         assert (run / name).is_file(), name
     env = json.load(open(run / "environment.json"))
     assert env["head_hparams"]["head"] == "magface" and env["preprocessing"]["mean"] == 0.5 and env["seed"] == 0
+    with open(run / "metrics.jsonl") as f:
+        last = json.loads(f.readlines()[-1])
+    assert {"mag_g", "margin_mean", "margin_p5", "margin_p95", "g_mean", "in_band_share"} <= last.keys()
+    assert 0.0 <= last["in_band_share"] <= 1.0 and last["margin_min"] <= last["margin_p50"] <= last["margin_max"]
     dumps = sorted(os.listdir(run / "dumps"))
     with np.load(run / "dumps" / dumps[-1]) as z:
         assert z["norms"].shape == (16,) and np.all((z["probability"] > 0) & (z["probability"] <= 1))
@@ -63,7 +67,8 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
     arrays = load_eval(str(run))
     assert arrays["norms"].shape == (60,) and arrays["scores"].shape == arrays["issame"].shape
     again = evaluate_run(str(run), faces=faces)
-    assert again["sets"]["synthetic"]["accuracy"] == m["accuracy"] == load_metrics(str(run))["sets"]["synthetic"]["accuracy"]
+    stored = load_metrics(str(run))["sets"]["synthetic"]["accuracy"]
+    assert again["sets"]["synthetic"]["accuracy"] == m["accuracy"] == stored
     ckpt = load_checkpoint(str(run / "checkpoints" / "final.pt"))
     assert ckpt["preprocessing"]["channels"] == "RGB" and not any(k.startswith("module.") for k in ckpt["backbone"])
 

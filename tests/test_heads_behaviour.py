@@ -168,3 +168,34 @@ def test_heads_run_under_no_grad_and_inference_mode():
     with torch.inference_mode():
         b = head(x, y).loss
     assert torch.isfinite(a) and a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_magface_log_stats_at_known_norms():
+    """Realised margin, mean g and the in-band share, at norms below, inside and above [l_a, u_a] = [10, 110]."""
+    head = build_head("magface", 10, 4)
+    norms = torch.tensor([5.0, 10.0, 60.0, 110.0, 500.0])
+    stats = head.log_stats(norms, torch.zeros(5))
+    margins, a = [0.45, 0.45, 0.625, 0.8, 0.8], torch.tensor([10.0, 10.0, 60.0, 110.0, 110.0])
+    expect = {"margin_mean": sum(margins) / 5, "margin_min": 0.45, "margin_max": 0.8, "margin_p5": 0.45,
+              "margin_p50": 0.625, "margin_p95": 0.8, "g_mean": (1 / a + a / 110**2).mean().item(),
+              "in_band_share": 0.6}
+    assert stats.keys() == expect.keys() and all(isinstance(v, float) for v in stats.values())
+    for key, value in expect.items():
+        assert stats[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_adaface_logs_its_running_statistics_and_other_heads_log_nothing_extra():
+    head = build_head("adaface", 10, 4)
+    assert head.log_stats(torch.ones(3), torch.zeros(3)) == {"ada_norm_mean": 20.0, "ada_norm_std": 100.0}
+    for name in ("softmax", "cosface", "arcface", "sphereface"):
+        assert build_head(name, 10, 4).log_stats(torch.ones(3), torch.zeros(3)) == {}
+
+
+def test_startup_check_is_magface_feasibility_line():
+    assert build_head("magface", 10, 4).startup_check() == (
+        "lambda_g check: bound s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = 22.5867 for s=64; lambda_g = 35 -> OK")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        low = build_head("mag_cosface", 10, 4, lambda_g=1.0)
+    assert low.startup_check().endswith("lambda_g = 1 -> BELOW THE BOUND: the convergence theorem does not hold")
+    assert build_head("cosface", 10, 4).startup_check() is None

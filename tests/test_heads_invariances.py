@@ -1,11 +1,11 @@
-"""Equivalences between heads that the formulas imply: tested, not hoped for."""
+"""Invariances every head must have, and equivalences between heads that the formulas imply: tested, not hoped for."""
 import warnings
 
 import pytest
 import torch
 from torch.func import functional_call
 
-from losses import build_head
+from losses import HEADS, build_head
 
 
 def run(name, x, w, y, **params):
@@ -24,6 +24,32 @@ def batch(rng):
     w = torch.randn(11, 8, generator=rng, dtype=torch.float64)
     y = torch.randint(0, 11, (16,), generator=rng)
     return x, w, y
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_rotating_embeddings_and_centres_together_changes_nothing(batch, rng, name):
+    """A head sees only norms and angles (or dot products): one orthogonal map of the space changes no loss."""
+    x, w, y = batch
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=rng, dtype=torch.float64))
+    out, gx, gw = run(name, x, w, y)
+    rot, gx_rot, gw_rot = run(name, x @ q, w @ q, y)
+    torch.testing.assert_close(rot.logits, out.logits, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(rot.loss, out.loss, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx_rot, gx @ q, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(gw_rot, gw @ q, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in HEADS.items() if cls.normalised))
+def test_cosine_heads_ignore_the_length_of_class_centres(batch, rng, name):
+    """Normalised heads use the centres' directions only: rescaling W_j keeps the loss, scales its gradient by 1/c."""
+    x, w, y = batch
+    c = torch.rand(w.shape[0], generator=rng, dtype=torch.float64) * 10 + 0.1
+    out, gx, gw = run(name, x, w, y)
+    scaled, gx_s, gw_s = run(name, x, w * c[:, None], y)
+    torch.testing.assert_close(scaled.logits, out.logits, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(scaled.loss, out.loss, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx_s, gx, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(gw_s, gw / c[:, None], rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("policy", ["none", "easy", "threshold"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import _d1, _d2, assumption_holds, check_params, lambda_g_min
+from .model import _d1, _d2, check_params, lambda_g_min
 from .optimum import optimal_magnitude
 
 MS1MV2_NEGATIVES = 85741  # classes other than the own one in MS1MV2
@@ -207,7 +207,3 @@ def validity_map(params: MagParams | None = None, theta=None, axis_name: str = "
     return ValidityMap(theta, axis_name, axis, np.broadcast_to(d2.min(axis=-1) > 0, a_star.shape),
                        np.broadcast_to(~opt.at_lower & ~opt.at_upper, a_star.shape),
                        np.broadcast_to(opt.local_minima == 1, a_star.shape), monotone, a_star, params, fixed)
-
-
-def assumption_mask(params: MagParams, cos_y):
-    return assumption_holds(cos_y, u_m=params.u_m, form=params.form)

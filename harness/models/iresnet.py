@@ -1,8 +1,9 @@
 """The iResNet family (ArcFace's LResNet-E-IR, the paper's backbones) for 112x112 faces.
 
 Stem conv3x3-BN-PReLU; stages of pre-activation-style blocks BN-conv-BN-PReLU-conv(stride)-BN + shortcut; head
-BN -> dropout -> flatten -> FC(512) -> BN. The final BatchNorm1d has a learnable affine and, as in insightface
-and MagFace, its weight is left free (not frozen at 1), so the embedding magnitude can move — MagFace needs that.
+BN -> dropout -> flatten -> FC(512) -> BN. The final BatchNorm1d keeps a learnable scale, as official MagFace's
+iresnet does, so the network can set the embedding magnitude that MagFace's margin reads. insightface's arcface_torch
+instead freezes that scale at 1.0 (features.weight.requires_grad = False); this project does not.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class IResNet(nn.Module):
         self.bn2 = nn.BatchNorm2d(widths[-1], eps=1e-5)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(widths[-1] * side * side, embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)   # affine, weight free: magnitude can move
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)   # learnable scale (not frozen at 1)
 
     def forward(self, x):
         x = self.bn2(self.body(self.stem(x)))
