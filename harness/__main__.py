@@ -38,7 +38,7 @@ def describe(cfg) -> str:
              f"head: {head.hparams}, {n_head:,} parameters",
              f"training: {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {cfg.train.device}, "
              f"into {cfg.out}"]
-    line = head.startup_check() if hasattr(head, "startup_check") else None
+    line = head.startup_check()
     return "\n".join(lines + ([line] if line else []))
 
 

@@ -57,9 +57,9 @@ def feasibility_line(head) -> str | None:
 def _torchrun():
     """(harness.distributed, losses.distributed), imported here and not at the top only because a single process
     must never load the project's torch.distributed code (tests/test_distributed_train.py checks that)."""
-    import losses.distributed as sharded_heads
+    import losses.distributed as sharded_heads   # lazy on purpose: see the docstring
 
-    from . import distributed
+    from . import distributed   # lazy on purpose: see the docstring
     return distributed, sharded_heads
 
 
@@ -231,9 +231,10 @@ def _restore(run: _Run, resume: bool) -> None:
     path = run.store.latest() if resume else None
     if path:
         ckpt = load_checkpoint(path)
-        if ckpt["config"] != run.cfg.to_dict():
-            raise ValueError(f"{path} was written with a different config; use another out folder or "
-                             "--no-resume to start over")
+        if ckpt["config_obj"].fingerprint() != run.cfg.fingerprint():
+            raise ValueError(f"{path} was written with a different config (fingerprint "
+                             f"{ckpt['config_obj'].fingerprint()}, this run {run.cfg.fingerprint()}); use another "
+                             "out folder or --no-resume to start over")
         run.backbone.load_state_dict(ckpt["backbone"])
         run.head.load_state_dict(ckpt["head"])
         run.optimizer.load_state_dict(ckpt["optimizer"])

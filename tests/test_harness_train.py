@@ -81,7 +81,7 @@ def _state(path):
 @pytest.mark.parametrize("head", ["magface", "adaface"])
 def test_kill_and_resume_is_bitwise_identical(tmp_path, head):
     base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=12", "train.checkpoint_every=1",
-                   f'head.name="{head}"', "model.dropout=0.2", "data.label_noise=0.1"]
+                   f'head.name="{head}"', "model.dropout=0.2", "data.synthetic.label_noise=0.1"]
     if head == "magface":
         base.append("head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0, sample_rate = 0.5}")
     cmd = lambda out: [sys.executable, "-m", "harness", "train", "--no-eval", "--out", str(out),  # noqa: E731
