@@ -6,6 +6,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(1, ROOT)   # the benchmark scripts import as benchmarks.<name>
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -13,3 +14,17 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def refused(capsys, monkeypatch):
+    """Call a command line's main(argv) in-process from the repository root (no interpreter start-up): it must
+    exit with an error; returns the message (the SystemExit text and stderr)."""
+    monkeypatch.chdir(ROOT)
+
+    def run(main, *argv) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code not in (0, None), f"{argv} did not fail"
+        return f"{exc.value.code if isinstance(exc.value.code, str) else ''}\n{capsys.readouterr().err}"
+    return run

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from benchmarks.ablation import main
 from tiny import TINY as BASE_TINY
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
@@ -15,14 +16,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = BASE_TINY + ["train.epochs=2"]
 
 
-def run(tmp_path, *extra, ok=True):
-    args = [sys.executable, "benchmarks/ablation.py", "--quick", "--out", str(tmp_path / "abl"), "--figures",
-            str(tmp_path / "fig"),
-            *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)],
-            *extra]
-    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert (res.returncode == 0) == ok, res.stderr[-3000:]
-    return res.stdout if ok else res.stderr
+def arguments(tmp_path, *extra):
+    return ["--quick", "--out", str(tmp_path / "abl"), "--figures", str(tmp_path / "fig"),
+            *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)], *extra]
+
+
+def run(tmp_path, *extra):
+    """The script as a user starts it."""
+    res = subprocess.run([sys.executable, "benchmarks/ablation.py", *arguments(tmp_path, *extra)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+@pytest.fixture
+def run_here(tmp_path, capsys, monkeypatch):
+    """The same in this process (no interpreter start-up), for the repeated calls."""
+    monkeypatch.chdir(ROOT)
+
+    def call(*extra):
+        main(arguments(tmp_path, *extra))
+        return capsys.readouterr().out
+    return call
 
 
 def rows(tmp_path):
@@ -30,7 +45,7 @@ def rows(tmp_path):
         return list(csv.DictReader(f))
 
 
-def test_quick_sweep_writes_tables_reuses_resumes_and_keeps_other_configs(tmp_path):
+def test_quick_sweep_writes_tables_reuses_resumes_and_keeps_other_configs(tmp_path, run_here):
     run(tmp_path)
     first = rows(tmp_path)
     assert [(float(r["l_m"]), float(r["u_m"])) for r in first] == [(0.4, 0.7), (0.4, 0.8), (0.45, 0.7), (0.45, 0.8)]
@@ -40,30 +55,27 @@ def test_quick_sweep_writes_tables_reuses_resumes_and_keeps_other_configs(tmp_pa
     assert (tmp_path / "abl" / "ablation.json").stat().st_size > 100
     assert (tmp_path / "abl" / "ablation_heatmaps.png").stat().st_size > 20_000
     assert (tmp_path / "fig" / "ablation_heatmaps_quick.png").is_file()
-    again = run(tmp_path)
+    again = run_here()
     assert "4 run(s) reused" in again and "0 new cell(s)" in again
     os.remove(os.path.join(first[1]["run"], "result.json"))   # as if killed after training started
-    resumed = run(tmp_path)
+    resumed = run_here()
     assert f"{os.path.basename(first[1]['run']).split('-')[0]}: resuming an unfinished run" in resumed
     assert "1 new cell(s)" in resumed
     # another configuration: its own folders; the first runs stay, and the first command reuses them again
-    changed = run(tmp_path, "--lambda-g", "6.0")
+    changed = run_here("--lambda-g", "6.0")
     assert "4 new cell(s)" in changed and all(float(r["lambda_g"]) == 6.0 for r in rows(tmp_path))
     assert all(os.path.isfile(os.path.join(r["run"], "result.json")) for r in first)
-    back = run(tmp_path)
+    back = run_here()
     assert "4 run(s) reused" in back and [r["fingerprint"] for r in rows(tmp_path)] == [r["fingerprint"] for r in first]
     # pruning is explicit and lists what it removes: the lambda_g=6 runs go, the current spec's stay
-    pruned = run(tmp_path, "--prune")
+    pruned = run_here("--prune")
     assert "pruned 4 run folder(s)" in pruned and pruned.count("removed ") == 4
     assert sorted(os.listdir(tmp_path / "abl" / "runs")) == sorted(os.path.basename(r["run"]) for r in first)
 
 
-def test_bad_grid_is_refused(tmp_path):
-    err = run(tmp_path, "--l-m", "0.5,0.9", "--u-m", "0.8", ok=False)
+def test_bad_grid_is_refused(tmp_path, refused):
+    err = refused(main, "--l-m", "0.5,0.9", "--u-m", "0.8", "--out", tmp_path)
     assert "l_m > u_m" in err and "(0.9, 0.8)" in err
-    err = run(tmp_path, "--data", str(tmp_path / "nope"), ok=False)
-    assert "not found" in err
-    err = run(tmp_path, "--l-m", "0.4,0.4", ok=False)
-    assert "repeated values ['0.4']" in err
-    err = run(tmp_path, "--dry-run", "--prune", ok=False)
-    assert "exclude each other" in err
+    assert "not found" in refused(main, "--data", tmp_path / "nope", "--out", tmp_path)
+    assert "repeated values ['0.4']" in refused(main, "--l-m", "0.4,0.4")
+    assert "exclude each other" in refused(main, "--quick", "--dry-run", "--prune", "--out", tmp_path)

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from benchmarks.compare_losses import main
 from tiny import TINY
 
 from test_benchmarks_quality import ROOT
@@ -48,16 +49,14 @@ def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
     assert float(summary[0]["accuracy_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
 
 
-def test_bad_arguments_are_refused(tmp_path):
-    res = run(tmp_path, "--heads", "softmax,nosuchloss", ok=False)
-    assert "['nosuchloss'] are neither [heads] labels" in res.stderr and "magface" in res.stderr
-    res = run(tmp_path, "--seeds", "0,0", ok=False)
-    assert "repeated values ['0']" in res.stderr
-    res = run(tmp_path, "--conditions", "dirty", ok=False)
-    assert "condition' values ['dirty'] are not [conditions] labels (clean, noisy)" in res.stderr
+def test_bad_arguments_are_refused(tmp_path, refused):
+    err = refused(main, "--heads", "softmax,nosuchloss", "--out", tmp_path)
+    assert "['nosuchloss'] are neither [heads] labels" in err and "magface" in err
+    assert "repeated values ['0']" in refused(main, "--seeds", "0,0")
+    err = refused(main, "--conditions", "dirty", "--out", tmp_path)
+    assert "condition' values ['dirty'] are not [conditions] labels (clean, noisy)" in err
     (tmp_path / "rec").mkdir()
     (tmp_path / "lfw.bin").write_bytes(b"")
-    res = run(tmp_path, "--data", str(tmp_path / "rec"), "--eval-bins", str(tmp_path / "lfw.bin"), ok=False)
-    assert "condition 'noisy' changes the built-in synthetic data" in res.stderr
-    res = run(tmp_path, "--data", str(tmp_path / "rec"), ok=False)
-    assert "--eval-bins" in res.stderr
+    err = refused(main, "--data", tmp_path / "rec", "--eval-bins", tmp_path / "lfw.bin", "--out", tmp_path)
+    assert "condition 'noisy' changes the built-in synthetic data" in err
+    assert "--eval-bins" in refused(main, "--data", tmp_path / "rec", "--out", tmp_path)

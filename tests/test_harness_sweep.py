@@ -1,10 +1,9 @@
 """Sweep specs: expansion into runs, metadata stored with each run, and bad specs refused before any training."""
 import json
-import subprocess
-import sys
 
 import pytest
 
+from harness.__main__ import main as harness_main
 from harness.sweep import expand, load_spec, run_spec, run_status
 from tiny import TINY
 
@@ -98,12 +97,10 @@ def test_runner_stores_metadata_and_never_overwrites_a_foreign_folder(tmp_path):
         run_status(result.runs[0])
 
 
-def test_cli_sweep_dry_run_and_prune_without_spec(tmp_path):
+def test_cli_sweep_dry_run_and_prune_without_spec(tmp_path, capsys, refused):
     spec = write_spec(tmp_path, '[axes]\nseed = [0, 1]\n')
-    res = subprocess.run([sys.executable, "-m", "harness", "sweep", spec, "--out", str(tmp_path / "o"), "--dry-run"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.count("  new    seed") == 2
+    harness_main(["sweep", spec, "--out", str(tmp_path / "o"), "--dry-run"])
+    assert capsys.readouterr().out.count("  new    seed") == 2
     assert not (tmp_path / "o" / "runs").exists()
-    res = subprocess.run([sys.executable, "-m", "harness", "sweep", "--prune"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode != 0 and "a sweep spec is required" in res.stderr
+    assert "a sweep spec is required" in refused(harness_main, "sweep", "--prune")
+    assert "unknown key(s) ['foo']" in refused(harness_main, "sweep", write_spec(tmp_path, 'foo = 1\n', "bad.toml"))
