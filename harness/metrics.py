@@ -78,6 +78,64 @@ def error_versus_reject(scores, issame, pair_quality, fmr: float = 1e-3, fractio
             "area": float(trapezoid(fnmr, fractions) / (fractions[-1] - fractions[0]))}
 
 
+DISCARD_FRACTIONS = np.arange(0, 0.98, 0.05)   # 0, 0.05, ..., 0.95: the official MagFace eval_quality grid
+PAUC_LIMITS = (0.2,)                             # discard limits of the stored pAUC values
+
+
+def error_versus_discard(scores, issame, pair_quality, *, fmr: float, threshold: str = "recomputed",
+                         fractions=DISCARD_FRACTIONS) -> dict:
+    """FNMR against the fraction of pairs discarded, lowest pair quality (min of the two images) first; the first
+    int(fraction * pairs) pairs of the quality order go. Two protocols, both in use, named by `threshold`:
+
+    - "recomputed", the official MagFace eval_quality script: at every fraction the threshold is set again on the
+      kept impostor pairs, at the k-th highest kept impostor score with k = floor((n - 1) * fmr) (the script's
+      repeated integer division of n - 1 by 10 for fmr = 10^-j); a genuine pair matches when its score is strictly
+      above it. Where the script prints nothing ((n - 1) * fmr * 10 < 1 kept impostors) the FNMR is NaN.
+    - "fixed", the ISO/IEC 29794-1 Error-versus-Discard Characteristic: one threshold at the starting error
+      (FMR = fmr on all pairs), kept while discarding.
+
+    Returns fractions, fnmr, thresholds, `area` (trapezoid over the fractions divided by their range) and
+    `pauc` {limit: area under the curve from 0 to the discard limit} (Schlett et al. 2023's pAUC, unnormalised)."""
+    if threshold not in ("recomputed", "fixed"):
+        raise ValueError(f"threshold={threshold!r}: expected 'recomputed' (official MagFace script) or 'fixed' "
+                         f"(ISO/IEC 29794-1 EDC)")
+    scores, issame = np.asarray(scores, float), np.asarray(issame, bool)
+    fractions = np.asarray(fractions, float)
+    order = np.argsort(np.asarray(pair_quality, float), kind="stable")   # lowest quality first
+    start = threshold_at_fmr(scores, issame, fmr)
+    fnmr, thresholds = [], []
+    for r in fractions:
+        kept = order[int(r * len(scores)):]
+        genuine, impostor = scores[kept][issame[kept]], scores[kept][~issame[kept]]
+        t = start if threshold == "fixed" else _official_threshold(impostor, fmr)
+        thresholds.append(t)
+        fnmr.append(float(np.mean(genuine <= t)) if len(genuine) and np.isfinite(t) else float("nan"))
+    fnmr, thresholds = np.array(fnmr), np.array(thresholds)
+    return {"fractions": fractions, "fnmr": fnmr, "thresholds": thresholds, "threshold_protocol": threshold,
+            "fmr": fmr, "area": float(trapezoid(fnmr, fractions) / (fractions[-1] - fractions[0])),
+            "pauc": {limit: partial_area(fractions, fnmr, limit) for limit in PAUC_LIMITS}}
+
+
+def _official_threshold(impostor_scores, fmr: float) -> float:
+    """The official script's threshold on these impostor scores (NaN where it reports nothing)."""
+    n = len(impostor_scores)
+    if (n - 1) * fmr * 10 < 1 - 1e-9:
+        return float("nan")
+    k = int(np.floor((n - 1) * fmr + 1e-9))
+    return float(np.sort(impostor_scores)[::-1][k])
+
+
+def partial_area(fractions, fnmr, limit: float) -> float:
+    """Area under an error-versus-discard curve from discard fraction 0 to `limit` (linear interpolation)."""
+    fractions, fnmr = np.asarray(fractions, float), np.asarray(fnmr, float)
+    if not fractions[0] <= limit <= fractions[-1]:
+        raise ValueError(f"pAUC limit {limit} outside the discard fractions [{fractions[0]}, {fractions[-1]}]")
+    inside = fractions <= limit + 1e-12
+    x = np.append(fractions[inside], limit)
+    y = np.append(fnmr[inside], np.interp(limit, fractions, fnmr))
+    return float(trapezoid(y, x))
+
+
 def quality_agreement(magnitude, quality, bins: int = 10) -> dict:
     """Spearman rho between a predicted quality (e.g. the feature magnitude) and the ground truth, plus the
     mean magnitude in quantile bins of the ground truth."""

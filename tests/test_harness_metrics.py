@@ -57,3 +57,59 @@ def test_quality_agreement_spearman_and_bins():
     assert res["spearman_rho"] == pytest.approx(1.0)
     assert np.all(np.diff(res["bin_mean_magnitude"]) > 0) and len(res["bin_mean_magnitude"]) == 4
     assert metrics.quality_agreement(-q, q)["spearman_rho"] == pytest.approx(-1.0)
+
+
+def official_erc(scores, issame, quality, fmr_exponent=3):
+    """The official eval_quality loop re-derived from its description, in its own terms: arccos distances,
+    impostor distances ascending, index n-1 divided by 10 (integer) once per decade of FMR, a genuine pair
+    matching when its distance is strictly below the threshold; no entry when the index reaches 0 too early."""
+    dist = np.arccos(np.clip(scores, -1, 1)) / np.pi
+    order = np.argsort(quality, kind="stable")
+    out = []
+    for rate in np.arange(0, 0.98, 0.05):
+        kept = order[int(rate * len(scores)):]
+        pos, neg = np.sort(dist[kept][issame[kept]]), np.sort(dist[kept][~issame[kept]])
+        idx, value = len(neg) - 1, np.nan
+        for decade in range(fmr_exponent + 1):
+            if decade == fmr_exponent:
+                value = (len(pos) - np.sum(pos < neg[idx])) / len(pos)
+            if idx == 0:
+                break
+            idx //= 10
+        out.append(value)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n,exponent", [(6000, 3), (6000, 2), (900, 3), (150, 3)])
+def test_recomputed_threshold_equals_the_official_script(n, exponent):
+    rng = np.random.default_rng(n + exponent)
+    issame = rng.random(n) < 0.5
+    quality = rng.random(n)
+    scores = np.clip(np.where(issame, 0.2 + 0.6 * quality, 0.0) + 0.25 * rng.standard_normal(n), -1, 1)
+    ours = metrics.error_versus_discard(scores, issame, quality, fmr=10.0 ** -exponent, threshold="recomputed")
+    np.testing.assert_array_equal(np.isnan(ours["fnmr"]), np.isnan(official_erc(scores, issame, quality, exponent)))
+    np.testing.assert_allclose(ours["fnmr"], official_erc(scores, issame, quality, exponent), equal_nan=True)
+    assert ours["threshold_protocol"] == "recomputed" and len(ours["fractions"]) == 20
+
+
+def test_fixed_and_recomputed_thresholds_differ_as_the_protocols_say():
+    """A toy case: discarding low-quality pairs removes impostors too, so the recomputed threshold (official) drops
+    and accepts more genuine pairs, while the fixed one (ISO EDC) keeps the starting error's threshold."""
+    rng = np.random.default_rng(3)
+    n = 20000
+    issame = rng.random(n) < 0.5
+    quality = rng.random(n)
+    scores = np.where(issame, 0.45 + 0.4 * quality, 0.0) + 0.15 * rng.standard_normal(n)
+    fixed = metrics.error_versus_discard(scores, issame, quality, fmr=1e-2, threshold="fixed")
+    recomputed = metrics.error_versus_discard(scores, issame, quality, fmr=1e-2, threshold="recomputed")
+    assert np.all(fixed["thresholds"] == fixed["thresholds"][0])
+    assert recomputed["thresholds"][-1] != recomputed["thresholds"][0]
+    assert fixed["fnmr"][0] == pytest.approx(recomputed["fnmr"][0], abs=2e-3)   # same starting error
+    realised = [np.mean(scores[~issame & (quality >= np.quantile(quality, 0.45))] > t) for t in
+                (fixed["thresholds"][9], recomputed["thresholds"][9])]
+    assert realised[1] == pytest.approx(1e-2, abs=1e-3) and realised[0] != pytest.approx(1e-2, abs=1e-3)
+    assert fixed["pauc"][0.2] == pytest.approx(metrics.partial_area(fixed["fractions"], fixed["fnmr"], 0.2))
+    # the area up to 0.2 of a constant curve c is 0.2 c
+    assert metrics.partial_area([0, 0.1, 0.5], [0.3, 0.3, 0.3], 0.2) == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="threshold='iso'"):
+        metrics.error_versus_discard(scores, issame, quality, fmr=1e-2, threshold="iso")
