@@ -13,11 +13,17 @@ REJECT_FRACTIONS = np.round(np.arange(0.0, 0.96, 0.05), 2)   # 0%, 5%, ..., 95% 
 
 
 def _best_threshold(scores, issame):
-    """Similarity threshold maximising accuracy (accept when score > threshold) over candidate midpoints."""
-    s = np.sort(np.unique(scores))
+    """Similarity threshold maximising accuracy (accept when score > threshold) over the candidate midpoints
+    between distinct scores (and one below, one above all), the first best one; O(n log n) with cumulative counts,
+    so a bootstrap can call it hundreds of times."""
+    s, inverse = np.unique(scores, return_inverse=True)
+    genuine = np.bincount(inverse, weights=issame.astype(float), minlength=len(s))
+    impostor = np.bincount(inverse, minlength=len(s)) - genuine
+    # candidate c (0..len(s)) accepts the distinct scores s[c:]: correct = genuine at or above c + impostors below
+    correct = (np.concatenate([[0.0], np.cumsum(impostor)]) +
+               np.concatenate([np.cumsum(genuine[::-1])[::-1], [0.0]]))
     candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
-    acc = [np.mean((scores > t) == issame) for t in candidates]
-    return candidates[int(np.argmax(acc))]
+    return candidates[int(np.argmax(correct))]
 
 
 def verification_accuracy(scores, issame, folds=None, n_folds: int = 10) -> dict:
@@ -134,6 +140,34 @@ def partial_area(fractions, fnmr, limit: float) -> float:
     x = np.append(fractions[inside], limit)
     y = np.append(fnmr[inside], np.interp(limit, fractions, fnmr))
     return float(trapezoid(y, x))
+
+
+def identity_bootstrap(identities, statistic, *, n_boot: int = 200, level: float = 0.95, seed: int = 0):
+    """Percentile confidence interval of statistic(index) by resampling evaluation identities, not pairs: pairs
+    and images of one identity are not independent. identities: [n] (images) or [n, 2] (pairs: the identities
+    of the two images). An identity drawn m times contributes its images and genuine pairs m times, and an
+    impostor pair of identities drawn m_i and m_j times m_i * m_j times. statistic(index) gets the item indices
+    of one resample (with repeats) and returns a float (NaN allowed). Returns (low, high), or (None, None) when
+    fewer than 2 identities or half the resamples give NaN."""
+    ids = np.asarray(identities)
+    ids = ids[:, None] if ids.ndim == 1 else ids
+    unique, codes = np.unique(ids, return_inverse=True)
+    codes = codes.reshape(ids.shape)
+    if len(unique) < 2:
+        return None, None
+    rng = np.random.default_rng(seed)
+    same = codes[:, 0] == codes[:, -1]
+    values = []
+    for _ in range(n_boot):
+        m = np.bincount(rng.integers(0, len(unique), len(unique)), minlength=len(unique))
+        mult = m[codes[:, 0]] * np.where(same, 1, m[codes[:, -1]])
+        values.append(statistic(np.repeat(np.arange(len(ids)), mult)))
+    values = np.asarray(values, float)
+    if np.isnan(values).mean() > 0.5:
+        return None, None
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def quality_agreement(magnitude, quality, bins: int = 10) -> dict:

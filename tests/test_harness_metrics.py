@@ -113,3 +113,37 @@ def test_fixed_and_recomputed_thresholds_differ_as_the_protocols_say():
     assert metrics.partial_area([0, 0.1, 0.5], [0.3, 0.3, 0.3], 0.2) == pytest.approx(0.06)
     with pytest.raises(ValueError, match="threshold='iso'"):
         metrics.error_versus_discard(scores, issame, quality, fmr=1e-2, threshold="iso")
+
+
+def test_fast_best_threshold_equals_the_brute_force_search():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(2, 300))
+        issame = rng.random(n) < 0.5
+        scores = np.round(rng.standard_normal(n) + issame * rng.random(), int(rng.integers(1, 4)))   # with ties
+        s = np.unique(scores)
+        candidates = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
+        brute = candidates[int(np.argmax([np.mean((scores > t) == issame) for t in candidates]))]
+        assert metrics._best_threshold(scores, issame) == brute
+
+
+def test_identity_bootstrap_covers_the_truth_and_resamples_identities():
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.arange(60), 5)
+    effect = rng.standard_normal(60)[ids]        # identity-level variation: images of one identity correlate
+    values = effect + 0.1 * rng.standard_normal(len(ids))
+    low, high = metrics.identity_bootstrap(ids, lambda idx: values[idx].mean(), n_boot=400)
+    assert low < values.mean() < high
+    # resampling images as if independent would understate the spread five-fold here
+    naive = metrics.identity_bootstrap(np.arange(len(ids)), lambda idx: values[idx].mean(), n_boot=400)
+    assert (high - low) > 1.5 * (naive[1] - naive[0])
+    # pairs: a genuine pair counts m times, an impostor pair m_i * m_j times
+    seen = []
+
+    def record(idx):
+        seen.append(np.bincount(idx, minlength=3))
+        return 0.0
+    metrics.identity_bootstrap(np.array([[0, 0], [0, 1], [1, 1]]), record, n_boot=50)
+    for counts in seen:
+        assert counts[1] == counts[0] * counts[2]
+    assert metrics.identity_bootstrap(np.zeros(5, int), lambda idx: 1.0) == (None, None)
