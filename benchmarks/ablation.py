@@ -24,7 +24,8 @@ SPEC = "configs/sweeps/ablation.toml"
 L_M, U_M = "head.params.l_m", "head.params.u_m"
 PAPER_CELL, CODE_CELL = (0.40, 0.80), (0.45, 0.80)
 METRICS = [("accuracy", "verification accuracy (10-fold)"), ("tar_far_0.01", "TAR @ FAR = 1e-2"),
-           ("spearman_rho", "Spearman ρ(magnitude, quality)"), ("erc_area", "ERC area (lower is better)")]
+           ("spearman_rho", "Spearman ρ(magnitude, quality)"),
+           ("erc_area_magface", "ERC area, official MagFace protocol\n(threshold recomputed; lower is better)")]
 
 
 def main(argv=None):
@@ -72,11 +73,13 @@ def heatmap_figure(table):
 
 def print_table(table):
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-    print(f"{'l_m':>6}{'u_m':>6}{'accuracy':>11}{'TAR@1e-2':>10}{'rho(mag,q)':>12}{'ERC area':>10}{'seconds':>9}")
+    print(f"{'l_m':>6}{'u_m':>6}{'accuracy':>11}{'TAR@1e-2':>10}{'rho(mag,q)':>12}{'ERC (MagFace)':>15}"
+          f"{'EDC pAUC20 (ISO)':>18}{'seconds':>9}")
     for r in table:
         tar = r.get("tar_far_0.01")
         print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{100 * r['accuracy']:>10.2f}%{fmt(tar and 100 * tar, '.2f'):>9}%"
-              f"{fmt(r['spearman_rho'], '+.3f'):>12}{fmt(r['erc_area'], '.4f'):>10}{r['seconds']:>9.0f}")
+              f"{fmt(r['spearman_rho'], '+.3f'):>12}{fmt(r['erc_area_magface'], '.4f'):>15}"
+              f"{fmt(r['edc_pauc_20'], '.4f'):>18}{r['seconds']:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from harness.sweep import write_csv
 
 SPEC = "configs/sweeps/quality_vs_magnitude.toml"
 ERC_FMR = 1e-2   # 1e-3 leaves only a handful of impostor pairs above the threshold on the built-in pairs
+PROTOCOLS = {"recomputed": "official MagFace ERC: threshold recomputed after each discard step",
+             "fixed": "ISO/IEC 29794-1 EDC: threshold fixed at the starting error"}
 
 
 def load_results(out):
@@ -56,16 +58,21 @@ def load_results(out):
         with np.load(os.path.join(r["run"], "dumps", last)) as z:
             dumps[head] = (z["norms"], z["cos_target"], z["per_sample_loss"])
     mag = ev["magface"]
-    scores, issame = mag["scores"], mag["issame"]
+    scores, issame = mag.get("quality_scores", mag["scores"]), mag["issame"]   # unflipped unless eval.flip_for_quality
     pair_q = lambda n: np.minimum(n[mag["left"]], n[mag["right"]])  # noqa: E731
     estimates = {"MagFace magnitude": pair_q(mag["norms"]), "ArcFace norm": pair_q(ev["arcface"]["norms"]),
                  "AdaFace norm": pair_q(ev["adaface"]["norms"]), "ground-truth quality (ideal)": mag["pair_quality_gt"],
                  "random": np.random.default_rng(0).random(len(scores))}
-    curves, erc_rows = {}, []
+    curves, erc_rows = {title: {} for title in PROTOCOLS.values()}, []
     for name, q in estimates.items():
-        erc = metrics.error_versus_reject(scores, issame, q, fmr=ERC_FMR)
-        curves[name] = (erc["fractions"], erc["fnmr"])
-        erc_rows.append({"quality estimate": name, "scores": "MagFace", "fmr": ERC_FMR, "erc_area": erc["area"]})
+        row = {"quality estimate": name, "scores": "MagFace", "fmr": ERC_FMR}
+        for protocol, title in PROTOCOLS.items():
+            c = metrics.error_versus_discard(scores, issame, q, fmr=ERC_FMR, threshold=protocol)
+            curves[title][name] = (c["fractions"], c["fnmr"])
+            row["erc_area_magface" if protocol == "recomputed" else "edc_area_iso"] = c["area"]
+            if protocol == "fixed":
+                row["edc_pauc_20"] = c["pauc"][0.2]
+        erc_rows.append(row)
     return {"per_head": per_head, "magface_norms": mag["norms"], "quality": quality, "dumps": dumps,
             "erc_curves": curves, "rows": rows, "erc_rows": erc_rows,
             "config": os.path.join(runs["magface"]["run"], "config.json")}
@@ -78,7 +85,7 @@ def faces_of(res):
 
 
 def erc_figure(res):
-    return erc_curves(res["erc_curves"], ERC_FMR, "Error-versus-reject on MagFace's scores, built-in pairs")
+    return erc_curves(res["erc_curves"], ERC_FMR, "Error versus discard on MagFace's scores (no flip), built-in pairs")
 
 
 def quality_figures(res, faces):
@@ -119,9 +126,12 @@ def print_tables(res):
     print(f"{'head':<10}{'accuracy':>10}{'rho(|f|, quality)':>20}{'mean |f|':>10}")
     for r in res["rows"]:
         print(f"{r['head']:<10}{100 * r['accuracy']:>9.2f}%{r['spearman_rho']:>+20.3f}{r['mean_norm']:>10.2f}")
-    print(f"ERC area at FMR={ERC_FMR:g} (MagFace scores; lower is better):")
+    print(f"Error versus discard at FMR={ERC_FMR:g} on MagFace's scores (lower is better):")
+    print(f"  {'quality estimate':<32}{'ERC area (MagFace)':>20}{'EDC area (ISO)':>16}{'EDC pAUC20 (ISO)':>18}")
     for r in res["erc_rows"]:
-        print(f"  {r['quality estimate']:<32}{r['erc_area']:.4f}")
+        fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+        print(f"  {r['quality estimate']:<32}{fmt(r['erc_area_magface']):>20}{fmt(r['edc_area_iso']):>16}"
+              f"{fmt(r['edc_pauc_20']):>18}")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    flip: bool = True                  # fuse the embedding of the flipped image (cosine scores only)
-    fmr: float = 1e-3                  # ERC: FNMR at this false match rate
+    flip: bool = True                  # fuse the embedding of the flipped image into verification scores
+    flip_for_quality: bool = False     # ERC/EDC scores from flip-fused features too (official MagFace: no flip)
+    fmr: float = 1e-3                  # ERC/EDC: FNMR at this false match rate
+    bootstrap: int = 200               # resamples of the evaluation identities for 95 % CIs (0: no CIs)
+    ci_level: float = 0.95
     batch_size: int = 256
 
 
@@ -273,6 +276,11 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError(f"config key optim.lr={cfg.optim.lr} must be > 0")
     if not 0 < cfg.eval.fmr < 1:
         raise ValueError(f"config key eval.fmr={cfg.eval.fmr} must be in (0, 1)")
+    if not 0 < cfg.eval.ci_level < 1:
+        raise ValueError(f"config key eval.ci_level={cfg.eval.ci_level} must be in (0, 1)")
+    if cfg.eval.bootstrap < 0 or 0 < cfg.eval.bootstrap < 20:
+        raise ValueError(f"config key eval.bootstrap={cfg.eval.bootstrap}: expected 0 (no CIs) or at least 20 "
+                         "resamples")
     if cfg.data.source != "synthetic" and not os.path.exists(cfg.data.path):
         raise ValueError(f"config key data.path={cfg.data.path!r}: not found (needed for source "
                          f"{cfg.data.source!r})")

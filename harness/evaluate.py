@@ -39,13 +39,59 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def pair_metrics(scores, issame, folds, pair_quality, fmr) -> dict:
+def quality_protocols(scores, issame, pair_quality, fmr) -> dict:
+    """Both error-versus-discard protocols for one quality estimate: "erc" as the official MagFace script
+    (threshold recomputed on the kept pairs) and "edc" as ISO/IEC 29794-1 (threshold fixed at the start)."""
+    out = {}
+    for key, protocol in (("erc", "recomputed"), ("edc", "fixed")):
+        c = metrics.error_versus_discard(scores, issame, pair_quality, fmr=fmr, threshold=protocol)
+        out[key] = {"protocol": protocol, "fmr": fmr, "area": c["area"],
+                    "pauc": {f"{limit:g}": v for limit, v in c["pauc"].items()},
+                    "fractions": c["fractions"].tolist(), "fnmr": c["fnmr"].tolist(),
+                    "thresholds": c["thresholds"].tolist()}
+    return out
+
+
+def set_metrics(scores, issame, folds, quality_scores, pair_quality, fmr, pair_identities=None, quality=None,
+                norms=None, image_identities=None, gt=None, n_boot=200, level=0.95) -> dict:
+    """Every metric of one evaluation set, with bootstrap CIs over its identities (over pairs where the set has no
+    identity labels). scores: verification scores (flip-fused when eval.flip); quality_scores: the scores the
+    quality protocols use (plain features unless eval.flip_for_quality); pair_quality: min of the two magnitudes;
+    gt: the pairs' ground-truth quality and quality/norms/image_identities the images' (synthetic data only)."""
     out = metrics.verification_accuracy(scores, issame, folds)
     out["tar_at_far"] = {f"{k:g}": v for k, v in metrics.tar_at_far(scores, issame).items()}
-    if pair_quality is not None:
-        erc = metrics.error_versus_reject(scores, issame, pair_quality, fmr)
-        out["erc"] = {"fmr": fmr, "threshold": erc["threshold"], "area": erc["area"],
-                      "fractions": erc["fractions"].tolist(), "fnmr": erc["fnmr"].tolist()}
+    out.update(quality_protocols(quality_scores, issame, pair_quality, fmr))
+    if gt is not None:
+        truth = quality_protocols(quality_scores, issame, gt, fmr)
+        out["erc_ground_truth"], out["edc_ground_truth"] = truth["erc"], truth["edc"]
+        out["magnitude_vs_quality"] = metrics.quality_agreement(norms, quality)
+        out["mean_norm"] = float(np.mean(norms))
+    if n_boot:
+        out["ci"] = confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fmr, pair_identities,
+                                         quality, norms, image_identities, n_boot, level)
+    return out
+
+
+def confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fmr, pair_identities, quality, norms,
+                         image_identities, n_boot, level) -> dict:
+    """{metric: [low, high]}: accuracy, TAR@FAR=1e-2, the official ERC area, the ISO EDC pAUC at 20 %, and the
+    magnitude-quality Spearman rho, each by resampling evaluation identities (metrics.identity_bootstrap)."""
+    units = pair_identities if pair_identities is not None else np.arange(len(scores))
+    boot = lambda f, ids=units: list(metrics.identity_bootstrap(ids, f, n_boot=n_boot, level=level))  # noqa: E731
+
+    def accuracy(i):
+        return metrics.verification_accuracy(scores[i], issame[i], None if folds is None else folds[i])["accuracy"]
+    out = {"level": level, "resamples": n_boot,
+           "unit": "identities" if pair_identities is not None else "pairs (no identity labels in this set)",
+           "accuracy": boot(accuracy),
+           "tar_far_0.01": boot(lambda i: metrics.tar_at_far(scores[i], issame[i], fars=(1e-2,))[1e-2]),
+           "erc_area_magface": boot(lambda i: metrics.error_versus_discard(
+               quality_scores[i], issame[i], pair_quality[i], fmr=fmr, threshold="recomputed")["area"]),
+           "edc_pauc_20": boot(lambda i: metrics.error_versus_discard(
+               quality_scores[i], issame[i], pair_quality[i], fmr=fmr, threshold="fixed")["pauc"][0.2])}
+    if quality is not None:
+        out["spearman_rho"] = boot(lambda i: metrics.quality_agreement(norms[i], quality[i])["spearman_rho"],
+                                   image_identities)
     return out
 
 
@@ -53,40 +99,48 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     """Evaluate the checkpoint of a run on its evaluation data; writes RUN/eval/ and returns the metrics."""
     ckpt = load_checkpoint(os.path.join(run_dir, "checkpoints", checkpoint))
     cfg = ckpt["config_obj"]
+    e = cfg.eval
     dev = pick_device(device if device != "auto" else cfg.train.device)
     backbone, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     backbone.load_state_dict(ckpt["backbone"])
     backbone.to(dev)
     out_dir = os.path.join(run_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    result = {"checkpoint": checkpoint, "step": ckpt["global_step"], "sets": {}}
+    result = {"checkpoint": checkpoint, "step": ckpt["global_step"], "flip": e.flip,
+              "flip_for_quality": e.flip_for_quality, "sets": {}}
+    common = dict(fmr=e.fmr, n_boot=e.bootstrap, level=e.ci_level)
     if cfg.data.source == "synthetic":
         faces = faces or synthetic_faces(cfg)
-        plain, fused = embed(backbone, faces.eval.images, cfg.eval.batch_size, dev, cfg.eval.flip)
+        plain, fused = embed(backbone, faces.eval.images, e.batch_size, dev, e.flip)
         norms = np.linalg.norm(plain, axis=1)
         p = faces.pairs
         scores = cosine(fused[p.left], fused[p.right])
+        q_feats = fused if e.flip_for_quality else plain
+        quality_scores = cosine(q_feats[p.left], q_feats[p.right])
         quality = faces.eval.quality
         pair_gt = np.minimum(quality[p.left], quality[p.right])
         pair_mag = np.minimum(norms[p.left], norms[p.right])
-        arrays = {"norms": norms, "quality": quality, "identity": faces.eval.identity, "scores": scores,
-                  "issame": p.issame, "fold": p.fold, "left": p.left, "right": p.right,
-                  "pair_quality_gt": pair_gt, "pair_quality_norm": pair_mag}
+        ident = faces.eval.identity
+        arrays = {"norms": norms, "quality": quality, "identity": ident, "scores": scores,
+                  "quality_scores": quality_scores, "issame": p.issame, "fold": p.fold, "left": p.left,
+                  "right": p.right, "pair_quality_gt": pair_gt, "pair_quality_norm": pair_mag}
         _save_arrays(out_dir, "synthetic", arrays)
-        m = pair_metrics(scores, p.issame, p.fold, pair_mag, cfg.eval.fmr)
-        m["erc_ground_truth"] = pair_metrics(scores, p.issame, p.fold, pair_gt, cfg.eval.fmr)["erc"]
-        m["magnitude_vs_quality"] = metrics.quality_agreement(norms, quality)
-        m["mean_norm"] = float(norms.mean())
-        result["sets"]["synthetic"] = m
+        result["sets"]["synthetic"] = set_metrics(
+            scores, p.issame, p.fold, quality_scores, pair_mag, pair_identities=np.stack([ident[p.left],
+                                                                                         ident[p.right]], 1),
+            quality=quality, norms=norms, image_identities=ident, gt=pair_gt, **common)
     for path in cfg.data.eval_bins:
         name = os.path.splitext(os.path.basename(path))[0]
         images, issame = read_verification_bin(path)
-        plain, fused = embed(backbone, images, cfg.eval.batch_size, dev, cfg.eval.flip)
+        plain, fused = embed(backbone, images, e.batch_size, dev, e.flip)
         norms = np.linalg.norm(plain, axis=1)
         scores = cosine(fused[0::2], fused[1::2])
+        q_feats = fused if e.flip_for_quality else plain
+        quality_scores = cosine(q_feats[0::2], q_feats[1::2])
         pair_mag = np.minimum(norms[0::2], norms[1::2])
-        _save_arrays(out_dir, name, {"norms": norms, "scores": scores, "issame": issame, "pair_quality_norm": pair_mag})
-        m = pair_metrics(scores, issame, None, pair_mag, cfg.eval.fmr)
+        _save_arrays(out_dir, name, {"norms": norms, "scores": scores, "quality_scores": quality_scores,
+                                     "issame": issame, "pair_quality_norm": pair_mag})
+        m = set_metrics(scores, issame, None, quality_scores, pair_mag, **common)
         m["sha256"] = file_sha256(path)
         result["sets"][name] = m
     atomic_json(os.path.join(out_dir, "metrics.json"), result)
@@ -111,7 +165,7 @@ def summary_line(result: dict) -> str:
         if "magnitude_vs_quality" in m:
             text += f", magnitude-quality Spearman {m['magnitude_vs_quality']['spearman_rho']:+.3f}"
         if "erc" in m:
-            text += f", ERC area {m['erc']['area']:.4f}"
+            text += f", ERC area (official protocol) {m['erc']['area']:.4f}"
         parts.append(text)
     return "; ".join(parts)
 

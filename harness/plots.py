@@ -130,16 +130,20 @@ def magnitude_vs_cosine(per_head: dict):
     return fig
 
 
-def erc_curves(curves: dict, fmr: float, title: str):
-    """Error-versus-reject: FNMR against the fraction of pairs rejected, one line per quality estimate."""
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for (name, (fractions, fnmr)), colour, ls in zip(curves.items(), PALETTE, ["-", "-", "-", "--", ":", "-."]):
-        ax.plot(100 * np.asarray(fractions), fnmr, ls, color=colour, lw=1.8, label=name)
-    ax.set_xlabel("pairs rejected, lowest quality first (%)")
-    ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def erc_curves(panels: dict, fmr: float, title: str):
+    """Error-versus-discard curves: one panel per protocol ({panel title: {estimate: (fractions, fnmr)}}), FNMR
+    against the fraction of pairs discarded, one line per quality estimate."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, (panel, curves) in zip(axes[0], panels.items()):
+        for (name, (fractions, fnmr)), colour, ls in zip(curves.items(), PALETTE, ["-", "-", "-", "--", ":", "-."]):
+            ax.plot(100 * np.asarray(fractions), fnmr, ls, color=colour, lw=1.8, label=name)
+        ax.set_xlabel("pairs discarded, lowest quality first (%)")
+        ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 

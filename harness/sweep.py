@@ -431,16 +431,25 @@ def metric_columns(metrics: dict) -> dict:
         row[f"tar_far_{far}"] = tar
         why[f"tar_far_{far}"] = f"fewer than 1/{far} impostor pairs"
     row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho")
-    row["erc_area"] = m["erc"]["area"]
-    row["erc_area_ground_truth"] = m.get("erc_ground_truth", {}).get("area")
+    row["erc_area_magface"] = m["erc"]["area"]          # threshold recomputed per discard step (official script)
+    row["edc_area_iso"] = m["edc"]["area"]              # threshold fixed at the starting error (ISO/IEC 29794-1)
+    row["edc_pauc_20"] = m["edc"]["pauc"]["0.2"]        # area of that EDC up to 20 % discarded
+    row["erc_area_magface_ground_truth"] = m.get("erc_ground_truth", {}).get("area")
+    row["edc_pauc_20_ground_truth"] = m.get("edc_ground_truth", {}).get("pauc", {}).get("0.2")
     row["mean_norm"] = m.get("mean_norm")
-    why.update(spearman_rho=NO_GROUND_TRUTH, erc_area_ground_truth=NO_GROUND_TRUTH)
+    for key, (low, high) in ((k, v) for k, v in m.get("ci", {}).items() if isinstance(v, list)):
+        row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+    why.update({k: NO_GROUND_TRUTH for k in ("spearman_rho", "erc_area_magface_ground_truth",
+                                             "edc_pauc_20_ground_truth", "spearman_rho_ci_low",
+                                             "spearman_rho_ci_high")})
+    official = "the official protocol is undefined where fewer than 1/(10 fmr) impostor pairs are kept"
+    why.update({k: official for k in ("erc_area_magface", "erc_area_magface_ci_low", "erc_area_magface_ci_high")})
     row = json_safe(row)
     row["not_computable"] = "; ".join(f"{k}: {why.get(k, 'undefined')}" for k, v in row.items() if v is None)
     return row
 
 
-SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area")
+SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface", "edc_pauc_20")
 
 
 def summarise(rows: list, axes: list) -> list:

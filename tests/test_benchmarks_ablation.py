@@ -50,7 +50,7 @@ def test_quick_sweep_writes_tables_reuses_resumes_and_keeps_other_configs(tmp_pa
     first = rows(tmp_path)
     assert [(float(r["l_m"]), float(r["u_m"])) for r in first] == [(0.4, 0.7), (0.4, 0.8), (0.45, 0.7), (0.45, 0.8)]
     for r in first:
-        assert 0 <= float(r["accuracy"]) <= 1 and r["erc_area"] and r["fingerprint"] and float(r["lambda_g"]) == 5.0
+        assert 0 <= float(r["accuracy"]) <= 1 and r["edc_pauc_20"] and r["fingerprint"] and float(r["lambda_g"]) == 5.0
         assert "tar_far_1e-06: fewer than 1/1e-06 impostor pairs" in r["not_computable"]
     assert (tmp_path / "abl" / "ablation.json").stat().st_size > 100
     assert (tmp_path / "abl" / "ablation_heatmaps.png").stat().st_size > 20_000

@@ -26,7 +26,7 @@ def test_quality_benchmark_runs_and_reuses(tmp_path):
     with open(tmp_path / "q" / "erc.csv") as f:
         erc = list(csv.DictReader(f))
     assert [r["quality estimate"] for r in erc][3] == "ground-truth quality (ideal)"
-    assert all(0 <= float(r["erc_area"]) <= 1 for r in erc)
+    assert all(0 <= float(r["edc_area_iso"]) <= 1 and 0 <= float(r["edc_pauc_20"]) <= 0.2 for r in erc)
     for name in ("magnitude_vs_quality", "magface_histograms", "images_by_magnitude", "magnitude_vs_cosine", "erc"):
         assert (tmp_path / "fig" / f"qvm_{name}_quick.png").stat().st_size > 15_000, name
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -25,14 +25,14 @@ def test_threshold_at_fmr_and_brute_force_erc():
     thr = metrics.threshold_at_fmr(scores, issame, 0.05)
     assert np.mean(scores[~issame] > thr) <= 0.05
     assert np.mean(scores[~issame] >= thr) > 0.05 - 1e-12  # the next lower threshold would exceed the FMR
-    erc = metrics.error_versus_reject(scores, issame, quality, fmr=0.05)
+    erc = metrics.error_versus_discard(scores, issame, quality, fmr=0.05, threshold="fixed")
     for r, fnmr in zip(erc["fractions"], erc["fnmr"]):
-        cut = np.sort(quality)[int(round(r * n))] if int(round(r * n)) < n else np.inf
+        cut = np.sort(quality)[int(r * n)] if int(r * n) < n else np.inf
         keep = quality >= cut
         expected = np.mean(scores[keep & issame] <= thr)
         assert fnmr == pytest.approx(expected)
     assert erc["fnmr"][-1] < erc["fnmr"][0]  # informative quality: rejecting low quality helps
-    random_q = metrics.error_versus_reject(scores, issame, rng.random(n), fmr=0.05)
+    random_q = metrics.error_versus_discard(scores, issame, rng.random(n), fmr=0.05, threshold="fixed")
     assert erc["area"] < random_q["area"]
 
 

@@ -63,7 +63,8 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
     with np.load(run / "dumps" / dumps[-1]) as z:
         assert z["norms"].shape == (16,) and np.all((z["probability"] > 0) & (z["probability"] <= 1))
     m = result["metrics"]["sets"]["synthetic"]
-    assert 0 <= m["accuracy"] <= 1 and len(m["erc"]["fnmr"]) == 20 and "spearman_rho" in m["magnitude_vs_quality"]
+    assert 0 <= m["accuracy"] <= 1 and len(m["erc"]["fnmr"]) == 20 and m["edc"]["protocol"] == "fixed"
+    assert "spearman_rho" in m["magnitude_vs_quality"]
     arrays = load_eval(str(run))
     assert arrays["norms"].shape == (60,) and arrays["scores"].shape == arrays["issame"].shape
     again = evaluate_run(str(run), faces=faces)
