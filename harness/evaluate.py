@@ -14,6 +14,7 @@ import torch
 from . import metrics
 from .data import batch_to_tensor, file_sha256, read_verification_bin
 from .data_source import synthetic_faces
+from .diagnostics import training_diagnostics
 from .runstate import atomic_json, build_model, load_checkpoint, pick_device
 
 
@@ -143,6 +144,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
         m = set_metrics(scores, issame, None, quality_scores, pair_mag, **common)
         m["sha256"] = file_sha256(path)
         result["sets"][name] = m
+    result["training"] = training_diagnostics(run_dir, cfg)
     atomic_json(os.path.join(out_dir, "metrics.json"), result)
     return result
 

@@ -439,6 +439,7 @@ def metric_columns(metrics: dict) -> dict:
     row["mean_norm"] = m.get("mean_norm")
     for key, (low, high) in ((k, v) for k, v in m.get("ci", {}).items() if isinstance(v, list)):
         row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+    row.update({k: v for k, v in metrics.get("training", {}).items() if not isinstance(v, (list, dict))})
     why.update({k: NO_GROUND_TRUTH for k in ("spearman_rho", "erc_area_magface_ground_truth",
                                              "edc_pauc_20_ground_truth", "spearman_rho_ci_low",
                                              "spearman_rho_ci_high")})

@@ -364,7 +364,7 @@ class _Progress:
                                  mag=f"{row['norm_mean']:.1f}", acc=f"{row['accuracy']:.2f}",
                                  ips=f"{row['images_per_s']:.0f}")
         if run.main and cfg.dump_every and (step % cfg.dump_every == 0 or step == run.total_steps):
-            _dump(run.cfg.out, step, out)
+            _dump(run.cfg.out, step, out, all_logits=run.ctx is None)
 
     def close(self) -> None:
         self.bar.close()
@@ -381,13 +381,21 @@ def _metrics_row(out, head, step, epoch, lr, ips) -> dict:
             "accuracy": out.accuracy(), "images_per_s": ips, **head.log_stats(norms, out.cos_target.detach())}
 
 
-def _dump(run_dir, step, out):
-    """Per-sample (magnitude, target cosine, target probability) of this batch, for the paper's Fig. 3."""
+def _dump(run_dir, step, out, all_logits: bool = True):
+    """Per-sample (magnitude, target cosine, target probability, lse_neg) of this batch, for the paper's Fig. 3 and
+    the theory's optimum a*(cos theta_y, lse_neg). lse_neg = log sum_{j != y} exp(logit_j) over the logit columns
+    (with Partial FC the sampled classes only); NaN under torchrun, where a rank holds only its shard."""
     path = os.path.join(run_dir, "dumps", f"step_{step:08d}.npz")
     tmp = f"{path}.tmp.npz"
+    with torch.no_grad():
+        if all_logits:
+            others = out.logits.float().scatter(1, out.target_column[:, None], float("-inf"))
+            lse_neg = torch.logsumexp(others, dim=1).cpu().numpy()
+        else:
+            lse_neg = np.full(len(out.labels), np.nan)
     np.savez(tmp, norms=out.norms.detach().cpu().numpy(), cos_target=out.cos_target.detach().cpu().numpy(),
              probability=_target_probability(out).cpu().numpy(), labels=out.labels.cpu().numpy(),
-             per_sample_loss=out.per_sample_loss.detach().cpu().numpy())
+             per_sample_loss=out.per_sample_loss.detach().cpu().numpy(), lse_neg=lse_neg)
     os.replace(tmp, path)
 
 

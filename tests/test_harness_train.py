@@ -62,6 +62,9 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
     dumps = sorted(os.listdir(run / "dumps"))
     with np.load(run / "dumps" / dumps[-1]) as z:
         assert z["norms"].shape == (16,) and np.all((z["probability"] > 0) & (z["probability"] <= 1))
+        assert np.all(np.isfinite(z["lse_neg"])) and z["lse_neg"].shape == (16,)
+    training = result["metrics"]["training"]
+    assert {"theory_rho_a_astar", "theory_gap_median", "margin_span_share", "train_cos_median"} <= set(training)
     m = result["metrics"]["sets"]["synthetic"]
     assert 0 <= m["accuracy"] <= 1 and len(m["erc"]["fnmr"]) == 20 and m["edc"]["protocol"] == "fixed"
     assert "spearman_rho" in m["magnitude_vs_quality"]

@@ -160,3 +160,16 @@ def test_everything_broadcasts_over_parameters():
         np.testing.assert_allclose(a_star[i], expected)
     d2 = theory.magnitude_loss_d2(np.linspace(10, 110, 7)[:, None, None], cos, np.zeros((1, 1)), **kw)
     assert d2.shape == (7, 3, 5)
+
+
+def test_easy_policy_optimum_is_u_a_without_margin_and_unchanged_elsewhere():
+    cos = np.array([-0.5, -0.01, 0.0, 0.3, 0.8])
+    easy = theory.optimal_magnitude(cos, 11.36, **PAPER, theta_policy="easy")
+    pure = theory.optimal_magnitude(cos, 11.36, **PAPER)
+    np.testing.assert_array_equal(easy[:3], PAPER["u_a"])
+    np.testing.assert_array_equal(easy[3:], pure[3:])
+    # brute force where there is no margin: L(a) = const + lambda_g g(a), smallest at the top of the band
+    a = np.linspace(PAPER["l_a"], PAPER["u_a"], 1001)
+    assert np.argmin(theory.regulariser(a, u_a=PAPER["u_a"])) == len(a) - 1
+    with pytest.raises(ValueError, match="theta_policy='threshold'"):
+        theory.optimal_magnitude(cos, 11.36, **PAPER, theta_policy="threshold")

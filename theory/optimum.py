@@ -25,9 +25,16 @@ class Optimum:
     local_minima: np.ndarray   # int: number of local minima of L on the band (1 = unique optimum)
 
 
-def optimal_magnitude(cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc", full_output=False,
-                      grid_points=GRID_POINTS):
-    """a* for each (cos_y, lse_neg, parameters) after broadcasting; `full_output=True` returns an Optimum."""
+THETA_POLICIES = ("none", "easy")
+
+
+def optimal_magnitude(cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc", theta_policy="none",
+                      full_output=False, grid_points=GRID_POINTS):
+    """a* for each (cos_y, lse_neg, parameters) after broadcasting; `full_output=True` returns an Optimum.
+    theta_policy "none" is the pure formula; "easy" is the official code's rule (no margin where cos theta_y <= 0):
+    there the loss depends on a through lambda_g g(a) alone, which falls on the whole band, so a* = u_a."""
+    if theta_policy not in THETA_POLICIES:
+        raise ValueError(f"theta_policy={theta_policy!r}: the optimum is derived for {THETA_POLICIES}")
     s, lambda_g, l_a, u_a, l_m, u_m = check_params(s=s, lambda_g=lambda_g, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m,
                                                    form=form)
     cos_y, lse_neg = _as_array("cos_y", cos_y), _as_array("lse_neg", lse_neg)
@@ -56,6 +63,11 @@ def optimal_magnitude(cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="
         a_star[refine] = res.x
     a_star[at_lower] = np.broadcast_to(l_a, shape)[at_lower]
     a_star[at_upper] = np.broadcast_to(u_a, shape)[at_upper]
+    if theta_policy == "easy":
+        no_margin = np.broadcast_to(cos_y, shape) <= 0
+        a_star[no_margin] = np.broadcast_to(u_a, shape)[no_margin]
+        at_upper = at_upper | no_margin
+        at_lower = at_lower & ~no_margin
     # local minima: interior sign changes of L' from - to +, plus minima at either end
     interior = np.sum((d1[..., :-1] < 0) & (d1[..., 1:] >= 0), axis=-1)
     local_minima = interior + (d1[..., 0] >= 0) + (d1[..., -1] <= 0)

@@ -1,0 +1,87 @@
+"""Did the mechanism under test operate, and does training reach the theory's optimum? Read from a run's training
+log and per-sample dumps (no model): whether the loss has flattened, where the target cosines sit, how much of
+[l_m, u_m] MagFace's realised margin spans, and, for every dumped sample, the theory's optimal magnitude
+a*(cos theta_y, lse_neg) under the run's own s, lambda_g, band, margins and theta policy, against the magnitude the
+network produced."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from scipy import stats
+
+import theory
+
+from .config import RunConfig, resolved_head
+
+MAGNITUDE_HEADS = {"magface": "arc", "mag_cosface": "cos"}
+
+
+def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
+    """Scalars for the run's table row (train_*, margin_*, theory_*) plus `theory_by_step`, one entry per dump."""
+    rows = _log_rows(run_dir)
+    out = _loss_flattening(rows)
+    hp = resolved_head(cfg).hparams
+    if rows and "margin_p5" in rows[-1] and hp["u_m"] > hp["l_m"]:
+        last = rows[-1]
+        out.update(margin_p5=last["margin_p5"], margin_p50=last["margin_p50"], margin_p95=last["margin_p95"],
+                   margin_span_share=(last["margin_p95"] - last["margin_p5"]) / (hp["u_m"] - hp["l_m"]))
+    dumps = _dumps(run_dir)
+    if dumps:
+        cos = dumps[-1][1]["cos_target"]
+        out.update(train_cos_median=float(np.median(cos)), train_cos_nonpositive_share=float(np.mean(cos <= 0)))
+    if cfg.head.name in MAGNITUDE_HEADS and dumps:
+        by_step = [dict(step=step, **theory_agreement(d, hp, MAGNITUDE_HEADS[cfg.head.name])) for step, d in dumps]
+        out.update({k: v for k, v in by_step[-1].items() if k != "step"})
+        out["theory_by_step"] = by_step
+    return out
+
+
+def theory_agreement(dump, hp: dict, form: str) -> dict:
+    """Spearman rho between the produced magnitudes a and the optimum a*, the median |a - a*| / (u_a - l_a), and the
+    share of samples inside the theorem's assumption theta_y + u_m <= pi/2. NaN where the dump has no lse_neg
+    (torchrun) or the head's theta policy has no derived optimum ("threshold")."""
+    a, cos, lse = dump["norms"].astype(float), dump["cos_target"].astype(float), dump.get("lse_neg")
+    share = float(np.mean(theory.assumption_holds(np.clip(cos, -1, 1), u_m=hp["u_m"], form=form)))
+    policy = hp.get("theta_policy", "none")
+    if lse is None or not np.all(np.isfinite(lse)) or policy not in ("none", "easy"):
+        return {"theory_rho_a_astar": float("nan"), "theory_gap_median": float("nan"),
+                "theory_assumption_share": share}
+    a_star = theory.optimal_magnitude(np.clip(cos, -1, 1), lse, s=hp["s"], lambda_g=hp["lambda_g"], l_a=hp["l_a"],
+                                      u_a=hp["u_a"], l_m=hp["l_m"], u_m=hp["u_m"], form=form, theta_policy=policy)
+    rho = stats.spearmanr(a, a_star)[0] if np.ptp(a_star) > 0 and np.ptp(a) > 0 else float("nan")
+    return {"theory_rho_a_astar": float(rho),
+            "theory_gap_median": float(np.median(np.abs(a - a_star)) / (hp["u_a"] - hp["l_a"])),
+            "theory_assumption_share": share}
+
+
+def _log_rows(run_dir: str) -> list:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _loss_flattening(rows: list) -> dict:
+    """Mean training loss of the last epoch and its relative change from the epoch before (None with one epoch)."""
+    by_epoch = {}
+    for r in rows:
+        by_epoch.setdefault(r["epoch"], []).append(r["loss"])
+    means = [float(np.mean(v)) for _, v in sorted(by_epoch.items())]
+    if not means:
+        return {}
+    change = (means[-1] - means[-2]) / abs(means[-2]) if len(means) > 1 and means[-2] else None
+    return {"train_loss_last_epoch": means[-1], "train_loss_change_last_epoch": change}
+
+
+def _dumps(run_dir: str) -> list:
+    """[(step, {array name: array})] of the run's dumps, in step order."""
+    folder = os.path.join(run_dir, "dumps")
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(folder) else []
+    out = []
+    for name in names:
+        with np.load(os.path.join(folder, name)) as z:
+            out.append((int(name[5:13]), {k: z[k] for k in z.files}))
+    return out

@@ -1,0 +1,42 @@
+"""Training diagnostics from a run folder: loss flattening, margin spread, target cosines, and the theory's a*
+against the produced magnitudes, on hand-made logs and dumps."""
+import json
+
+import numpy as np
+import pytest
+
+import theory
+from harness.config import load_config
+from harness.diagnostics import training_diagnostics
+
+HP = dict(s=32.0, l_a=1.0, u_a=51.0, l_m=0.45, u_m=0.8, lambda_g=5.0)
+
+
+def make_run(tmp_path, norms, cos, lse, rows):
+    (tmp_path / "dumps").mkdir()
+    np.savez(tmp_path / "dumps" / "step_00000010.npz", norms=norms, cos_target=cos, lse_neg=lse)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_config(None, [f"head.params={{{', '.join(f'{k} = {v}' for k, v in HP.items())}}}"])
+
+
+def test_magnitudes_at_the_optimum_agree_perfectly(tmp_path):
+    rng = np.random.default_rng(0)
+    cos = rng.uniform(0.05, 0.95, 64)
+    lse = rng.uniform(3, 12, 64)
+    a_star = theory.optimal_magnitude(cos, lse, **HP, theta_policy="easy")
+    rows = [{"epoch": 0, "loss": 4.0}, {"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 2.7},
+            {"epoch": 1, "loss": 2.7, "margin_p5": 0.5, "margin_p50": 0.6, "margin_p95": 0.675}]
+    d = training_diagnostics(str(tmp_path), make_run(tmp_path, a_star, cos, lse, rows))
+    assert d["theory_rho_a_astar"] == pytest.approx(1.0) and d["theory_gap_median"] == pytest.approx(0.0, abs=1e-9)
+    assert d["theory_assumption_share"] == pytest.approx(np.mean(np.arccos(cos) + 0.8 <= np.pi / 2))
+    assert d["train_loss_last_epoch"] == 2.7 and d["train_loss_change_last_epoch"] == pytest.approx(-0.1)
+    assert d["margin_span_share"] == pytest.approx(0.5) and d["train_cos_median"] == pytest.approx(np.median(cos))
+    assert [s["step"] for s in d["theory_by_step"]] == [10]
+
+
+def test_no_lse_neg_or_no_optimum_gives_nan_not_a_number_made_up(tmp_path):
+    cos = np.array([0.2, -0.3, 0.7])
+    d = training_diagnostics(str(tmp_path), make_run(tmp_path, np.array([5.0, 9.0, 20.0]), cos,
+                                                     np.full(3, np.nan), [{"epoch": 0, "loss": 1.0}]))
+    assert np.isnan(d["theory_rho_a_astar"]) and d["train_loss_change_last_epoch"] is None
+    assert d["train_cos_nonpositive_share"] == pytest.approx(1 / 3)
