@@ -4,10 +4,12 @@ budget and the same seeds, trained on clean data and on data with label noise an
 The grid (conditions x heads x seeds, each head's parameters) is the sweep spec configs/sweeps/compare_losses.toml,
 run by harness.sweep: every run is a harness run in OUT/runs/, reused when finished, resumed when killed, never
 deleted by a run of another configuration. Tables: OUT/compare_losses.csv (one row per run),
-OUT/compare_losses_summary.csv (mean and std over seeds per condition and head), OUT/compare_losses.json (both);
+OUT/compare_losses_summary.csv (mean, std and 95 % t interval over seeds per condition and head),
+OUT/compare_losses_comparison.csv (every head minus MagFace, paired by seed, with CI and verdict),
+OUT/noise_robustness.csv (accuracy lost to noise, and that loss minus MagFace's), OUT/compare_losses.json;
 figure: OUT/compare_losses.png (and a copy in figures/).
 
-    python benchmarks/compare_losses.py              # 6 heads x 3 seeds x {clean, noisy}, CPU, about 32 minutes
+    python benchmarks/compare_losses.py              # 6 heads x 5 seeds x {clean, noisy}, CPU, about 55 minutes
     python benchmarks/compare_losses.py --quick      # 1 seed, 2 epochs, a few minutes
     python benchmarks/compare_losses.py --data /data/faces_emore --eval-bins /data/faces_emore/lfw.bin \\
         --backbone iresnet50 --device cuda --epochs 25 --seeds 0,1,2 --conditions clean
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, run_benchmark_sweep
 from harness.plots import loss_comparison, publish_figure
+from harness.stats import mean_ci, paired_difference
+from harness.sweep import write_csv
 
 SPEC = "configs/sweeps/compare_losses.toml"
 TAR_KEY = "tar_far_0.01"
@@ -41,6 +46,11 @@ def main(argv=None):
     if result is None:   # --dry-run or --prune
         return
     print_summary(result.summary)
+    print_comparison(result.comparison)
+    robustness = noise_robustness(result.rows)
+    if robustness:
+        write_csv(os.path.join(result.out, "noise_robustness.csv"), robustness)
+        print_robustness(robustness)
     stored = load_results(result.out)
     publish_figure(comparison_figure(stored["runs"], stored["title"]), result.out, "compare_losses.png", args.figures,
                    args.quick)
@@ -62,15 +72,64 @@ def comparison_figure(table, title):
 
 
 def print_summary(summary):
-    print(f"{'condition':<10}{'head':<12}{'seeds':>6}{'accuracy (%)':>18}{'TAR@FAR=1e-2 (%)':>20}{'rho(|f|,q)':>16}")
+    print("mean over seeds [95 % t interval]")
+    print(f"{'condition':<10}{'head':<12}{'seeds':>6}{'accuracy (%)':>24}{'TAR@FAR=1e-2 (%)':>24}"
+          f"{'rho(|f|,q)':>24}")
     for s in summary:
-        def pm(key, scale=100):
-            mean, std = s[f"{key}_mean"], s[f"{key}_std"]
+        def ci(key, scale=100, digits=2):
+            mean, low, high = s[f"{key}_mean"], s[f"{key}_ci_low"], s[f"{key}_ci_high"]
             if mean is None:
                 return "n/a"
-            return f"{scale * mean:.2f} ± {scale * std:.2f}" if std is not None else f"{scale * mean:.2f}"
-        print(f"{s['condition']:<10}{s['head']:<12}{s['seeds']:>6}{pm('accuracy'):>18}{pm(TAR_KEY):>20}"
-              f"{pm('spearman_rho', 1):>16}")
+            text = f"{scale * mean:.{digits}f}"
+            return text + (f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]" if low is not None else "")
+        print(f"{s['condition']:<10}{s['head']:<12}{s['seeds']:>6}{ci('accuracy'):>24}{ci(TAR_KEY):>24}"
+              f"{ci('spearman_rho', 1, 3):>24}")
+
+
+def print_comparison(comparison):
+    """Accuracy and TAR of every head minus MagFace's, paired by seed, with the verdict."""
+    rows = [c for c in comparison if c["metric"] in ("accuracy", TAR_KEY)]
+    if not rows:
+        return
+    print("\nhead - MagFace, paired by seed (points) [95 % t interval]: verdict")
+    for c in rows:
+        diff = c["diff_vs_magface"]
+        ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
+        print(f"  {c['condition']:<8}{c['head']:<12}{c['metric']:<14}"
+              f"{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: {c['verdict']}")
+
+
+def noise_robustness(rows) -> list:
+    """Accuracy lost to label noise per head (clean - noisy, per seed) and, as a difference in differences, that
+    loss minus MagFace's, with CI and verdict ("better" = the head loses less than MagFace)."""
+    acc = {(r["condition"], r["head"], r["seed"]): r["accuracy"] for r in rows}
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    drop = {h: [acc[("clean", h, s)] - acc[("noisy", h, s)] if ("clean", h, s) in acc and ("noisy", h, s) in acc
+                else None for s in seeds] for h in heads}
+    if "magface" not in drop or all(v is None for v in drop["magface"]):
+        return []
+    out = []
+    for h in heads:
+        mean, low, high = mean_ci(drop[h])
+        did = paired_difference([None if v is None else -v for v in drop[h]],
+                                [None if v is None else -v for v in drop["magface"]])
+        out.append({"head": h, "accuracy_drop": mean, "accuracy_drop_ci_low": low, "accuracy_drop_ci_high": high,
+                    "drop_minus_magface": None if did["diff"] is None else -did["diff"],
+                    "did_ci_low": None if did["diff_ci_high"] is None else -did["diff_ci_high"],
+                    "did_ci_high": None if did["diff_ci_low"] is None else -did["diff_ci_low"],
+                    "verdict": did["verdict"] if h != "magface" else "reference", "seeds": did["seeds"]})
+    return out
+
+
+def print_robustness(rows):
+    print("\naccuracy lost to noise (clean - noisy, points) and that loss minus MagFace's [95 % t interval]")
+    for r in rows:
+        drop = "n/a" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.2f}"
+        did = ("" if r["did_ci_low"] is None else
+               f"  minus MagFace {100 * r['drop_minus_magface']:+.2f} [{100 * r['did_ci_low']:+.2f}, "
+               f"{100 * r['did_ci_high']:+.2f}]: {r['verdict']}")
+        print(f"  {r['head']:<12}{drop}{did}")
 
 
 if __name__ == "__main__":

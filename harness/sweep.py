@@ -49,6 +49,7 @@ from losses import HEADS
 from .config import HeadConfig, RunConfig, _apply, _load_toml, apply_overrides, set_value, validate
 from .data_source import synthetic_faces
 from .runstate import atomic_json, json_safe
+from .stats import mean_ci, paired_difference
 from .trainer import train
 
 try:
@@ -56,7 +57,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "conditions", "overrides", "quick")
+SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "conditions", "overrides", "reference",
+             "quick")
 QUICK_KEYS = ("base", "set", "axes")
 SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
 RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
@@ -75,6 +77,7 @@ class SweepSpec:
     heads: dict = field(default_factory=dict)
     conditions: dict = field(default_factory=dict)
     overrides: list = field(default_factory=list)
+    reference: str = ""        # the head label the comparison table pairs every other head with
     quick: bool = False
 
     def with_axis(self, axis: str, values) -> "SweepSpec":
@@ -122,7 +125,8 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
     spec = SweepSpec(name=raw["name"], base=os.path.join(os.path.dirname(path), raw["base"]), path=path,
                      description=raw.get("description", ""), columns=list(raw.get("columns", [])),
                      set=dict(raw.get("set", {})), axes=dict(raw["axes"]), heads=dict(raw.get("heads", {})),
-                     conditions=dict(raw.get("conditions", {})), overrides=list(raw.get("overrides", [])))
+                     conditions=dict(raw.get("conditions", {})), overrides=list(raw.get("overrides", [])),
+                     reference=raw.get("reference", ""))
     if quick:
         q = raw.get("quick", {})
         _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
@@ -199,6 +203,8 @@ def _check_axes(spec: SweepSpec) -> None:
         if col in columns:
             raise ValueError(f"{where}: axes {columns[col]!r} and {axis!r} would share the column {col!r}")
         columns[col] = axis
+    if spec.reference and "head" not in spec.axes:
+        raise ValueError(f"{where}: reference = {spec.reference!r} needs a 'head' axis to compare heads on")
     for i, o in enumerate(spec.overrides):
         unknown = sorted(set(o.get("match", {})) - set(spec.axes))
         if unknown:
@@ -326,6 +332,7 @@ class SweepResult:
     rows: list
     trained: int
     summary: list = field(default_factory=list)
+    comparison: list = field(default_factory=list)
 
 
 def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int = 1, dry_run: bool = False,
@@ -378,7 +385,8 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
             bar.set_postfix(last=describe(row))
     bar.close()
     rows = [load_row(r) for r in runs]
-    result = SweepResult(spec, out, runs, rows, len(todo), summarise(rows, list(spec.axes)))
+    result = SweepResult(spec, out, runs, rows, len(todo), summarise(rows, list(spec.axes)),
+                         compare(rows, list(spec.axes), spec.reference) if spec.reference else [])
     write_tables(result)
     say(f"{len(todo)} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
         f"{f', {spec.name}_summary.csv' if result.summary else ''}, {spec.name}.json")
@@ -451,27 +459,66 @@ def metric_columns(metrics: dict) -> dict:
 
 
 SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface", "edc_pauc_20")
+LOWER_IS_BETTER = {"erc_area_magface", "edc_pauc_20"}
 
 
 def summarise(rows: list, axes: list) -> list:
-    """Mean and sample std over seeds for each combination of the other axes (empty without a seed axis)."""
+    """Per combination of the other axes: mean, sample std and 95 % t interval over seeds (empty without a seed
+    axis)."""
     if "seed" not in axes:
         return []
-    keys = [column_name(a) for a in axes if a != "seed"]
-    groups = {}
-    for r in rows:
-        groups.setdefault(tuple(json.dumps(r[k]) for k in keys), []).append(r)
     out = []
-    for rs in groups.values():
-        s = {k: rs[0][k] for k in keys}
+    for key, rs in _groups(rows, [column_name(a) for a in axes if a != "seed"]).items():
+        s = dict(key)
         s["seeds"] = len(rs)
-        for key in SUMMARY_METRICS:
-            v = np.array([np.nan if r.get(key) is None else r[key] for r in rs], dtype=float)
-            finite = v[np.isfinite(v)]
-            s[f"{key}_mean"] = float(finite.mean()) if len(finite) else None
-            s[f"{key}_std"] = float(finite.std(ddof=1)) if len(finite) > 1 else None
+        for metric in SUMMARY_METRICS:
+            values = [r.get(metric) for r in rs]
+            mean, low, high = mean_ci(values)
+            finite = [v for v in values if v is not None and np.isfinite(v)]
+            s.update({f"{metric}_mean": mean, f"{metric}_std": float(np.std(finite, ddof=1)) if len(finite) > 1
+                      else None, f"{metric}_ci_low": low, f"{metric}_ci_high": high})
         out.append(s)
     return out
+
+
+def compare(rows: list, axes: list, reference: str) -> list:
+    """Paired by seed, every head against `reference` within each combination of the other axes: the difference
+    (head - reference, in the metric's units) with its 95 % t interval, a verdict that knows which direction is
+    better, and the smallest difference the seeds could detect (harness.stats.paired_difference)."""
+    if "seed" not in axes or "head" not in axes:
+        return []
+    others = [column_name(a) for a in axes if a not in ("seed", "head")]
+    out = []
+    for key, rs in _groups(rows, others).items():
+        by_head = {}
+        for r in rs:
+            by_head.setdefault(r["head"], {})[r["seed"]] = r
+        ref = by_head.get(reference, {})
+        for head, runs in by_head.items():
+            if head == reference:
+                continue
+            seeds = sorted(set(runs) & set(ref))
+            for metric in SUMMARY_METRICS:
+                sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+                a = [None if runs[s].get(metric) is None else sign * runs[s][metric] for s in seeds]
+                b = [None if ref[s].get(metric) is None else sign * ref[s][metric] for s in seeds]
+                d = paired_difference(a, b)
+                low, high = d["diff_ci_low"], d["diff_ci_high"]
+                if sign < 0 and low is not None:
+                    low, high = -high, -low
+                out.append({**dict(key), "head": head, "metric": metric, f"diff_vs_{reference}":
+                            None if d["diff"] is None else sign * d["diff"], "diff_ci_low": low,
+                            "diff_ci_high": high, "verdict": d["verdict"], "detectable": d["detectable"],
+                            "seeds": d["seeds"]})
+    return out
+
+
+def _groups(rows: list, keys: list) -> dict:
+    """Rows grouped by their values of `keys`, in first-seen order: {((key, value), ...): [rows]}."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(tuple((k, r[k]) for k in keys), []).append(r)
+    return groups
 
 
 def write_tables(result: SweepResult) -> None:
@@ -482,11 +529,13 @@ def write_tables(result: SweepResult) -> None:
     write_csv(os.path.join(out, f"{name}.csv"), result.rows)
     if result.summary:
         write_csv(os.path.join(out, f"{name}_summary.csv"), result.summary)
+    if result.comparison:
+        write_csv(os.path.join(out, f"{name}_comparison.csv"), result.comparison)
     c = result.runs[0].cfg
     atomic_json(os.path.join(out, f"{name}.json"), {
         "sweep": name, "quick": result.spec.quick, "axes": result.spec.axes,
         "setup": {"data": c.data.source, "backbone": c.model.backbone, "epochs": c.train.epochs},
-        "runs": result.rows, "summary": result.summary})
+        "runs": result.rows, "summary": result.summary, "comparison": result.comparison})
 
 
 def write_csv(path: str, rows: list) -> None:

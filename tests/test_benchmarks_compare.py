@@ -32,9 +32,15 @@ def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
                                                                       for h in heads]
     assert all(0 <= float(r["accuracy"]) <= 1 for r in rows)
     assert "noisy" in out and (tmp_path / "fig" / "compare_losses_quick.png").stat().st_size > 20_000
+    with open(tmp_path / "cmp" / "compare_losses_comparison.csv") as f:
+        comparison = list(csv.DictReader(f))
+    assert {c["head"] for c in comparison} == set(heads) - {"magface"}
+    assert all(c["verdict"] == "not computable: 1 paired seed(s), need 2" for c in comparison)   # one seed
+    with open(tmp_path / "cmp" / "noise_robustness.csv") as f:
+        assert [r["head"] for r in csv.DictReader(f)] == heads
     # a second seed for one head: seed 0 is reused on both conditions, seed 1 is trained
     again = run(tmp_path, "--quick", "--heads", "magface", "--seeds", "0,1").stdout
-    assert "2 run(s) reused" in again and "2 new run(s)" in again and "±" in again
+    assert "2 run(s) reused" in again and "2 new run(s)" in again and "95 % t interval" in again
     assert len(list((tmp_path / "cmp" / "runs").iterdir())) == 14   # the other heads' runs are still there
     with open(tmp_path / "cmp" / "compare_losses.csv") as f:
         rows = list(csv.DictReader(f))
@@ -47,6 +53,8 @@ def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
     accs = [float(r["accuracy"]) for r in rows[:2]]
     assert abs(float(summary[0]["accuracy_mean"]) - (accs[0] + accs[1]) / 2) < 1e-12
     assert float(summary[0]["accuracy_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    half = 12.706 * abs(accs[0] - accs[1]) / 2   # t(0.975, 1 df) * sd / sqrt(2)
+    assert float(summary[0]["accuracy_ci_high"]) == pytest.approx(float(summary[0]["accuracy_mean"]) + half, rel=1e-3)
 
 
 def test_bad_arguments_are_refused(tmp_path, refused):

@@ -1,0 +1,49 @@
+"""Across-seed inference: t intervals, paired differences with verdicts and detectable effects, and the sweep's
+comparison table (direction-aware for lower-is-better metrics)."""
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness.stats import mean_ci, paired_difference
+from harness.sweep import compare, summarise
+
+
+def test_mean_ci_is_the_student_t_interval():
+    v = [0.91, 0.88, 0.93, 0.90, 0.86]
+    mean, low, high = mean_ci(v)
+    ref = sps.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=sps.sem(v))
+    assert mean == pytest.approx(np.mean(v)) and (low, high) == pytest.approx(ref)
+    assert mean_ci([0.5]) == (0.5, None, None) and mean_ci([None, float("nan")]) == (None, None, None)
+
+
+def test_paired_difference_verdicts_and_detectable_effect():
+    base = np.array([0.80, 0.85, 0.83, 0.90, 0.78])
+    better = paired_difference(base + 0.05 + np.array([0.01, -0.01, 0.0, 0.005, -0.005]), base)
+    assert better["verdict"] == "better" and better["diff_ci_low"] > 0 and better["seeds"] == 5
+    worse = paired_difference(base - 0.05, base + np.array([0, 0.001, -0.001, 0, 0.002]))
+    assert worse["verdict"] == "worse"
+    noisy = paired_difference(base + np.array([0.02, -0.03, 0.01, -0.02, 0.03]), base)
+    assert noisy["verdict"].startswith("no detectable difference at 5 seeds")
+    d = np.array([0.02, -0.03, 0.01, -0.02, 0.03])
+    expected = (sps.t.ppf(0.975, 4) + sps.t.ppf(0.8, 4)) * d.std(ddof=1) / np.sqrt(5)
+    assert noisy["detectable"] == pytest.approx(expected) and noisy["diff_ci_low"] < 0 < noisy["diff_ci_high"]
+    assert paired_difference([0.9], [0.8])["verdict"].startswith("not computable")
+
+
+def test_comparison_table_pairs_by_seed_and_knows_lower_is_better():
+    rows = []
+    for seed in range(4):
+        for head, acc, erc in (("magface", 0.80, 0.40), ("arcface", 0.85, 0.30)):
+            jitter = 0.001 * seed
+            rows.append({"condition": "clean", "head": head, "seed": seed, "accuracy": acc + jitter,
+                         "tar_far_0.01": None, "spearman_rho": 0.1, "erc_area_magface": erc + jitter,
+                         "edc_pauc_20": 0.05})
+    table = {c["metric"]: c for c in compare(rows, ["condition", "head", "seed"], "magface")}
+    assert table["accuracy"]["diff_vs_magface"] == pytest.approx(0.05) and table["accuracy"]["verdict"] == "better"
+    erc = table["erc_area_magface"]
+    assert erc["diff_vs_magface"] == pytest.approx(-0.10) and erc["verdict"] == "better"   # lower area is better
+    assert erc["diff_ci_low"] == pytest.approx(-0.10) and erc["diff_ci_high"] == pytest.approx(-0.10)   # no spread
+    assert table["tar_far_0.01"]["verdict"].startswith("not computable")
+    summary = summarise(rows, ["condition", "head", "seed"])
+    assert [s["head"] for s in summary] == ["magface", "arcface"] and summary[0]["seeds"] == 4
+    assert summary[0]["accuracy_ci_low"] < summary[0]["accuracy_mean"] < summary[0]["accuracy_ci_high"]
