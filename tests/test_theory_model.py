@@ -173,3 +173,20 @@ def test_easy_policy_optimum_is_u_a_without_margin_and_unchanged_elsewhere():
     assert np.argmin(theory.regulariser(a, u_a=PAPER["u_a"])) == len(a) - 1
     with pytest.raises(ValueError, match="theta_policy='threshold'"):
         theory.optimal_magnitude(cos, 11.36, **PAPER, theta_policy="threshold")
+
+
+@pytest.mark.parametrize("policy", ["none", "easy", "threshold"])
+@pytest.mark.parametrize("grad_mode", ["analytic", "straight_through"])
+def test_margin_policy_closed_form_equals_the_head(policy, grad_mode):
+    from losses.arcface import additive_angular_margin
+    from theory.margin_policies import target_and_gradient
+    cos = torch.linspace(-0.99, 0.99, 397, dtype=torch.float64, requires_grad=True)
+    value = additive_angular_margin(cos, 0.5, policy, grad_mode)
+    grad, = torch.autograd.grad(value.sum(), cos)
+    ours_value, ours_grad = target_and_gradient(cos.detach().numpy(), 0.5, policy, grad_mode)
+    np.testing.assert_allclose(value.detach().numpy(), ours_value, atol=1e-9)
+    np.testing.assert_allclose(grad.numpy(), ours_grad, atol=1e-6)
+    if policy == "threshold" and grad_mode == "analytic":   # the dead band: the gradient vanishes at pi - m
+        theta = np.arccos(cos.detach().numpy())
+        near = (theta < math.pi - 0.5) & (theta > math.pi - 0.5 - 0.02)   # just inside the margin branch
+        assert near.any() and np.all(np.abs(ours_grad[near]) < 0.05)

@@ -75,7 +75,7 @@ def test_cli_prints_bound_verdicts_and_writes_figures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "(l_m, u_m) = (0.45, 0.80): 22.5867" in out and "(l_m, u_m) = (0.40, 0.80): 25.8133" in out
     assert "convexity first fails at theta_y" in out and "points in" in out
-    for stem in ("theory_loss_curves", "theory_optimum_vs_cos", "theory_validity_map"):
+    for stem in ("theory_loss_curves", "theory_optimum_vs_cos", "theory_validity_map", "theory_target_gradient"):
         for ext in ("png", "pdf"):
             path = tmp_path / f"{stem}.{ext}"
             assert path.stat().st_size > 10_000, path

@@ -95,6 +95,7 @@ def main(argv=None):
         written = []
         written += figures.save(figures.loss_curves(base), os.path.join(args.out, "theory_loss_curves"))
         written += figures.save(figures.optimum_vs_cos(base), os.path.join(args.out, "theory_optimum_vs_cos"))
+        written += figures.save(figures.target_gradient(), os.path.join(args.out, "theory_target_gradient"))
         written += figures.save(figures.validity_maps([lam_map, lse_map]),
                                 os.path.join(args.out, "theory_validity_map"))
         print("\nfigures: " + ", ".join(written))

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
+from .margin_policies import POLICIES, target_and_gradient
 from .model import magnitude_loss
 from .optimum import optimal_magnitude
 from .verify import MS1MV2_NEGATIVES, MagParams, ValidityMap
@@ -115,3 +116,33 @@ def save(fig, path_stem: str, formats=("png", "pdf")) -> list[str]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def target_gradient(m: float = 0.5, s: float = 64.0):
+    """ArcFace's target logit and its gradient in cos theta_y per theta policy (analytic gradient): the dead band of
+    "threshold" is where the gradient falls to 0 just above cos(pi - m)."""
+    c = np.linspace(-0.999, 0.999, 2001)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    styles = {"none": ("#0072B2", "-"), "easy": ("#009E73", "--"), "threshold": ("#D55E00", ":")}
+    for policy in POLICIES:
+        value, grad = target_and_gradient(c, m, policy)
+        colour, ls = styles[policy]
+        left.plot(c, s * value, ls, color=colour, lw=2, label=policy)
+        right.plot(c, s * grad, ls, color=colour, lw=2, label=policy)
+    right.plot(c, np.full_like(c, s), color="0.5", lw=1, label="straight-through (any policy)")
+    dead = math.cos(math.pi - m)
+    for ax in (left, right):
+        ax.axvline(dead, color="0.3", lw=0.8, ls="-.")
+        ax.set_xlabel("cos θ_y (cosine to the own class centre)")
+        ax.grid(alpha=0.3)
+    right.axhline(0, color="k", lw=0.8)
+    right.annotate(f"θ_y = π − m (cos {dead:.3f}):\ngradient 0, the dead band", xy=(dead, 0), xytext=(-0.55, 0.35 * s),
+                   arrowprops={"arrowstyle": "->"}, fontsize=9)
+    left.set_ylabel("target logit s·cos(θ_y + m) under the policy")
+    right.set_ylabel("its gradient in cos θ_y (analytic)")
+    right.set_ylim(-1.2 * s, 3 * s)
+    left.legend(title="theta policy", fontsize=9)
+    right.legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"ArcFace's target logit and gradient per theta policy, m = {m:g}, s = {s:g}", fontsize=11)
+    return fig
+
