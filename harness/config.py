@@ -114,11 +114,13 @@ class RunConfig:
         return cfg
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results: the config without the output folder, the data cache location
-        and the loader's worker count, plus the head's resolved hyper-parameters (so a changed library default
-        is a new run, never a stale reuse)."""
+        """Hash of everything that changes the trained model: the config without the output folder, the data cache
+        location, the loader's worker count and the evaluation settings (a run is evaluated again, not retrained,
+        when only those change), with the head's resolved hyper-parameters (so a changed library default is a new
+        run, never a stale reuse)."""
         d = self.to_dict()
         d.pop("out")
+        d.pop("eval")
         d["data"].pop("cache_dir")
         d["data"].pop("workers")
         d["head"]["params"] = resolved_head(self).hparams

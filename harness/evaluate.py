@@ -5,6 +5,7 @@ quality), so plots re-draw in seconds without a model.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -16,6 +17,9 @@ from .data import batch_to_tensor, file_sha256, read_verification_bin
 from .data_source import synthetic_faces
 from .diagnostics import training_diagnostics
 from .runstate import atomic_json, build_model, load_checkpoint, pick_device
+
+
+EVAL_VERSION = 2   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
 
 
 @torch.no_grad()
@@ -46,7 +50,7 @@ def quality_protocols(scores, issame, pair_quality, fmr) -> dict:
     out = {}
     for key, protocol in (("erc", "recomputed"), ("edc", "fixed")):
         c = metrics.error_versus_discard(scores, issame, pair_quality, fmr=fmr, threshold=protocol)
-        out[key] = {"protocol": protocol, "fmr": fmr, "area": c["area"],
+        out[key] = {"protocol": protocol, "fmr": fmr, "area": c["area"], "defined_up_to": c["defined_up_to"],
                     "pauc": {f"{limit:g}": v for limit, v in c["pauc"].items()},
                     "fractions": c["fractions"].tolist(), "fnmr": c["fnmr"].tolist(),
                     "thresholds": c["thresholds"].tolist()}
@@ -96,18 +100,22 @@ def confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fm
     return out
 
 
-def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device: str = "auto") -> dict:
-    """Evaluate the checkpoint of a run on its evaluation data; writes RUN/eval/ and returns the metrics."""
+def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device: str = "auto",
+                 eval_cfg=None) -> dict:
+    """Evaluate the checkpoint of a run on its evaluation data with the run's evaluation settings (or `eval_cfg`);
+    writes RUN/eval/ (replacing an earlier evaluation: it is regenerated from the checkpoint in seconds) and
+    returns the metrics."""
     ckpt = load_checkpoint(os.path.join(run_dir, "checkpoints", checkpoint))
     cfg = ckpt["config_obj"]
-    e = cfg.eval
+    e = eval_cfg or cfg.eval
     dev = pick_device(device if device != "auto" else cfg.train.device)
     backbone, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     backbone.load_state_dict(ckpt["backbone"])
     backbone.to(dev)
     out_dir = os.path.join(run_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    result = {"checkpoint": checkpoint, "step": ckpt["global_step"], "flip": e.flip,
+    result = {"eval_version": EVAL_VERSION, "eval_config": dataclasses.asdict(e), "checkpoint": checkpoint,
+              "step": ckpt["global_step"], "flip": e.flip,
               "flip_for_quality": e.flip_for_quality, "sets": {}}
     common = dict(fmr=e.fmr, n_boot=e.bootstrap, level=e.ci_level)
     if cfg.data.source == "synthetic":

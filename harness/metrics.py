@@ -83,8 +83,9 @@ def error_versus_discard(scores, issame, pair_quality, *, fmr: float, threshold:
     - "fixed", the ISO/IEC 29794-1 Error-versus-Discard Characteristic: one threshold at the starting error
       (FMR = fmr on all pairs), kept while discarding.
 
-    Returns fractions, fnmr, thresholds, `area` (trapezoid over the fractions divided by their range) and
-    `pauc` {limit: area under the curve from 0 to the discard limit} (Schlett et al. 2023's pAUC, unnormalised)."""
+    Returns fractions, fnmr, thresholds, `area` (trapezoid divided by the range, over the leading fractions where
+    the FNMR is defined, as the official script's figure is drawn; `defined_up_to` is the last of them) and `pauc`
+    {limit: area under the curve from 0 to the discard limit} (Schlett et al. 2023's pAUC, unnormalised)."""
     if threshold not in ("recomputed", "fixed"):
         raise ValueError(f"threshold={threshold!r}: expected 'recomputed' (official MagFace script) or 'fixed' "
                          f"(ISO/IEC 29794-1 EDC)")
@@ -100,8 +101,11 @@ def error_versus_discard(scores, issame, pair_quality, *, fmr: float, threshold:
         thresholds.append(t)
         fnmr.append(float(np.mean(genuine <= t)) if len(genuine) and np.isfinite(t) else float("nan"))
     fnmr, thresholds = np.array(fnmr), np.array(thresholds)
+    defined = int(np.argmin(np.isfinite(fnmr))) if not np.all(np.isfinite(fnmr)) else len(fnmr)
+    area = (float(trapezoid(fnmr[:defined], fractions[:defined]) / (fractions[defined - 1] - fractions[0]))
+            if defined >= 2 else float("nan"))
     return {"fractions": fractions, "fnmr": fnmr, "thresholds": thresholds, "threshold_protocol": threshold,
-            "fmr": fmr, "area": float(trapezoid(fnmr, fractions) / (fractions[-1] - fractions[0])),
+            "fmr": fmr, "area": area, "defined_up_to": float(fractions[defined - 1]) if defined else float("nan"),
             "pauc": {limit: partial_area(fractions, fnmr, limit) for limit in PAUC_LIMITS}}
 
 

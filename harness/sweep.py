@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from losses import HEADS
 
 from .config import HeadConfig, RunConfig, _apply, _load_toml, apply_overrides, set_value, validate
 from .data_source import synthetic_faces
+from .evaluate import EVAL_VERSION, evaluate_run
 from .runstate import atomic_json, json_safe
 from .stats import mean_ci, paired_difference
 from .trainer import train
@@ -284,7 +285,10 @@ def _lookup(d: dict, key: str):
 
 
 def run_status(run: Run) -> str:
-    """'done' (its result row is stored), 'resume' (training started) or 'new'. A folder whose stored fingerprint
+    """'done' (its result row is stored, evaluated by this version with these eval settings), 're-evaluate' (trained,
+    but evaluated by an older version or with other eval settings: the checkpoint is evaluated again, nothing is
+    retrained), 'resume' (training started) or 'new'.
+    A folder whose stored fingerprint
     differs (a hash-prefix collision, or a folder copied by hand) is an error: it is never overwritten."""
     meta = os.path.join(run.folder, META_FILE)
     if os.path.isfile(meta):
@@ -293,8 +297,18 @@ def run_status(run: Run) -> str:
         if stored != run.fingerprint:
             raise ValueError(f"{run.folder} holds a run of fingerprint {stored}, not {run.fingerprint}; move it away")
     if os.path.isfile(os.path.join(run.folder, RESULT_FILE)):
-        return "done"
+        return "done" if stored_evaluation(run.folder) == (EVAL_VERSION, asdict(run.cfg.eval)) else "re-evaluate"
     return "resume" if os.path.isfile(os.path.join(run.folder, "config.json")) else "new"
+
+
+def stored_evaluation(folder: str) -> tuple:
+    """(version of the suite's evaluation, evaluation settings) that made the run's eval/metrics.json."""
+    path = os.path.join(folder, "eval", "metrics.json")
+    if not os.path.isfile(path):
+        return 0, None
+    with open(path) as f:
+        m = json.load(f)
+    return m.get("eval_version", 1), m.get("eval_config")
 
 
 # --- training ----------------------------------------------------------------------------------------------------
@@ -359,6 +373,11 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
         for r in runs:
             say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}")
         return None
+    for r in runs:
+        if status[r.folder] == "re-evaluate":
+            say(f"{r.name}: evaluated by an older version or with other eval settings; evaluating its checkpoint again")
+            evaluate_run(r.folder, eval_cfg=r.cfg.eval)
+            status[r.folder] = "done"
     todo = [r for r in runs if status[r.folder] != "done"]
     reused = len(runs) - len(todo)
     if reused:
@@ -420,8 +439,14 @@ def result_row(run: Run, metrics: dict, seconds: float) -> dict:
 
 
 def load_row(run: Run) -> dict:
+    """The stored row with its metric columns read again from the run's eval/metrics.json, so a re-evaluated run
+    (python -m harness evaluate) shows in the tables."""
     with open(os.path.join(run.folder, RESULT_FILE)) as f:
         row = json.load(f)
+    metrics_path = os.path.join(run.folder, "eval", "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            row.update(metric_columns(json.load(f)))
     row["run"] = run.folder   # where it is now (the out folder may have moved)
     return row
 
@@ -440,6 +465,7 @@ def metric_columns(metrics: dict) -> dict:
         why[f"tar_far_{far}"] = f"fewer than 1/{far} impostor pairs"
     row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho")
     row["erc_area_magface"] = m["erc"]["area"]          # threshold recomputed per discard step (official script)
+    row["erc_defined_up_to"] = m["erc"].get("defined_up_to")
     row["edc_area_iso"] = m["edc"]["area"]              # threshold fixed at the starting error (ISO/IEC 29794-1)
     row["edc_pauc_20"] = m["edc"]["pauc"]["0.2"]        # area of that EDC up to 20 % discarded
     row["erc_area_magface_ground_truth"] = m.get("erc_ground_truth", {}).get("area")
@@ -451,7 +477,7 @@ def metric_columns(metrics: dict) -> dict:
     why.update({k: NO_GROUND_TRUTH for k in ("spearman_rho", "erc_area_magface_ground_truth",
                                              "edc_pauc_20_ground_truth", "spearman_rho_ci_low",
                                              "spearman_rho_ci_high")})
-    official = "the official protocol is undefined where fewer than 1/(10 fmr) impostor pairs are kept"
+    official = "the official protocol is undefined from the first discard step on (fewer than 1/(10 fmr) impostors)"
     why.update({k: official for k in ("erc_area_magface", "erc_area_magface_ci_low", "erc_area_magface_ci_high")})
     row = json_safe(row)
     row["not_computable"] = "; ".join(f"{k}: {why.get(k, 'undefined')}" for k, v in row.items() if v is None)

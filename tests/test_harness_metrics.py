@@ -147,3 +147,19 @@ def test_identity_bootstrap_covers_the_truth_and_resamples_identities():
     for counts in seen:
         assert counts[1] == counts[0] * counts[2]
     assert metrics.identity_bootstrap(np.zeros(5, int), lambda idx: 1.0) == (None, None)
+
+
+def test_official_area_covers_the_defined_prefix_as_the_script_draws_it():
+    fr = np.arange(0, 0.98, 0.05)
+    rng = np.random.default_rng(5)
+    n = 2400
+    issame = rng.random(n) < 0.5
+    quality = rng.random(n) + 2.0 * issame          # impostors crowd the low-quality end: late steps lose them
+    scores = np.where(issame, 0.6, 0.0) + 0.2 * rng.standard_normal(n)
+    erc = metrics.error_versus_discard(scores, issame, quality, fmr=1e-2, threshold="recomputed")
+    defined = np.isfinite(erc["fnmr"])
+    k = int(np.argmin(defined))
+    assert 2 <= k < len(fr) and not defined[k:].any()
+    assert erc["defined_up_to"] == pytest.approx(fr[k - 1])
+    from scipy.integrate import trapezoid
+    assert erc["area"] == pytest.approx(trapezoid(erc["fnmr"][:k], fr[:k]) / fr[k - 1])
