@@ -426,7 +426,9 @@ def prune_runs(out: str, keep: list, say=print) -> list:
 
 
 def result_row(run: Run, metrics: dict, seconds: float) -> dict:
-    """The table row of a finished run: axis values, head, seed, recorded config values, metrics, time."""
+    """The table row of a finished run: axis values, head, seed, recorded config values, metrics, time. What is
+    stored as RUN/result.json is this row; the metric columns are always read again from RUN/eval/metrics.json
+    (load_row), so a re-evaluated run shows its new evaluation."""
     cfg = run.cfg
     row = {column_name(a): v for a, v in run.axes.items()}
     row.setdefault("head", cfg.head.name)
@@ -439,16 +441,12 @@ def result_row(run: Run, metrics: dict, seconds: float) -> dict:
 
 
 def load_row(run: Run) -> dict:
-    """The stored row with its metric columns read again from the run's eval/metrics.json, so a re-evaluated run
-    (python -m harness evaluate) shows in the tables."""
+    """A finished run's row: its stored description and time, with the metric columns of its current evaluation."""
     with open(os.path.join(run.folder, RESULT_FILE)) as f:
-        row = json.load(f)
-    metrics_path = os.path.join(run.folder, "eval", "metrics.json")
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            row.update(metric_columns(json.load(f)))
-    row["run"] = run.folder   # where it is now (the out folder may have moved)
-    return row
+        stored = json.load(f)
+    with open(os.path.join(run.folder, "eval", "metrics.json")) as f:
+        metrics = json.load(f)
+    return result_row(run, metrics, stored["seconds"])
 
 
 NO_GROUND_TRUTH = "no ground-truth quality on this data (real data)"

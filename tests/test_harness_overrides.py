@@ -77,7 +77,7 @@ def test_base_toml_restates_the_dataclass_defaults():
 
 def test_fingerprint_ignores_where_results_go_but_not_what_they_are():
     a = load_config(MAGFACE)
-    b = load_config(MAGFACE, ['out="elsewhere"', 'data.cache_dir="/tmp/c"', "data.workers=4"])
+    b = load_config(MAGFACE, ['out="elsewhere"', 'data.cache_dir="/tmp/c"', "data.workers=4", "eval.fmr=0.01"])
     assert a.fingerprint() == b.fingerprint()
     assert load_config(MAGFACE, ["head.params.l_m=0.4"]).fingerprint() != a.fingerprint()
     assert load_config(MAGFACE, ["train.seed=1"]).fingerprint() != a.fingerprint()

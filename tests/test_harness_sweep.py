@@ -91,6 +91,12 @@ def test_runner_stores_metadata_and_never_overwrites_a_foreign_folder(tmp_path):
     assert "NaN" not in (tmp_path / "o" / "t.json").read_text()
     again = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
     assert again.trained == 0 and again.rows == result.rows
+    # other evaluation settings: the same trained runs, evaluated again (nothing retrained)
+    other = run_spec(spec, str(tmp_path / "o"), over + ["eval.fmr=0.01", "eval.bootstrap=0"], quiet=True)
+    assert other.trained == 0 and [r.folder for r in other.runs] == [r.folder for r in result.runs]
+    stored = json.load(open(f"{result.runs[0].folder}/eval/metrics.json"))
+    assert stored["eval_config"]["fmr"] == 0.01 and "ci" not in stored["sets"]["synthetic"]
+    assert other.rows[0]["accuracy"] == result.rows[0]["accuracy"] and other.rows[0].get("accuracy_ci_low") is None
     meta["fingerprint"] = "0" * 16   # a folder of another configuration under this name: refused, kept
     json.dump(meta, open(f"{result.runs[0].folder}/sweep_run.json", "w"))
     with pytest.raises(ValueError, match="move it away"):
