@@ -64,6 +64,7 @@ def main(argv=None):
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     sw.add_argument("--prune", action="store_true", help="remove the run folders under OUT/runs this spec does "
                                                          "not name (listing them)")
+    sw.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")
     ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint")
     ev.add_argument("--run", required=True)
     ev.add_argument("--checkpoint", default="final.pt")
@@ -81,10 +82,9 @@ def main(argv=None):
             if not args.spec:
                 sw.error("a sweep spec is required (e.g. configs/sweeps/ablation.toml)"
                          + ("; --prune removes only what a named spec does not name" if args.prune else ""))
-            if args.dry_run and args.prune:
-                sw.error("--dry-run and --prune exclude each other")
             spec = load_spec(args.spec, quick=args.quick)
-            run_spec(spec, args.out, args.set, jobs=args.jobs, dry_run=args.dry_run, prune=args.prune)
+            run_spec(spec, args.out, args.set, jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
+                     retry_failed=args.retry_failed)
         else:
             print(summary_line(evaluate_run(args.run, args.checkpoint, device=args.device)))
     except ValueError as exc:

@@ -75,9 +75,10 @@ def add_sweep_args(ap, spec_path: str, seeds: bool = True) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any harness override for every run, e.g. --set train.amp=\"bf16\"")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once in separate processes")
-    ap.add_argument("--dry-run", action="store_true", help="print the runs and their state; train nothing")
+    add_dry_run(ap)
     ap.add_argument("--prune", action="store_true",
                     help="remove the run folders under OUT/runs that this sweep (with these flags) does not name")
+    ap.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")
 
 
 def sweep_overrides(args) -> list:
@@ -91,6 +92,9 @@ def sweep_overrides(args) -> list:
             raise SystemExit("error: --data needs --eval-bins (one or more verification packs, e.g. lfw.bin)")
         overrides += ['data.source="recordio"', f'data.path="{args.data}"',
                       f"data.eval_bins={json.dumps(args.eval_bins)}"]
+    elif args.eval_bins:
+        raise SystemExit("error: --eval-bins evaluates real data and needs --data (the built-in data has its own "
+                         "pairs)")
     missing = [b for b in args.eval_bins if not os.path.isfile(b)]
     if missing:
         raise SystemExit(f"error: --eval-bins not found: {missing}")
@@ -98,7 +102,7 @@ def sweep_overrides(args) -> list:
         overrides.append(f'model.backbone="{args.backbone}"')
     if args.device:
         overrides.append(f'train.device="{args.device}"')
-    if args.epochs:
+    if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     return overrides
 
@@ -124,6 +128,6 @@ def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
     out = args.out or spec.default_out()
     try:
         return run_spec(spec, out, sweep_overrides(args), jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
-                        describe=describe)
+                        retry_failed=args.retry_failed, describe=describe)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")

@@ -115,14 +115,15 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the trained model: the config without the output folder, the data cache
-        location, the loader's worker count and the evaluation settings (a run is evaluated again, not retrained,
-        when only those change), with the head's resolved hyper-parameters (so a changed library default is a new
-        run, never a stale reuse)."""
+        location, the loader's worker count, the verification packs and the evaluation settings (a run is evaluated
+        again, not retrained, when only those change), with the synthetic generator's version and the head's
+        resolved hyper-parameters (so a changed generator or library default is a new run, never a stale reuse)."""
         d = self.to_dict()
         d.pop("out")
         d.pop("eval")
-        d["data"].pop("cache_dir")
-        d["data"].pop("workers")
+        for key in ("cache_dir", "workers", "eval_bins"):   # where data lives, how it loads, what is evaluated
+            d["data"].pop(key)
+        d["data"]["synthetic_key"] = self.data.synthetic.key()   # includes the generator's version
         d["head"]["params"] = resolved_head(self).hparams
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

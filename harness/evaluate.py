@@ -19,7 +19,7 @@ from .diagnostics import training_diagnostics
 from .runstate import atomic_json, build_model, load_checkpoint, pick_device
 
 
-EVAL_VERSION = 2   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
+EVAL_VERSION = 3   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
 
 
 @torch.no_grad()
@@ -101,20 +101,22 @@ def confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fm
 
 
 def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device: str = "auto",
-                 eval_cfg=None) -> dict:
-    """Evaluate the checkpoint of a run on its evaluation data with the run's evaluation settings (or `eval_cfg`);
-    writes RUN/eval/ (replacing an earlier evaluation: it is regenerated from the checkpoint in seconds) and
-    returns the metrics."""
+                 eval_cfg=None, eval_bins=None) -> dict:
+    """Evaluate the checkpoint of a run on its evaluation data with the run's evaluation settings and verification
+    packs (or `eval_cfg`, `eval_bins`); writes RUN/eval/ (replacing an earlier evaluation: it is regenerated from
+    the checkpoint in seconds) and returns the metrics."""
     ckpt = load_checkpoint(os.path.join(run_dir, "checkpoints", checkpoint))
     cfg = ckpt["config_obj"]
     e = eval_cfg or cfg.eval
+    bins = cfg.data.eval_bins if eval_bins is None else list(eval_bins)
     dev = pick_device(device if device != "auto" else cfg.train.device)
     backbone, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     backbone.load_state_dict(ckpt["backbone"])
     backbone.to(dev)
     out_dir = os.path.join(run_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    result = {"eval_version": EVAL_VERSION, "eval_config": dataclasses.asdict(e), "checkpoint": checkpoint,
+    result = {"eval_version": EVAL_VERSION, "eval_config": dataclasses.asdict(e), "eval_bins": bins,
+              "checkpoint": checkpoint,
               "step": ckpt["global_step"], "flip": e.flip,
               "flip_for_quality": e.flip_for_quality, "sets": {}}
     common = dict(fmr=e.fmr, n_boot=e.bootstrap, level=e.ci_level)
@@ -138,7 +140,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
             scores, p.issame, p.fold, quality_scores, pair_mag, pair_identities=np.stack([ident[p.left],
                                                                                          ident[p.right]], 1),
             quality=quality, norms=norms, image_identities=ident, gt=pair_gt, **common)
-    for path in cfg.data.eval_bins:
+    for path in bins:
         name = os.path.splitext(os.path.basename(path))[0]
         images, issame = read_verification_bin(path)
         plain, fused = embed(backbone, images, e.batch_size, dev, e.flip)

@@ -59,8 +59,10 @@ def tar_at_far(scores, issame, fars=FARS) -> dict:
 
 
 def threshold_at_fmr(scores, issame, fmr: float) -> float:
-    """Smallest threshold with at most fmr of the impostor scores strictly above it."""
+    """Smallest threshold with at most fmr of the impostor scores strictly above it (NaN without impostors)."""
     impostor = np.sort(np.asarray(scores, float)[~np.asarray(issame, bool)])[::-1]
+    if len(impostor) == 0:
+        return float("nan")
     k = int(np.floor(fmr * len(impostor)))
     if k >= len(impostor):
         return float(impostor[-1])
@@ -73,18 +75,21 @@ PAUC_LIMITS = (0.2,)                             # discard limits of the stored 
 
 def error_versus_discard(scores, issame, pair_quality, *, fmr: float, threshold: str = "recomputed",
                          fractions=DISCARD_FRACTIONS) -> dict:
-    """FNMR against the fraction of pairs discarded, lowest pair quality (min of the two images) first; the first
-    int(fraction * pairs) pairs of the quality order go. Two protocols, both in use, named by `threshold`:
+    """FNMR against the fraction discarded, lowest pair quality (min of the two images) first: the first
+    int(fraction * n) of the quality order go. Two protocols, both in use, named by `threshold`:
 
-    - "recomputed", the official MagFace eval_quality script: at every fraction the threshold is set again on the
-      kept impostor pairs, at the k-th highest kept impostor score with k = floor((n - 1) * fmr) (the script's
-      repeated integer division of n - 1 by 10 for fmr = 10^-j); a genuine pair matches when its score is strictly
-      above it. Where the script prints nothing ((n - 1) * fmr * 10 < 1 kept impostors) the FNMR is NaN.
-    - "fixed", the ISO/IEC 29794-1 Error-versus-Discard Characteristic: one threshold at the starting error
-      (FMR = fmr on all pairs), kept while discarding.
+    - "recomputed", the official MagFace eval_quality script: n counts all pairs, and at every fraction the
+      threshold is set again on the kept impostor pairs, at the k-th highest kept impostor score with
+      k = floor((m - 1) * fmr) for m kept impostors (the script's repeated integer division of m - 1 by 10 for
+      fmr = 10^-j); a genuine pair matches when its score is strictly above it. Where the script prints nothing
+      (m <= 1 / (10 fmr)) the FNMR is NaN.
+    - "fixed", the ISO/IEC 29794-1 FNMR Error-versus-Discard Characteristic: one threshold at the starting error
+      (FMR = fmr on all pairs), kept while discarding; n counts the mated (genuine) comparisons, the only ones that
+      enter the FNMR at a fixed threshold.
 
-    Returns fractions, fnmr, thresholds, `area` (trapezoid divided by the range, over the leading fractions where
-    the FNMR is defined, as the official script's figure is drawn; `defined_up_to` is the last of them) and `pauc`
+    Returns fractions, fnmr, thresholds, `area` (trapezoid over all fractions divided by their range; NaN when
+    the curve is undefined anywhere, so areas of different runs always cover the same range), `defined_up_to`
+    (the last fraction before the first undefined one: the official script's figure stops there) and `pauc`
     {limit: area under the curve from 0 to the discard limit} (Schlett et al. 2023's pAUC, unnormalised)."""
     if threshold not in ("recomputed", "fixed"):
         raise ValueError(f"threshold={threshold!r}: expected 'recomputed' (official MagFace script) or 'fixed' "
@@ -93,17 +98,18 @@ def error_versus_discard(scores, issame, pair_quality, *, fmr: float, threshold:
     fractions = np.asarray(fractions, float)
     order = np.argsort(np.asarray(pair_quality, float), kind="stable")   # lowest quality first
     start = threshold_at_fmr(scores, issame, fmr)
+    if threshold == "fixed":
+        order = order[issame[order]]                                     # the mated comparisons, in quality order
     fnmr, thresholds = [], []
     for r in fractions:
-        kept = order[int(r * len(scores)):]
+        kept = order[int(r * len(order)):]
         genuine, impostor = scores[kept][issame[kept]], scores[kept][~issame[kept]]
         t = start if threshold == "fixed" else _official_threshold(impostor, fmr)
         thresholds.append(t)
         fnmr.append(float(np.mean(genuine <= t)) if len(genuine) and np.isfinite(t) else float("nan"))
     fnmr, thresholds = np.array(fnmr), np.array(thresholds)
     defined = int(np.argmin(np.isfinite(fnmr))) if not np.all(np.isfinite(fnmr)) else len(fnmr)
-    area = (float(trapezoid(fnmr[:defined], fractions[:defined]) / (fractions[defined - 1] - fractions[0]))
-            if defined >= 2 else float("nan"))
+    area = float(trapezoid(fnmr, fractions) / (fractions[-1] - fractions[0]))
     return {"fractions": fractions, "fnmr": fnmr, "thresholds": thresholds, "threshold_protocol": threshold,
             "fmr": fmr, "area": area, "defined_up_to": float(fractions[defined - 1]) if defined else float("nan"),
             "pauc": {limit: partial_area(fractions, fnmr, limit) for limit in PAUC_LIMITS}}
@@ -135,7 +141,7 @@ def identity_bootstrap(identities, statistic, *, n_boot: int = 200, level: float
     of the two images). An identity drawn m times contributes its images and genuine pairs m times, and an
     impostor pair of identities drawn m_i and m_j times m_i * m_j times. statistic(index) gets the item indices
     of one resample (with repeats) and returns a float (NaN allowed). Returns (low, high), or (None, None) when
-    fewer than 2 identities or half the resamples give NaN."""
+    there are fewer than 2 identities or more than half the resamples give NaN."""
     ids = np.asarray(identities)
     ids = ids[:, None] if ids.ndim == 1 else ids
     unique, codes = np.unique(ids, return_inverse=True)

@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from losses import HEADS
 
-from .config import HeadConfig, RunConfig, _apply, _load_toml, apply_overrides, set_value, validate
+from .config import (HeadConfig, RunConfig, _apply, _load_toml, _switch_head, apply_overrides, resolved_head,
+                     set_value, validate)
 from .data_source import synthetic_faces
 from .evaluate import EVAL_VERSION, evaluate_run
 from .runstate import atomic_json, json_safe
@@ -63,6 +64,7 @@ SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "
 QUICK_KEYS = ("base", "set", "axes")
 SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
 RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
+FAILED_FILE = "failed.json"     # a run that raised (e.g. diverged): its error; retried only when asked
 META_FILE = "sweep_run.json"    # written before training: which sweep, axis values and fingerprint made the folder
 
 
@@ -222,8 +224,7 @@ def column_name(key: str) -> str:
 def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
     """Every run of the spec, in axis order (the first axis varies slowest), with its resolved config."""
     base = _load_toml(spec.base)
-    for key, value in spec.set.items():
-        set_value(base, key.split("."), value)
+    _set_all(base, spec.set)
     apply_overrides(base, overrides)
     runs, defaults = [], RunConfig().to_dict()
     for combo in itertools.product(*spec.axes.values()):
@@ -246,8 +247,7 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
         for o in spec.overrides:
             if all(axes.get(k) == v for k, v in o.get("match", {}).items()):
                 updates.update(o.get("set", {}))
-        for key, value in updates.items():
-            set_value(values, key.split("."), value)
+        _set_all(values, updates)
         try:
             cfg = _apply(RunConfig(), values)
             validate(cfg)
@@ -256,9 +256,18 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
         fp = cfg.fingerprint()
         name = "_".join(_short(a, v) for a, v in axes.items())
         cfg.out = os.path.join(out, "runs", f"{name}-{fp[:10]}")
-        columns = {column_name(k): _lookup(cfg.to_dict(), k) for k in spec.columns}
+        resolved = {**cfg.to_dict(), "head": {"name": cfg.head.name, "params": resolved_head(cfg).hparams}}
+        columns = {column_name(k): _lookup(resolved, k) for k in spec.columns}
         runs.append(Run(cfg, axes, name, fp, columns))
     return runs
+
+
+def _set_all(values: dict, updates: dict) -> None:
+    """Dotted keys into a values dict, with --set's rule that a new head.name drops the old head's params."""
+    if "head.name" in updates and "head.params" not in updates:
+        _switch_head(values, updates["head.name"], "sweep sets head.name")
+    for key, value in updates.items():
+        set_value(values, key.split("."), value)
 
 
 def _head_table(spec: SweepSpec, label: str, base_head: dict) -> dict:
@@ -297,35 +306,46 @@ def run_status(run: Run) -> str:
         if stored != run.fingerprint:
             raise ValueError(f"{run.folder} holds a run of fingerprint {stored}, not {run.fingerprint}; move it away")
     if os.path.isfile(os.path.join(run.folder, RESULT_FILE)):
-        return "done" if stored_evaluation(run.folder) == (EVAL_VERSION, asdict(run.cfg.eval)) else "re-evaluate"
+        return "done" if stored_evaluation(run.folder) == evaluation_of(run.cfg) else "re-evaluate"
+    if os.path.isfile(os.path.join(run.folder, FAILED_FILE)):
+        return "failed"
     return "resume" if os.path.isfile(os.path.join(run.folder, "config.json")) else "new"
 
 
+def evaluation_of(cfg: RunConfig) -> tuple:
+    """What a current evaluation of this run is: suite version, settings, verification packs, final checkpoint."""
+    return EVAL_VERSION, asdict(cfg.eval), list(cfg.data.eval_bins), "final.pt"
+
+
 def stored_evaluation(folder: str) -> tuple:
-    """(version of the suite's evaluation, evaluation settings) that made the run's eval/metrics.json."""
+    """The same tuple for the evaluation stored in the run's eval/metrics.json."""
     path = os.path.join(folder, "eval", "metrics.json")
     if not os.path.isfile(path):
-        return 0, None
+        return ()
     with open(path) as f:
         m = json.load(f)
-    return m.get("eval_version", 1), m.get("eval_config")
+    return m.get("eval_version", 1), m.get("eval_config"), m.get("eval_bins"), m.get("checkpoint")
 
 
 # --- training ----------------------------------------------------------------------------------------------------
 def train_in_worker(cfg_dict: dict, threads: int, slot: int = 0):
-    """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds). Worker `slot` uses
-    GPU slot mod the GPU count, so --jobs N spreads runs over the GPUs of one machine."""
+    """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds, error). A run that
+    fails (e.g. TrainingDiverged) returns its error instead of raising, so the other runs and the tables go on.
+    Worker `slot` uses GPU slot mod the GPU count, so --jobs N spreads runs over the GPUs of one machine."""
     torch.set_num_threads(threads)
     cfg = RunConfig.from_dict(cfg_dict)
     if torch.cuda.is_available() and cfg.train.device != "cpu":
         torch.cuda.set_device(slot % torch.cuda.device_count())
     t0 = time.perf_counter()
-    result = train(cfg, quiet=True)
-    return result["metrics"], time.perf_counter() - t0
+    try:
+        result = train(cfg, quiet=True)
+    except Exception as exc:   # recorded as the run's failure (RUN/failed.json); the sweep carries on
+        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+    return result["metrics"], time.perf_counter() - t0, None
 
 
 def run_all(cfgs: list, jobs: int = 1):
-    """Yield (cfg, metrics, seconds) as each run finishes, in order; jobs > 1 trains in spawned processes
+    """Yield (cfg, metrics, seconds, error) as each run finishes, in order; jobs > 1 trains in spawned processes
     (not forked: a forked child of a process that ran OpenMP work can deadlock)."""
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if jobs <= 1:
@@ -350,10 +370,11 @@ class SweepResult:
 
 
 def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int = 1, dry_run: bool = False,
-             prune: bool = False, describe=None, quiet: bool = False) -> SweepResult | None:
-    """Train what is missing of the spec, reuse what is done, write the tables; returns the rows in spec order.
-    dry_run: print the plan and return None. prune: remove the run folders under OUT/runs that this spec (with
-    these overrides) does not name, listing them, and return None."""
+             prune: bool = False, retry_failed: bool = False, describe=None, quiet: bool = False):
+    """Train what is missing of the spec, reuse what is done, write the tables; returns a SweepResult (rows in
+    spec order). A run that fails is recorded (RUN/failed.json, a `failed` column) and the others go on; it is
+    tried again only with retry_failed. dry_run: print the plan and return None. prune: remove the run folders
+    under OUT/runs that this spec (with these overrides) does not name, listing them, and return None."""
     out = out or spec.default_out()
     if dry_run and prune:
         raise ValueError("--dry-run and --prune exclude each other")
@@ -376,10 +397,18 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     for r in runs:
         if status[r.folder] == "re-evaluate":
             say(f"{r.name}: evaluated by an older version or with other eval settings; evaluating its checkpoint again")
-            evaluate_run(r.folder, eval_cfg=r.cfg.eval)
+            faces = synthetic_faces(r.cfg) if r.cfg.data.source == "synthetic" else None
+            evaluate_run(r.folder, faces=faces, device=r.cfg.train.device, eval_cfg=r.cfg.eval,
+                         eval_bins=r.cfg.data.eval_bins)
             status[r.folder] = "done"
-    todo = [r for r in runs if status[r.folder] != "done"]
-    reused = len(runs) - len(todo)
+        if status[r.folder] == "failed" and retry_failed:
+            os.remove(os.path.join(r.folder, FAILED_FILE))
+            status[r.folder] = "resume"
+    failed = [r.name for r in runs if status[r.folder] == "failed"]
+    if failed:
+        say(f"{len(failed)} run(s) failed before and are not retried (--retry-failed): {', '.join(failed)}")
+    todo = [r for r in runs if status[r.folder] not in ("done", "failed")]
+    reused = len(runs) - len(todo) - len(failed)
     if reused:
         say(f"{reused} run(s) reused from {out}/runs")
     for r in todo:
@@ -395,13 +424,17 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     t0 = time.perf_counter()
     bar = tqdm(total=len(runs), initial=reused, desc=f"{spec.name} runs", unit="run", file=sys.stdout,
                disable=quiet)
-    for cfg, metrics, seconds in run_all([r.cfg for r in todo], jobs):
+    for cfg, metrics, seconds, error in run_all([r.cfg for r in todo], jobs):
         run = by_folder[cfg.out]
-        row = result_row(run, metrics, seconds)
-        atomic_json(os.path.join(run.folder, RESULT_FILE), row)
+        if error:
+            atomic_json(os.path.join(run.folder, FAILED_FILE), {"error": error, "seconds": seconds})
+            bar.write(f"{run.name}: FAILED ({error}); recorded in {run.folder}/{FAILED_FILE}")
+        else:
+            row = result_row(run, metrics, seconds)
+            atomic_json(os.path.join(run.folder, RESULT_FILE), row)
+            if describe:
+                bar.set_postfix(last=describe(row))
         bar.update(1)
-        if describe:
-            bar.set_postfix(last=describe(row))
     bar.close()
     rows = [load_row(r) for r in runs]
     result = SweepResult(spec, out, runs, rows, len(todo), summarise(rows, list(spec.axes)),
@@ -429,19 +462,32 @@ def result_row(run: Run, metrics: dict, seconds: float) -> dict:
     """The table row of a finished run: axis values, head, seed, recorded config values, metrics, time. What is
     stored as RUN/result.json is this row; the metric columns are always read again from RUN/eval/metrics.json
     (load_row), so a re-evaluated run shows its new evaluation."""
+    row = describe_run(run)
+    row.update(metric_columns(metrics))
+    row.update(seconds=seconds, fingerprint=run.fingerprint, run=run.folder)
+    return row
+
+
+def describe_run(run: Run) -> dict:
+    """The columns that say which run a row is: axis values, head, seed, recorded config values, head params."""
     cfg = run.cfg
     row = {column_name(a): v for a, v in run.axes.items()}
     row.setdefault("head", cfg.head.name)
     row.setdefault("seed", cfg.train.seed)
     row.update(run.columns)
     row.update(head_name=cfg.head.name, head_params=json.dumps(cfg.head.params, sort_keys=True))
-    row.update(metric_columns(metrics))
-    row.update(seconds=seconds, fingerprint=run.fingerprint, run=run.folder)
     return row
 
 
 def load_row(run: Run) -> dict:
-    """A finished run's row: its stored description and time, with the metric columns of its current evaluation."""
+    """A finished run's row: its stored description and time, with the metric columns of its current evaluation;
+    a failed run's row: its description and the error in `failed`, no metrics."""
+    failed = os.path.join(run.folder, FAILED_FILE)
+    if not os.path.isfile(os.path.join(run.folder, RESULT_FILE)) and os.path.isfile(failed):
+        with open(failed) as f:
+            stored = json.load(f)
+        return {**describe_run(run), "failed": stored["error"], "seconds": stored["seconds"],
+                "fingerprint": run.fingerprint, "run": run.folder}
     with open(os.path.join(run.folder, RESULT_FILE)) as f:
         stored = json.load(f)
     with open(os.path.join(run.folder, "eval", "metrics.json")) as f:
@@ -551,10 +597,12 @@ def write_tables(result: SweepResult) -> None:
     out, name = result.out, result.spec.name
     os.makedirs(out, exist_ok=True)
     write_csv(os.path.join(out, f"{name}.csv"), result.rows)
-    if result.summary:
-        write_csv(os.path.join(out, f"{name}_summary.csv"), result.summary)
-    if result.comparison:
-        write_csv(os.path.join(out, f"{name}_comparison.csv"), result.comparison)
+    for suffix, table in (("summary", result.summary), ("comparison", result.comparison)):
+        path = os.path.join(out, f"{name}_{suffix}.csv")
+        if table:
+            write_csv(path, table)
+        elif os.path.isfile(path):
+            os.remove(path)   # derived from runs of another spec; the current spec has no such table
     c = result.runs[0].cfg
     atomic_json(os.path.join(out, f"{name}.json"), {
         "sweep": name, "quick": result.spec.quick, "axes": result.spec.axes,

@@ -21,9 +21,10 @@ def make_run(tmp_path, norms, cos, lse, rows):
 
 def test_magnitudes_at_the_optimum_agree_perfectly(tmp_path):
     rng = np.random.default_rng(0)
-    cos = rng.uniform(0.05, 0.95, 64)
+    cos = rng.uniform(-0.6, 0.95, 64)   # cos <= 0: no margin under the head's "easy" policy, so a* = u_a there
     lse = rng.uniform(3, 12, 64)
     a_star = theory.optimal_magnitude(cos, lse, **HP, theta_policy="easy")
+    assert np.all(a_star[cos <= 0] == HP["u_a"]) and (cos <= 0).any()
     rows = [{"epoch": 0, "loss": 4.0}, {"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 2.7},
             {"epoch": 1, "loss": 2.7, "margin_p5": 0.5, "margin_p50": 0.6, "margin_p95": 0.675}]
     d = training_diagnostics(str(tmp_path), make_run(tmp_path, a_star, cos, lse, rows))
@@ -40,3 +41,12 @@ def test_no_lse_neg_or_no_optimum_gives_nan_not_a_number_made_up(tmp_path):
                                                      np.full(3, np.nan), [{"epoch": 0, "loss": 1.0}]))
     assert np.isnan(d["theory_rho_a_astar"]) and d["train_loss_change_last_epoch"] is None
     assert d["train_cos_nonpositive_share"] == pytest.approx(1 / 3)
+
+
+def test_a_policy_without_a_derived_optimum_reports_nan(tmp_path):
+    cos = np.array([0.2, 0.5, 0.7])
+    cfg = make_run(tmp_path, np.array([5.0, 9.0, 20.0]), cos, np.array([3.0, 4.0, 5.0]), [{"epoch": 0, "loss": 1.0}])
+    cfg.head.params = {**cfg.head.params, "theta_policy": "threshold"}
+    d = training_diagnostics(str(tmp_path), cfg)
+    assert np.isnan(d["theory_rho_a_astar"]) and np.isnan(d["theory_gap_median"])
+    assert d["theory_assumption_share"] == pytest.approx(np.mean(np.arccos(cos) + 0.8 <= np.pi / 2))

@@ -26,8 +26,9 @@ def test_threshold_at_fmr_and_brute_force_erc():
     assert np.mean(scores[~issame] > thr) <= 0.05
     assert np.mean(scores[~issame] >= thr) > 0.05 - 1e-12  # the next lower threshold would exceed the FMR
     erc = metrics.error_versus_discard(scores, issame, quality, fmr=0.05, threshold="fixed")
+    mated = np.sort(quality[issame])   # the fixed-threshold (ISO) curve discards mated comparisons
     for r, fnmr in zip(erc["fractions"], erc["fnmr"]):
-        cut = np.sort(quality)[int(r * n)] if int(r * n) < n else np.inf
+        cut = mated[int(r * len(mated))]
         keep = quality >= cut
         expected = np.mean(scores[keep & issame] <= thr)
         assert fnmr == pytest.approx(expected)
@@ -149,7 +150,7 @@ def test_identity_bootstrap_covers_the_truth_and_resamples_identities():
     assert metrics.identity_bootstrap(np.zeros(5, int), lambda idx: 1.0) == (None, None)
 
 
-def test_official_area_covers_the_defined_prefix_as_the_script_draws_it():
+def test_official_area_is_undefined_unless_the_whole_curve_is_and_where_the_curve_stops():
     fr = np.arange(0, 0.98, 0.05)
     rng = np.random.default_rng(5)
     n = 2400
@@ -160,6 +161,20 @@ def test_official_area_covers_the_defined_prefix_as_the_script_draws_it():
     defined = np.isfinite(erc["fnmr"])
     k = int(np.argmin(defined))
     assert 2 <= k < len(fr) and not defined[k:].any()
-    assert erc["defined_up_to"] == pytest.approx(fr[k - 1])
-    from scipy.integrate import trapezoid
-    assert erc["area"] == pytest.approx(trapezoid(erc["fnmr"][:k], fr[:k]) / fr[k - 1])
+    assert erc["defined_up_to"] == pytest.approx(fr[k - 1]) and np.isnan(erc["area"])
+
+
+def test_fixed_protocol_discards_mated_comparisons_and_no_impostors_is_nan_not_a_crash():
+    rng = np.random.default_rng(6)
+    n = 1000
+    issame = rng.random(n) < 0.3
+    quality = rng.random(n)
+    scores = np.where(issame, 0.5, 0.0) + 0.2 * rng.standard_normal(n)
+    edc = metrics.error_versus_discard(scores, issame, quality, fmr=1e-2, threshold="fixed")
+    mated = np.sort(quality[issame])
+    t = metrics.threshold_at_fmr(scores, issame, 1e-2)
+    cut = mated[int(0.5 * len(mated))]
+    assert edc["fnmr"][10] == pytest.approx(np.mean(scores[issame & (quality >= cut)] <= t))   # 50 % of mated gone
+    only_genuine = metrics.error_versus_discard(scores[issame], issame[issame], quality[issame], fmr=1e-2,
+                                                threshold="fixed")
+    assert np.all(np.isnan(only_genuine["fnmr"])) and np.isnan(metrics.threshold_at_fmr([0.1, 0.2], [True, True], 0.1))

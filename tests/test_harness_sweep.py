@@ -110,3 +110,18 @@ def test_cli_sweep_dry_run_and_prune_without_spec(tmp_path, capsys, refused):
     assert not (tmp_path / "o" / "runs").exists()
     assert "a sweep spec is required" in refused(harness_main, "sweep", "--prune")
     assert "unknown key(s) ['foo']" in refused(harness_main, "sweep", write_spec(tmp_path, 'foo = 1\n', "bad.toml"))
+
+
+def test_a_failed_run_is_recorded_the_others_go_on_and_it_is_retried_only_when_asked(tmp_path):
+    spec = load_spec(write_spec(tmp_path, '[axes]\n"optim.lr" = [0.05, 1e30]\n'))
+    over = TINY + ["train.epochs=1", f'data.cache_dir="{tmp_path / "cache"}"', "eval.bootstrap=0"]
+    result = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
+    ok, bad = result.rows
+    assert ok["accuracy"] is not None and "failed" not in ok
+    assert bad["failed"].startswith("TrainingDiverged: non-finite") and bad.get("accuracy") is None
+    assert json.load(open(f"{result.runs[1].folder}/failed.json"))["error"] == bad["failed"]
+    assert [r["lr"] for r in json.load(open(tmp_path / "o" / "t.json"))["runs"]] == [0.05, 1e30]
+    again = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
+    assert again.trained == 0 and again.rows[1]["failed"] == bad["failed"]
+    retried = run_spec(spec, str(tmp_path / "o"), over, quiet=True, retry_failed=True)
+    assert retried.trained == 1 and retried.rows[1]["failed"].startswith("TrainingDiverged")

@@ -39,14 +39,13 @@ def imports(name: str, path: str):
             targets = [f"{stem}.{a.name}" for a in node.names] + [stem]
         else:
             continue
-        for t in targets:
+        for t in targets:   # every imported name (from . import a, b: both a and b)
             parts = t.split(".")
             while parts and ".".join(parts) not in MODULES:
                 parts.pop()
             dep = ".".join(parts)
             if dep and dep != name and not name.startswith(dep + "."):
                 yield dep, node.lineno, id(node) in top
-                break
 
 
 GRAPH = {m: {d for d, _, _ in imports(m, p)} for m, p in MODULES.items()}
