@@ -6,7 +6,8 @@ A spec (configs/sweeps/*.toml):
 
     name = "ablation"                      # table names; default output results/<name> (--quick: <name>_quick)
     base = "../cpu_synthetic_ablation.toml"   # the harness config of every run, relative to the spec
-    columns = ["head.params.lambda_g"]     # config values recorded as table columns (beside the axes)
+    columns = ["head.params.lambda_g"]     # config values recorded as table columns (head params: resolved)
+    reference = "magface"                  # optional: <name>_comparison.csv pairs every head with this one
     [set]                                  # dotted config keys applied to every run
     "train.epochs" = 3
     [axes]                                 # the grid, in this order: a dotted config key, or
