@@ -96,7 +96,14 @@ def print_comparison(comparison):
         diff = c["diff_vs_magface"]
         ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
         print(f"  {c['condition']:<8}{c['head']:<12}{c['metric']:<14}"
-              f"{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: {c['verdict']}")
+              f"{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: {verdict_in_points(c)}")
+
+
+def verdict_in_points(c) -> str:
+    """The verdict with the detectable difference in points (the tables keep the metric's own units)."""
+    if c["verdict"].startswith("no detectable") and c["detectable"] is not None:
+        return f"no detectable difference at {c['seeds']} seeds (could detect {100 * c['detectable']:.1f} points)"
+    return c["verdict"]
 
 
 def noise_robustness(rows) -> list:
@@ -118,7 +125,8 @@ def noise_robustness(rows) -> list:
                     "drop_minus_magface": None if did["diff"] is None else -did["diff"],
                     "did_ci_low": None if did["diff_ci_high"] is None else -did["diff_ci_high"],
                     "did_ci_high": None if did["diff_ci_low"] is None else -did["diff_ci_low"],
-                    "verdict": did["verdict"] if h != "magface" else "reference", "seeds": did["seeds"]})
+                    "verdict": did["verdict"] if h != "magface" else "reference", "detectable": did["detectable"],
+                    "seeds": did["seeds"]})
     return out
 
 
@@ -126,9 +134,9 @@ def print_robustness(rows):
     print("\naccuracy lost to noise (clean - noisy, points) and that loss minus MagFace's [95 % t interval]")
     for r in rows:
         drop = "n/a" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.2f}"
-        did = ("" if r["did_ci_low"] is None else
+        did = ("" if r["did_ci_low"] is None or r["head"] == "magface" else
                f"  minus MagFace {100 * r['drop_minus_magface']:+.2f} [{100 * r['did_ci_low']:+.2f}, "
-               f"{100 * r['did_ci_high']:+.2f}]: {r['verdict']}")
+               f"{100 * r['did_ci_high']:+.2f}]: {verdict_in_points(r)}")
         print(f"  {r['head']:<12}{drop}{did}")
 
 

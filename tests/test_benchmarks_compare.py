@@ -35,7 +35,7 @@ def test_every_head_on_clean_and_noisy_data_then_reuse(tmp_path):
     with open(tmp_path / "cmp" / "compare_losses_comparison.csv") as f:
         comparison = list(csv.DictReader(f))
     assert {c["head"] for c in comparison} == set(heads) - {"magface"}
-    assert all(c["verdict"] == "not computable: 1 paired seed(s), need 2" for c in comparison)   # one seed
+    assert all(c["verdict"].startswith("not computable: ") for c in comparison)   # one seed: no interval
     with open(tmp_path / "cmp" / "noise_robustness.csv") as f:
         assert [r["head"] for r in csv.DictReader(f)] == heads
     # a second seed for one head: seed 0 is reused on both conditions, seed 1 is trained
