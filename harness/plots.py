@@ -138,7 +138,7 @@ def erc_curves(panels: dict, fmr: float, title: str):
     for ax, (panel, curves) in zip(axes[0], panels.items()):
         for (name, (fractions, fnmr)), colour, ls in zip(curves.items(), PALETTE, ["-", "-", "-", "--", ":", "-."]):
             ax.plot(100 * np.asarray(fractions), fnmr, ls, color=colour, lw=1.8, label=name)
-        ax.set_xlabel("pairs discarded, lowest quality first (%)")
+        ax.set_xlabel("share discarded, lowest quality first (%)")
         ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
         ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
