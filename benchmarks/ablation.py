@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
 from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, run_benchmark_sweep
+from harness.evaluate import paired_accuracy_difference
 from harness.plots import ablation_heatmaps, publish_figure
+from harness.sweep import write_csv
 
 SPEC = "configs/sweeps/ablation.toml"
 L_M, U_M = "head.params.l_m", "head.params.u_m"
@@ -50,9 +53,12 @@ def main(argv=None):
     result = run_benchmark_sweep(args, spec, describe=lambda r: f"({r['l_m']:g},{r['u_m']:g}) acc {r['accuracy']:.3f}")
     if result is None:   # --dry-run or --prune
         return
-    print_table(result.rows)
-    publish_figure(heatmap_figure(result.rows), result.out, "ablation_heatmaps.png", args.figures, args.quick)
-    print(f"wrote {result.out}/ablation.csv, ablation.json, ablation_heatmaps.png "
+    versus = versus_paper_cell(result.rows)
+    if versus:
+        write_csv(os.path.join(result.out, "ablation_vs_paper.csv"), versus)
+    print_table(result.rows, versus)
+    publish_figure(heatmap_figure(result.rows, versus), result.out, "ablation_heatmaps.png", args.figures, args.quick)
+    print(f"wrote {result.out}/ablation.csv, ablation.json, ablation_vs_paper.csv, ablation_heatmaps.png "
           f"({time.perf_counter() - t0:.0f} s for {result.trained} new cell(s))")
 
 
@@ -62,24 +68,57 @@ def load_table(out) -> list:
         return json.load(f)["runs"]
 
 
-def heatmap_figure(table):
-    """Heatmaps of every metric that has values, the paper's and the official code's cells outlined."""
+def versus_paper_cell(table) -> list:
+    """Each cell's accuracy minus the paper's (0.40, 0.80) cell on the same evaluation pairs, with a 95 % CI over
+    evaluation identities and a verdict (one seed per cell: the CI holds evaluation noise, not seed noise).
+    Empty when the grid has no paper cell."""
+    ref = [r for r in table if (r["l_m"], r["u_m"]) == PAPER_CELL and not r.get("failed")]
+    if not ref:
+        return []
+    rows = []
+    for r in table:
+        if r.get("failed") or r is ref[0]:
+            continue
+        d = paired_accuracy_difference(r["run"], ref[0]["run"])
+        rows.append({"l_m": r["l_m"], "u_m": r["u_m"], "seed": r["seed"], "accuracy": r["accuracy"],
+                     "accuracy_ci_low": r.get("accuracy_ci_low"), "accuracy_ci_high": r.get("accuracy_ci_high"),
+                     "diff_vs_paper_cell": d["diff"], "diff_ci_low": d["diff_ci_low"],
+                     "diff_ci_high": d["diff_ci_high"], "verdict": d["verdict"],
+                     "noise_in_ci": "evaluation identities (one seed per cell: seed noise not included)"})
+    return rows
+
+
+def heatmap_figure(table, versus=()):
+    """Heatmaps of every metric that has values with each cell's 95 % CI, the paper's and the official code's cells
+    outlined; on accuracy, ▲/▼ marks a cell whose paired difference to the paper's cell excludes 0."""
     p = table[0]
     shown = [(k, label) for k, label in METRICS if any(r.get(k) is not None for r in table)]
+    stars = {(v["l_m"], v["u_m"]): "▲" if v["verdict"] == "better" else "▼" for v in versus
+             if v["verdict"] in ("better", "worse")}
+    band = (f"[l_a, u_a]=[{p['l_a']}, {p['u_a']}]" if p["l_a"] != "auto"
+            else f"band auto (quantiles {p.get('auto_quantiles')}), λ_g {p['lambda_g']} "
+                 f"(×{p.get('lambda_g_ratio', 1):.2f} bound)")
     return ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
-                             title=f"MagFace (l_m, u_m) ablation, λ_g={p['lambda_g']}, [l_a, u_a]=[{p['l_a']}, "
-                                   f"{p['u_a']}], s={p['s']}")
+                             stars={"accuracy": stars},
+                             title=f"MagFace (l_m, u_m) ablation, {band}, s={p['s']}, one seed per cell; "
+                                   "▲▼: accuracy differs from the paper's cell (95 % CI, evaluation identities)")
 
 
-def print_table(table):
+def print_table(table, versus=()):
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-    print(f"{'l_m':>6}{'u_m':>6}{'accuracy':>11}{'TAR@1e-2':>10}{'rho(mag,q)':>12}{'ERC (MagFace)':>15}"
-          f"{'EDC pAUC20 (ISO)':>18}{'seconds':>9}")
+    by_cell = {(v["l_m"], v["u_m"]): v for v in versus}
+    print(f"{'l_m':>6}{'u_m':>6}{'accuracy [95% CI]':>24}{'vs (0.40,0.80) [95% CI]':>26}  {'verdict':<12}"
+          f"{'TAR@1e-2':>9}{'rho(mag,q)':>11}{'ERC (MagFace)':>14}{'EDC pAUC20':>11}{'m span':>8}{'s':>5}")
     for r in table:
-        tar = r.get("tar_far_0.01")
-        print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{100 * r['accuracy']:>10.2f}%{fmt(tar and 100 * tar, '.2f'):>9}%"
-              f"{fmt(r['spearman_rho'], '+.3f'):>12}{fmt(r['erc_area_magface'], '.4f'):>15}"
-              f"{fmt(r['edc_pauc_20'], '.4f'):>18}{r['seconds']:>9.0f}")
+        tar, v = r.get("tar_far_0.01"), by_cell.get((r["l_m"], r["u_m"]))
+        ci = lambda lo, hi: "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"  # noqa: E731
+        acc = f"{100 * r['accuracy']:.2f}{ci(r.get('accuracy_ci_low'), r.get('accuracy_ci_high'))}"
+        diff = ("reference" if v is None
+                else f"{100 * v['diff_vs_paper_cell']:+.2f}{ci(v['diff_ci_low'], v['diff_ci_high'])}")
+        verdict = "" if v is None else v["verdict"].split(" (")[0]
+        print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{acc:>24}{diff:>26}  {verdict:<12}{fmt(tar and 100 * tar, '.2f'):>8}%"
+              f"{fmt(r['spearman_rho'], '+.3f'):>11}{fmt(r['erc_area_magface'], '.4f'):>14}"
+              f"{fmt(r['edc_pauc_20'], '.4f'):>11}{fmt(r.get('margin_span_share'), '.0%'):>8}{r['seconds']:>5.0f}")
 
 
 if __name__ == "__main__":

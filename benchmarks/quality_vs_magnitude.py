@@ -23,6 +23,7 @@ from harness import metrics
 from harness.cli import add_output_args, add_sweep_args, benchmark_spec, run_benchmark_sweep
 from harness.config import RunConfig
 from harness.data_source import synthetic_faces
+from harness.diagnostics import optimum_curve
 from harness.evaluate import load_eval
 from harness.plots import (erc_curves, magnitude_histograms, magnitude_vs_cosine, magnitude_vs_quality, publish_figure,
                            sorted_image_grid)
@@ -56,7 +57,10 @@ def load_results(out):
                      "spearman_rho": agreement["spearman_rho"], "mean_norm": float(ev[head]["norms"].mean())})
         last = sorted(os.listdir(os.path.join(r["run"], "dumps")))[-1]
         with np.load(os.path.join(r["run"], "dumps", last)) as z:
-            dumps[head] = (z["norms"], z["cos_target"], z["per_sample_loss"])
+            dump = {k: z[k] for k in z.files}
+        with open(os.path.join(r["run"], "config.json")) as f:
+            cfg = RunConfig.from_dict(json.load(f))
+        dumps[head] = (dump["norms"], dump["cos_target"], optimum_curve(r["run"], cfg, dump))
     mag = ev["magface"]
     scores, issame = mag.get("quality_scores", mag["scores"]), mag["issame"]   # unflipped unless eval.flip_for_quality
     pair_q = lambda n: np.minimum(n[mag["left"]], n[mag["right"]])  # noqa: E731

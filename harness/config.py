@@ -65,6 +65,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     power: float = 2.0                 # poly schedule exponent
     grad_clip: float = 0.0             # max global grad norm; 0 disables
+    clip_head: bool = False            # clip head and backbone together (else the backbone only, as insightface)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class TrainConfig:
     checkpoint_every: int = 500        # steps between checkpoints (and one at the end of every epoch)
     max_steps: int = 0                 # stop early after this many steps in total (0: run all epochs)
     shard_centres: bool = True         # under torchrun: split the class centres over the ranks (else replicate)
+    calibrate_at_epoch: float = 1.0    # MagFace with l_a = u_a = "auto": when the band is measured (see losses/magface)
 
 
 @dataclass

@@ -22,7 +22,9 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
     """Scalars for the run's table row (train_*, margin_*, theory_*) plus `theory_by_step`, one entry per dump."""
     rows = _log_rows(run_dir)
     out = _loss_flattening(rows)
-    hp = resolved_head(cfg).hparams
+    calibrated = _calibration(run_dir)
+    hp = {**resolved_head(cfg).hparams, **{k: v for k, v in calibrated.items() if k != "step"}}
+    out.update({f"calibrated_{k}": v for k, v in calibrated.items() if k != "step"})
     if rows and "margin_p5" in rows[-1] and hp["u_m"] > hp["l_m"]:
         last = rows[-1]
         out.update(margin_p5=last["margin_p5"], margin_p50=last["margin_p50"], margin_p95=last["margin_p95"],
@@ -31,10 +33,13 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
     if dumps:
         cos = dumps[-1][1]["cos_target"]
         out.update(train_cos_median=float(np.median(cos)), train_cos_nonpositive_share=float(np.mean(cos <= 0)))
-    if cfg.head.name in MAGNITUDE_HEADS and dumps:
-        by_step = [dict(step=step, **theory_agreement(d, hp, MAGNITUDE_HEADS[cfg.head.name])) for step, d in dumps]
-        out.update({k: v for k, v in by_step[-1].items() if k != "step"})
-        out["theory_by_step"] = by_step
+    if cfg.head.name in MAGNITUDE_HEADS and dumps and not isinstance(hp["l_a"], str):   # (an uncalibrated "auto")
+        since = calibrated.get("step", 0)    # before an "auto" band's calibration the head had no band to test
+        by_step = [dict(step=step, **theory_agreement(d, hp, MAGNITUDE_HEADS[cfg.head.name]))
+                   for step, d in dumps if step >= since]
+        if by_step:
+            out.update({k: v for k, v in by_step[-1].items() if k != "step"})
+            out["theory_by_step"] = by_step
     return out
 
 
@@ -54,6 +59,34 @@ def theory_agreement(dump, hp: dict, form: str) -> dict:
     return {"theory_rho_a_astar": float(rho),
             "theory_gap_median": float(np.median(np.abs(a - a_star)) / (hp["u_a"] - hp["l_a"])),
             "theory_assumption_share": share}
+
+
+def optimum_curve(run_dir: str, cfg: RunConfig, dump: dict, points: int = 200):
+    """The theory's a*(cos theta_y) at the dump's median lse_neg with the run's own parameters and theta policy, over
+    the dump's range of cos theta_y: (cos grid, a*), or None for a head without a magnitude band or a dump without
+    lse_neg. Drawn over the paper's Fig. 3 to show whether training reaches the theorem's optimum."""
+    hp = {**resolved_head(cfg).hparams, **{k: v for k, v in _calibration(run_dir).items() if k != "step"}}
+    lse = dump.get("lse_neg")
+    policy = hp.get("theta_policy", "none")
+    if (cfg.head.name not in MAGNITUDE_HEADS or isinstance(hp["l_a"], str) or lse is None
+            or not np.all(np.isfinite(lse)) or policy not in ("none", "easy")):
+        return None
+    cos = np.clip(dump["cos_target"].astype(float), -1, 1)
+    grid = np.linspace(cos.min(), cos.max(), points)
+    a_star = theory.optimal_magnitude(grid, float(np.median(lse)), s=hp["s"], lambda_g=hp["lambda_g"], l_a=hp["l_a"],
+                                      u_a=hp["u_a"], l_m=hp["l_m"], u_m=hp["u_m"], form=MAGNITUDE_HEADS[cfg.head.name],
+                                      theta_policy=policy)
+    return grid, a_star
+
+
+def _calibration(run_dir: str) -> dict:
+    """The band an "auto" MagFace run measured (calibration.json), to stand in for the "auto" of its config."""
+    path = os.path.join(run_dir, "calibration.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        info = json.load(f)
+    return {k: info[k] for k in ("l_a", "u_a", "lambda_g", "step")}
 
 
 def _log_rows(run_dir: str) -> list:

@@ -187,6 +187,31 @@ def load_eval(run_dir: str, name: str = "synthetic") -> dict:
         return {k: z[k] for k in z.files}
 
 
+def paired_accuracy_difference(run_a: str, run_b: str, n_boot: int = 200, level: float = 0.95,
+                               name: str = "synthetic") -> dict:
+    """Verification accuracy of run a minus run b on the same evaluation pairs, with a CI from resampling the
+    evaluation identities (both runs scored on every resample, so the pairs' shared difficulty cancels). It measures
+    evaluation noise only: the seed-to-seed spread of training is not in it (harness.stats, over seeds, has that).
+    Returns {diff, diff_ci_low, diff_ci_high, verdict}."""
+    a, b = load_eval(run_a, name), load_eval(run_b, name)
+    for key in ("left", "right", "issame", "fold", "identity"):
+        if not np.array_equal(a[key], b[key]):
+            raise ValueError(f"{run_a} and {run_b} were evaluated on different pairs ({key} differs); a paired "
+                             "difference needs the same evaluation set")
+    pairs = np.stack([a["identity"][a["left"]], a["identity"][a["right"]]], axis=1)
+
+    def diff(i):
+        acc = lambda ev: metrics.verification_accuracy(ev["scores"][i], ev["issame"][i], ev["fold"][i])  # noqa: E731
+        return acc(a)["accuracy"] - acc(b)["accuracy"]
+    point = diff(np.arange(len(pairs)))
+    low, high = metrics.identity_bootstrap(pairs, diff, n_boot=n_boot, level=level)
+    if low is None:
+        verdict = "not computable: fewer than 2 identities"
+    else:
+        verdict = "better" if low > 0 else "worse" if high < 0 else "no detectable difference (evaluation noise)"
+    return {"diff": float(point), "diff_ci_low": low, "diff_ci_high": high, "verdict": verdict}
+
+
 def load_metrics(run_dir: str) -> dict:
     with open(os.path.join(run_dir, "eval", "metrics.json")) as f:
         return json.load(f)

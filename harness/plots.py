@@ -49,18 +49,26 @@ def publish_figure(fig, out_dir: str, name: str, figures_dir: str = "", quick: b
     return path
 
 
-def ablation_heatmaps(rows, metrics, marks=None, title=""):
-    """One seaborn heatmap per metric over the (l_m, u_m) grid; `marks` outlines named cells (e.g. the paper's)."""
+def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
+    """One seaborn heatmap per metric over the (l_m, u_m) grid, each cell annotated with its value and, where the
+    row has <metric>_ci_low/_high, its CI; `marks` outlines named cells (e.g. the paper's); stars[metric] maps a
+    cell (l_m, u_m) to a symbol appended to its annotation (e.g. a significant difference)."""
     l_ms = sorted({r["l_m"] for r in rows})
     u_ms = sorted({r["u_m"] for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.9), constrained_layout=True)
     for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
         grid = np.full((len(l_ms), len(u_ms)), np.nan)
+        text = np.full(grid.shape, "", dtype=object)
         for r in rows:
-            grid[l_ms.index(r["l_m"]), u_ms.index(r["u_m"])] = np.nan if r.get(key) is None else r[key]
-        sns.heatmap(grid, ax=ax, annot=True, fmt=".3f", cmap="cividis", cbar=True, square=True,
+            i, j = l_ms.index(r["l_m"]), u_ms.index(r["u_m"])
+            grid[i, j] = np.nan if r.get(key) is None else r[key]
+            low, high = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+            text[i, j] = ("n/a" if r.get(key) is None else f"{r[key]:.3f}"
+                          + (stars or {}).get(key, {}).get((r["l_m"], r["u_m"]), "")
+                          + ("" if low is None or high is None else f"\n[{low:.3f}, {high:.3f}]"))
+        sns.heatmap(grid, ax=ax, annot=text, fmt="", cmap="cividis", cbar=True, square=True,
                     xticklabels=[f"{u:g}" for u in u_ms], yticklabels=[f"{m:g}" for m in l_ms],
-                    annot_kws={"fontsize": 9})
+                    annot_kws={"fontsize": 8})
         ax.set_xlabel("u_m (margin at u_a, rad)")
         ax.set_ylabel("l_m (margin at l_a, rad)")
         ax.set_title(label, fontsize=10)
@@ -116,15 +124,18 @@ def magnitude_histograms(mag, quality, name: str, bins: int = 4):
 
 
 def magnitude_vs_cosine(per_head: dict):
-    """Paper Fig. 3: magnitude against the cosine to the own class centre for the last training batch.
-    per_head: name -> (magnitude [B], cos_target [B], per-sample loss [B])."""
+    """Paper Fig. 3: magnitude against the cosine to the own class centre for the last training batch (Softmax too:
+    the cosine to its linear class centre). per_head: name -> (magnitude [B], cos_target [B], optimum), optimum
+    None or (cos grid, a*): the theory's optimal magnitude at the batch's median lse_neg, drawn as a line."""
     fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
                              squeeze=False)
-    for ax, (name, (mag, cos, loss)), colour in zip(axes[0], per_head.items(), PALETTE):
-        x, label = (cos, "cos θ_y (to own class centre)") if name != "softmax" else (-loss, "negative loss")
-        ax.scatter(x, mag, s=8, color=colour, alpha=0.7)
-        ax.set_title(f"{name}: Spearman ρ = {spearmanr(x, mag)[0]:+.3f}", fontsize=10)
-        ax.set_xlabel(label + "  (hard → easy)")
+    for ax, (name, (mag, cos, optimum)), colour in zip(axes[0], per_head.items(), PALETTE):
+        ax.scatter(cos, mag, s=8, color=colour, alpha=0.7, label="training samples")
+        if optimum is not None:
+            ax.plot(*optimum, color="black", lw=1.5, label="theory a*(cos θ_y), median lse_neg")
+            ax.legend(fontsize=7, loc="best")
+        ax.set_title(f"{name}: Spearman ρ = {spearmanr(cos, mag)[0]:+.3f}", fontsize=10)
+        ax.set_xlabel("cos θ_y to own class centre  (hard → easy)")
         ax.set_ylabel("feature magnitude ‖f‖")
     fig.suptitle("Magnitude vs difficulty in the last training batch (the paper's Fig. 3)", fontsize=11)
     return fig

@@ -152,6 +152,11 @@ class _Run:
     def rank(self) -> int:
         return self.ctx.rank if self.ctx else 0
 
+    @property
+    def calibrate_step(self) -> int:
+        """The step at which an "auto" magnitude band is measured (train.calibrate_at_epoch, at least one step)."""
+        return max(1, round(self.cfg.train.calibrate_at_epoch * self.steps_per_epoch))
+
     def say(self, text: str) -> None:
         if self.verbose and self.main:
             print(text, flush=True)
@@ -161,6 +166,9 @@ def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, 
     """Train (or resume) the run in cfg.out; returns {'run_dir', 'steps', 'metrics' (if evaluated)}."""
     validate(cfg)
     run = _setup(cfg, faces, verbose=not quiet)
+    if getattr(run.head, "auto_band", False) and run.calibrate_step >= run.total_steps:
+        raise ValueError(f"train.calibrate_at_epoch={cfg.train.calibrate_at_epoch} puts the calibration of the 'auto' "
+                         f"magnitude band at step {run.calibrate_step}, but the run has only {run.total_steps} steps")
     _restore(run, resume)
     _write_run_info(run)
     _train_epochs(run)
@@ -281,6 +289,8 @@ def _train_epoch(run: _Run, progress: _Progress) -> bool:
     for step, images, labels in run.source.batches(run.epoch, run.step_in_epoch, cfg.train.batch_size,
                                                    cfg.train.seed, run.rank, run.world):
         lr = _set_learning_rate(run)
+        if getattr(run.head, "needs_calibration", False) and run.global_step >= run.calibrate_step:
+            _calibrate(run)
         out = _step(run, images, labels)
         run.global_step += 1
         run.step_in_epoch = step + 1
@@ -292,9 +302,20 @@ def _train_epoch(run: _Run, progress: _Progress) -> bool:
     return True
 
 
+def _calibrate(run: _Run) -> None:
+    """Measure MagFace's "auto" band from the latest training magnitudes (every rank alike: the head saw the global
+    batch) and record it in calibration.json; the head's buffers carry it into every later checkpoint."""
+    info = {"step": run.global_step, "epoch": run.global_step / run.steps_per_epoch, **run.head.calibrate()}
+    if run.main:
+        atomic_json(os.path.join(run.cfg.out, "calibration.json"), info)
+    run.say(f"calibrated the magnitude band at step {info['step']}: [l_a, u_a] = [{info['l_a']:.3g}, "
+            f"{info['u_a']:.3g}] (quantiles {info['quantiles']} of {info['samples']} training magnitudes), "
+            f"lambda_g = {info['lambda_g']:.4g} (bound {info['lambda_g_min']:.4g})")
+
+
 def _set_learning_rate(run: _Run) -> float:
     o = run.cfg.optim
-    lr = learning_rate(run.global_step, run.steps_per_epoch, run.cfg.train.epochs, lr=o.lr, schedule=o.schedule,
+    lr = learning_rate(run.global_step, run.steps_per_epoch, run.total_steps, lr=o.lr, schedule=o.schedule,
                        milestones=o.milestones, gamma=o.gamma, warmup_epochs=o.warmup_epochs, power=o.power)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -324,11 +345,13 @@ def _step(run: _Run, images, labels):
 
 
 def _clip_gradients(run: _Run) -> None:
-    """Clip by the global norm of backbone and head gradients (under torchrun: over all shards of the head)."""
+    """Clip by the global gradient norm of the backbone (insightface's rule), or of backbone and head together when
+    optim.clip_head is set (under torchrun: over all shards of the head)."""
     run.scaler.unscale_(run.optimizer)
-    backbone, head = list(run.backbone.parameters()), list(run.head.parameters())
+    backbone = list(run.backbone.parameters())
+    head = list(run.head.parameters()) if run.cfg.optim.clip_head else []
     if run.ctx:
-        _torchrun()[0].clip_gradients(backbone, head, run.cfg.optim.grad_clip, run.head.shard)
+        _torchrun()[0].clip_gradients(backbone, head, run.cfg.optim.grad_clip, run.head.shard and bool(head))
     else:
         torch.nn.utils.clip_grad_norm_(backbone + head, run.cfg.optim.grad_clip)
 

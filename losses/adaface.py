@@ -22,8 +22,9 @@ class AdaFaceHead(MarginHead):
     name = "adaface"
 
     def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, m: float = 0.4,
-                 h: float = 0.333, t_alpha: float = 0.01, eps: float = 1e-3, sample_rate: float = 1.0):
-        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate)
+                 h: float = 0.333, t_alpha: float = 0.01, eps: float = 1e-3, sample_rate: float = 1.0,
+                 centre_init: str = "unit"):
+        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate, centre_init=centre_init)
         self.m = checks.real("m", m, low=0.0, high=math.pi / 2)
         self.h = checks.real("h", h, low=0.0)
         self.t_alpha = checks.real("t_alpha", t_alpha, low=0.0, high=1.0)

@@ -45,8 +45,9 @@ class ArcFaceHead(MarginHead):
     name = "arcface"
 
     def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, m: float = 0.5,
-                 theta_policy: str = "threshold", grad_mode: str = "analytic", sample_rate: float = 1.0):
-        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate)
+                 theta_policy: str = "threshold", grad_mode: str = "analytic", sample_rate: float = 1.0,
+                 centre_init: str = "unit"):
+        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate, centre_init=centre_init)
         self.m = checks.real("m", m, low=0.0, high=math.pi, high_open=True)
         self.theta_policy = checks.choice("theta_policy", theta_policy, THETA_POLICIES)
         self.grad_mode = checks.choice("grad_mode", grad_mode, GRAD_MODES)

@@ -6,7 +6,8 @@ float32 under autocast, Partial FC sampling, the fused cosine classifier and cro
 
 The contract of a new head (one file in losses/ plus one line in losses/registry.py's HEADS):
 - a subclass of MarginHead with a class attribute `name` (the registry and config name);
-- a constructor `(num_classes, embedding_size, *, s=..., <its parameters>, sample_rate=1.0)` that calls
+- a constructor `(num_classes, embedding_size, *, s=..., <its parameters>, sample_rate=1.0,
+  centre_init="unit")` that calls
   `super().__init__` and validates each of its parameters with losses/checks.py (a bad value raises ValueError
   naming it and the valid range);
 - the hparams rule: every constructor parameter is stored as an attribute of the same name, because `hparams`
@@ -33,6 +34,10 @@ from .fused import FusedMarginCE
 
 COS_EPS = 1e-6    # cosines are clamped to [-1 + COS_EPS, 1 - COS_EPS] before any sqrt or arccos
 NORM_EPS = 1e-12  # embeddings shorter than this are treated as having this norm when normalised
+# Class centres at start: "unit" rows (the official MagFace code) or "normal" N(0, 0.01^2) (insightface's
+# arcface_torch). With d=128 the latter has |W_j| ~ 0.11, so one SGD step at lr 0.1 turns a centre by tens of
+# degrees: cosine heads start far less stable than with unit rows.
+CENTRE_INITS = ("unit", "normal")
 
 
 @dataclass
@@ -65,14 +70,19 @@ class MarginHead(nn.Module):
     # x W^T (+ bias) on the raw embedding, computed by the head's own `classify` (SoftmaxHead).
     normalised = True
 
-    def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0):
+    def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0,
+                 centre_init: str = "unit"):
         super().__init__()
         self.num_classes = checks.positive_int("num_classes", num_classes)
         self.embedding_size = checks.positive_int("embedding_size", embedding_size)
         self.s = checks.real("s", s, low=0.0, low_open=True)
         self.sample_rate = checks.real("sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
+        self.centre_init = checks.choice("centre_init", centre_init, CENTRE_INITS)
         self.weight = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
         nn.init.normal_(self.weight, std=0.01)
+        if centre_init == "unit":
+            with torch.no_grad():
+                self.weight.div_(self.weight.norm(dim=1, keepdim=True))
 
     # --- what a head defines -------------------------------------------------------------------------------
     def target_logit(self, cos_y: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
@@ -100,7 +110,11 @@ class MarginHead(nn.Module):
     def hparams(self) -> dict:
         """Every constructor parameter with its resolved value: recorded with results and checkpoints."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {"head": self.name, **{p: getattr(self, p) for p in names}}
+        return {"head": self.name, **{p: self._hparam(p) for p in names}}
+
+    def _hparam(self, name: str):
+        """The recorded value of constructor parameter `name` (a head that stores one differently overrides it)."""
+        return getattr(self, name)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams.items() if k != "head")

@@ -18,8 +18,9 @@ class SoftmaxHead(MarginHead):
     name = "softmax"
     normalised = False
 
-    def __init__(self, num_classes: int, embedding_size: int, *, bias: bool = False, sample_rate: float = 1.0):
-        super().__init__(num_classes, embedding_size, s=1.0, sample_rate=sample_rate)
+    def __init__(self, num_classes: int, embedding_size: int, *, bias: bool = False, sample_rate: float = 1.0,
+                 centre_init: str = "unit"):
+        super().__init__(num_classes, embedding_size, s=1.0, sample_rate=sample_rate, centre_init=centre_init)
         if not isinstance(bias, bool):
             raise ValueError(f"bias must be True or False, got {bias!r}")
         self.bias = nn.Parameter(torch.zeros(self.num_classes)) if bias else None
@@ -44,8 +45,9 @@ class NormFaceHead(MarginHead):
 
     name = "normface"
 
-    def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0):
-        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate)
+    def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0,
+                 centre_init: str = "unit"):
+        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate, centre_init=centre_init)
 
     def target_logit(self, cos_y, norms):
         return self.s * cos_y

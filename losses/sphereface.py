@@ -19,8 +19,8 @@ class SphereFaceHead(MarginHead):
     name = "sphereface"
 
     def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, m: float = 4.0,
-                 lam: float = 5.0, sample_rate: float = 1.0):
-        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate)
+                 lam: float = 5.0, sample_rate: float = 1.0, centre_init: str = "unit"):
+        super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate, centre_init=centre_init)
         self.m = checks.real("m", m, low=1.0)
         self.lam = checks.real("lam", lam, low=0.0)
 

@@ -50,8 +50,16 @@ def test_quick_sweep_writes_tables_reuses_resumes_and_keeps_other_configs(tmp_pa
     first = rows(tmp_path)
     assert [(float(r["l_m"]), float(r["u_m"])) for r in first] == [(0.4, 0.7), (0.4, 0.8), (0.45, 0.7), (0.45, 0.8)]
     for r in first:
-        assert 0 <= float(r["accuracy"]) <= 1 and r["edc_pauc_20"] and r["fingerprint"] and float(r["lambda_g"]) == 5.0
+        assert 0 <= float(r["accuracy"]) <= 1 and r["edc_pauc_20"] and r["fingerprint"] and r["lambda_g"] == "auto"
         assert "tar_far_1e-06: fewer than 1/1e-06 impostor pairs" in r["not_computable"]
+        assert float(r["accuracy_ci_low"]) <= float(r["accuracy"]) <= float(r["accuracy_ci_high"])
+        assert float(r["calibrated_l_a"]) < float(r["calibrated_u_a"])
+    with open(tmp_path / "abl" / "ablation_vs_paper.csv") as f:
+        versus = list(csv.DictReader(f))
+    assert [(float(v["l_m"]), float(v["u_m"])) for v in versus] == [(0.4, 0.7), (0.45, 0.7), (0.45, 0.8)]
+    for v in versus:
+        assert float(v["diff_ci_low"]) <= float(v["diff_ci_high"]) and v["verdict"] in (
+            "better", "worse", "no detectable difference (evaluation noise)")
     assert (tmp_path / "abl" / "ablation.json").stat().st_size > 100
     assert (tmp_path / "abl" / "ablation_heatmaps.png").stat().st_size > 20_000
     assert (tmp_path / "fig" / "ablation_heatmaps_quick.png").is_file()

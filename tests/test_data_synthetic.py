@@ -47,6 +47,8 @@ def test_open_set_split_and_balanced_folds(faces):
     ident = faces.eval.identity
     assert np.all((ident[p.left] == ident[p.right]) == p.issame)
     assert np.all(p.left[p.issame] != p.right[p.issame])
+    drawn = {(min(a, b), max(a, b)) for a, b in zip(p.left, p.right)}
+    assert len(drawn) == len(p.issame), "a pair was drawn twice"
     fold_of_identity = {}
     for a, b, f in zip(ident[p.left], ident[p.right], p.fold):
         for i in (a, b):
@@ -110,6 +112,8 @@ def test_cache_round_trip_and_keying(tmp_path):
     ({"degradation_probability": {"fog": 0.5}}, "unknown degradations ['fog']"),
     ({"degradation_probability": {"blur": 1.5}}, "probability of blur must be in [0, 1]"),
     ({"train_images_per_identity": 1}, "train_images_per_identity=1"),
+    ({"pairs_per_fold": 26}, "needs 13 distinct genuine and impostor pairs per fold, but a fold of 2 identities x 4 "
+                             "images has only 12 genuine and 16 impostor pairs"),
 ])
 def test_bad_config(change, message):
     with pytest.raises(ValueError) as err:

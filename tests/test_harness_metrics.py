@@ -1,8 +1,11 @@
 """Evaluation functions against hand-computed cases and brute-force references."""
+import os
+
 import numpy as np
 import pytest
 
 from harness import metrics
+from harness.evaluate import paired_accuracy_difference
 
 
 def test_known_roc_and_tar_at_far():
@@ -178,3 +181,35 @@ def test_fixed_protocol_discards_mated_comparisons_and_no_impostors_is_nan_not_a
     only_genuine = metrics.error_versus_discard(scores[issame], issame[issame], quality[issame], fmr=1e-2,
                                                 threshold="fixed")
     assert np.all(np.isnan(only_genuine["fnmr"])) and np.isnan(metrics.threshold_at_fmr([0.1, 0.2], [True, True], 0.1))
+
+
+def _fake_eval(folder, scores, pairs=None):
+    """A run folder with eval/synthetic.npz as harness.evaluate writes it (only what a paired difference reads)."""
+    rng = np.random.default_rng(0)
+    n_images = 40
+    identity = np.repeat(np.arange(20), 2)
+    left, right = pairs if pairs is not None else (np.arange(0, 40, 2), np.arange(1, 40, 2))
+    issame = identity[left] == identity[right]
+    os.makedirs(folder / "eval")
+    np.savez(folder / "eval" / "synthetic.npz", scores=scores, issame=issame, fold=np.arange(len(left)) % 2,
+             identity=identity, left=left, right=right, norms=rng.random(n_images))
+    return str(folder)
+
+
+def test_paired_accuracy_difference_on_the_same_pairs(tmp_path):
+    rng = np.random.default_rng(1)
+    left = np.r_[np.arange(0, 40, 2), np.arange(0, 38, 2)]
+    right = np.r_[np.arange(1, 40, 2), np.arange(2, 40, 2)]
+    same = np.r_[np.ones(20, bool), np.zeros(19, bool)]
+    good = np.where(same, 0.8, 0.2) + 0.05 * rng.standard_normal(39)
+    poor = np.where(same, 0.6, 0.4) + 0.3 * rng.standard_normal(39)
+    a = _fake_eval(tmp_path / "a", good, (left, right))
+    b = _fake_eval(tmp_path / "b", poor, (left, right))
+    d = paired_accuracy_difference(a, b, n_boot=100)
+    assert d["diff"] > 0 and d["diff_ci_low"] > 0 and d["verdict"] == "better"
+    itself = paired_accuracy_difference(a, a, n_boot=50)
+    assert itself["diff"] == 0 and itself["diff_ci_low"] == itself["diff_ci_high"] == 0
+    assert itself["verdict"] == "no detectable difference (evaluation noise)"
+    other = _fake_eval(tmp_path / "c", good, (right, left))
+    with pytest.raises(ValueError, match="different pairs \\(left differs\\)"):
+        paired_accuracy_difference(a, other)

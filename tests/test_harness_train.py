@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from harness.config import load_config
 from harness.data_source import synthetic_faces
 from harness.evaluate import evaluate_run, load_eval, load_metrics
 from harness.runstate import load_checkpoint
-from harness.trainer import TrainingDiverged, train
+from harness.trainer import TrainingDiverged, _clip_gradients, train
 from losses import HEADS
 from tiny import TINY
 
@@ -87,7 +88,9 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, head):
     base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=12", "train.checkpoint_every=1",
                    f'head.name="{head}"', "model.dropout=0.2", "data.synthetic.label_noise=0.1"]
     if head == "magface":
-        base.append("head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0, sample_rate = 0.5}")
+        # the band is measured at step 20: a kill before it resumes the collection, a kill after it the band
+        base += ["head.params={s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto', sample_rate = 0.5}",
+                 "train.calibrate_at_epoch=4"]
     cmd = lambda out: [sys.executable, "-m", "harness", "train", "--no-eval", "--out", str(out),  # noqa: E731
                        *[a for s in base for a in ("--set", s)]]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -185,3 +188,19 @@ def test_iresnet_family_shapes(name):
     assert net.features.weight.requires_grad  # the final BN's scale is free: the magnitude can move
     with pytest.raises(ValueError, match="multiple of 16"):
         build_backbone(name, 64, 40)
+
+
+@pytest.mark.parametrize("clip_head", [False, True])
+def test_gradient_clipping_covers_the_backbone_or_both(clip_head):
+    backbone, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    for p in [*backbone.parameters(), *head.parameters()]:
+        p.grad = torch.full_like(p, 3.0)
+    cfg = SimpleNamespace(optim=SimpleNamespace(grad_clip=1.0, clip_head=clip_head))
+    run = SimpleNamespace(cfg=cfg, ctx=None, backbone=backbone, head=head, optimizer=None,
+                          scaler=torch.amp.GradScaler("cpu", enabled=False))
+    _clip_gradients(run)
+    norm = lambda m: float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm())  # noqa: E731
+    if clip_head:
+        assert (norm(backbone) ** 2 + norm(head) ** 2) ** 0.5 == pytest.approx(1.0, rel=1e-4)
+    else:
+        assert norm(backbone) == pytest.approx(1.0, rel=1e-4) and norm(head) == pytest.approx(3.0 * 20 ** 0.5)

@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from losses import FeasibilityWarning, build_head, head_parameters
+from losses import HEADS, FeasibilityWarning, build_head, head_parameters
+from losses.magface import PAPER_LAMBDA_G_RATIO
 from reference_heads import reference_loss
 
 
@@ -35,10 +36,11 @@ def test_bad_batches_raise_clear_errors(x, y, message):
 @pytest.mark.parametrize("name,params,message", [
     ("magfce", {}, "unknown head 'magfce'; valid heads: adaface, arcface, cosface"),
     ("arcface", {"margin": 0.5}, "unknown parameter(s) ['margin'] for head 'arcface'; valid parameters: s, m,"),
-    ("magface", {"l_a": 20.0, "u_a": 10.0}, "u_a (must exceed l_a)=10.0 is outside the valid range (20.0, inf)"),
-    ("magface", {"l_a": 10.0, "u_a": 10.0}, "u_a (must exceed l_a)=10.0"),
+    ("magface", {"l_a": 20.0, "u_a": 10.0},
+     "u_a (must exceed l_a, or 'auto')=10.0 is outside the valid range (20.0, inf)"),
+    ("magface", {"l_a": 10.0, "u_a": 10.0}, "u_a (must exceed l_a, or 'auto')=10.0"),
     ("magface", {"l_m": 0.9, "u_m": 0.8}, "u_m (must be >= l_m)=0.8 is outside the valid range [0.9, 3.14"),
-    ("magface", {"l_a": 0.0}, "l_a=0.0 is outside the valid range (0.0, inf)"),
+    ("magface", {"l_a": 0.0}, "l_a (or 'auto')=0.0 is outside the valid range (0.0, inf)"),
     ("cosface", {"s": -1.0}, "s=-1.0 is outside the valid range (0.0, inf)"),
     ("arcface", {"s": float("nan")}, "s=nan"),
     ("arcface", {"theta_policy": "eazy"}, "theta_policy='eazy' is not one of ['easy', 'none', 'threshold']"),
@@ -62,7 +64,7 @@ def test_bad_sizes():
 
 def test_head_parameters_lists_the_documented_names():
     assert head_parameters("magface") == ["s", "l_a", "u_a", "l_m", "u_m", "lambda_g", "theta_policy", "grad_mode",
-                                          "strict", "sample_rate"]
+                                          "strict", "auto_quantiles", "lambda_g_ratio", "sample_rate", "centre_init"]
     assert head_parameters("adaface")[:3] == ["s", "m", "h"]
 
 
@@ -82,7 +84,19 @@ def test_hparams_record_every_hidden_choice():
     hp = build_head("magface", 10, 4).hparams
     assert hp == {"head": "magface", "num_classes": 10, "embedding_size": 4, "s": 64.0, "l_a": 10.0, "u_a": 110.0,
                   "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0, "theta_policy": "easy", "grad_mode": "analytic",
-                  "strict": False, "sample_rate": 1.0}
+                  "strict": False, "auto_quantiles": (0.05, 0.95), "lambda_g_ratio": PAPER_LAMBDA_G_RATIO,
+                  "sample_rate": 1.0, "centre_init": "unit"}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_centre_init_unit_rows_or_insightface_normal(name):
+    torch.manual_seed(0)
+    unit = build_head(name, 50, 128).weight.detach().norm(dim=1)
+    assert torch.allclose(unit, torch.ones(50), atol=1e-6)
+    normal = build_head(name, 50, 128, centre_init="normal").weight.detach()
+    assert 0.008 < float(normal.std()) < 0.012 and build_head(name, 5, 4, centre_init="normal").centre_init == "normal"
+    with pytest.raises(ValueError, match=r"centre_init='xavier' is not one of \['normal', 'unit'\]"):
+        build_head(name, 5, 4, centre_init="xavier")
 
 
 def test_partial_fc_keeps_positives_and_matches_reference_on_sampled_classes():

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
 import os
 import shutil
 import time
@@ -23,7 +25,7 @@ from .degrade import DEGRADATIONS, degrade, draw_severities, quality_from_severi
 from .preprocess import PREPROCESSING, batch_to_tensor
 from .render import EXPRESSIONS, compose, draw_identities, draw_nuisance, render_canonical
 
-GENERATOR_VERSION = 1   # bump when rendering changes, so stale caches are not reused
+GENERATOR_VERSION = 2   # bump when rendering or pairing changes, so stale caches are not reused (2: distinct pairs)
 CHUNK = 512             # images per rendering chunk (fixed: part of the random stream layout)
 
 
@@ -60,6 +62,14 @@ class SyntheticConfig:
             bad("eval_identities", f"need at least 2 identities per fold ({2 * self.folds} for {self.folds} folds)")
         if not isinstance(self.pairs_per_fold, int) or self.pairs_per_fold < 2 or self.pairs_per_fold % 2:
             bad("pairs_per_fold", "expected an even integer >= 2 (half genuine, half impostor)")
+        smallest_fold = self.eval_identities // self.folds
+        n = self.eval_images_per_identity
+        genuine = smallest_fold * math.comb(n, 2)
+        impostor = math.comb(smallest_fold * n, 2) - genuine
+        if self.pairs_per_fold // 2 > min(genuine, impostor):
+            bad("pairs_per_fold", f"needs {self.pairs_per_fold // 2} distinct genuine and impostor pairs per fold, "
+                f"but a fold of {smallest_fold} identities x {n} images has only {genuine} genuine and {impostor} "
+                "impostor pairs; lower pairs_per_fold or raise eval_identities / eval_images_per_identity")
         unknown = set(self.degradation_probability) - set(DEGRADATIONS)
         if unknown:
             bad("degradation_probability", f"unknown degradations {sorted(unknown)}; valid: {DEGRADATIONS}")
@@ -139,7 +149,8 @@ def _garbage(n, size, gen):
 
 
 def _make_pairs(cfg, eval_identity, gen_np):
-    """LFW protocol: identities split into folds; per fold equal numbers of genuine and impostor pairs."""
+    """LFW protocol: identities split into folds; per fold equal numbers of genuine and impostor pairs, each pair
+    drawn once (without replacement), so no comparison counts twice in an accuracy or a bootstrap."""
     ids = np.unique(eval_identity)
     by_id = {i: np.flatnonzero(eval_identity == i) for i in ids}
     fold_of = {i: k % cfg.folds for k, i in enumerate(gen_np.permutation(ids))}
@@ -147,14 +158,16 @@ def _make_pairs(cfg, eval_identity, gen_np):
     half = cfg.pairs_per_fold // 2
     for f in range(cfg.folds):
         members = np.array([i for i in ids if fold_of[i] == f])
-        for _ in range(half):
-            i = gen_np.choice(members)
-            a, b = gen_np.choice(by_id[i], 2, replace=False)
+        genuine = np.array([(a, b) for i in members for a, b in itertools.combinations(by_id[i], 2)])
+        for a, b in genuine[gen_np.choice(len(genuine), half, replace=False)]:
             left.append(a), right.append(b), same.append(True), fold.append(f)
-        for _ in range(half):
-            i, j = gen_np.choice(members, 2, replace=False)
-            left.append(gen_np.choice(by_id[i])), right.append(gen_np.choice(by_id[j]))
-            same.append(False), fold.append(f)
+        images = np.concatenate([by_id[i] for i in members])
+        drawn = set()
+        while len(drawn) < half:     # impostor pairs far outnumber `half`: rejection of repeats ends quickly
+            a, b = gen_np.choice(images, 2, replace=False)
+            if eval_identity[a] != eval_identity[b] and (min(a, b), max(a, b)) not in drawn:
+                drawn.add((min(a, b), max(a, b)))
+                left.append(a), right.append(b), same.append(False), fold.append(f)
     return Pairs(np.array(left), np.array(right), np.array(same), np.array(fold))
 
 
