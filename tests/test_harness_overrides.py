@@ -11,7 +11,8 @@ MAGFACE = "configs/cpu_synthetic_magface.toml"
 
 def test_inline_table_replaces_dotted_key_merges():
     merged = load_config(MAGFACE, ["head.params.l_m=0.4"])
-    assert merged.head.params == {"s": 32.0, "l_a": 1.0, "u_a": 51.0, "l_m": 0.4, "u_m": 0.8, "lambda_g": 5.0}
+    assert merged.head.params == {"s": 32.0, "l_a": "auto", "u_a": "auto", "l_m": 0.4, "u_m": 0.8, "lambda_g": "auto",
+                                  "lambda_g_ratio": 3.0}
     replaced = load_config(MAGFACE, ["head.params={l_m = 0.4}"])
     assert replaced.head.params == {"l_m": 0.4}
 
@@ -27,7 +28,7 @@ def test_switching_head_drops_the_old_params_with_a_note(capsys):
     cfg = load_config(MAGFACE, ['head.name="cosface"', "head.params.m=0.3"])
     assert cfg.head.params == {"m": 0.3}
     # same name: nothing dropped
-    assert load_config(MAGFACE, ['head.name="magface"']).head.params["lambda_g"] == 5.0
+    assert load_config(MAGFACE, ['head.name="magface"']).head.params["lambda_g"] == "auto"
 
 
 def test_a_file_switching_head_drops_its_base_params(tmp_path, capsys):

@@ -27,7 +27,7 @@ def test_shipped_specs_expand(tmp_path):
     arc = next(r for r in cmp if r.axes["head"] == "arcface")
     assert arc.cfg.head.params == {"s": 32.0, "theta_policy": "easy"} and arc.cfg.train.epochs == 2
     mag = next(r for r in cmp if r.axes == {"condition": "noisy", "head": "magface", "seed": 0})
-    assert mag.cfg.head.params["lambda_g"] == 5.0   # inherited from the base config
+    assert mag.cfg.head.params["lambda_g"] == "auto"   # inherited from the base config
     assert mag.cfg.data.synthetic.label_noise == 0.1 and mag.cfg.data.synthetic.garbage == 0.05
     assert len({r.folder for r in cmp}) == 12 and len({r.fingerprint for r in cmp}) == 12
 

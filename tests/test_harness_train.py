@@ -31,8 +31,8 @@ def faces(tmp_path_factory):
     return synthetic_faces(load_config(None, TINY + [f'data.cache_dir="{tmp_path_factory.mktemp("c")}"']))
 
 
-HEAD_PARAMS = {"magface": "{s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}",
-               "mag_cosface": "{s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 20.0}"}
+HEAD_PARAMS = {"magface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto'}",
+               "mag_cosface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto'}"}
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
@@ -70,7 +70,7 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
     assert 0 <= m["accuracy"] <= 1 and len(m["erc"]["fnmr"]) == 20 and m["edc"]["protocol"] == "fixed"
     assert "spearman_rho" in m["magnitude_vs_quality"]
     arrays = load_eval(str(run))
-    assert arrays["norms"].shape == (60,) and arrays["scores"].shape == arrays["issame"].shape
+    assert arrays["norms"].shape == (80,) and arrays["scores"].shape == arrays["issame"].shape
     again = evaluate_run(str(run), faces=faces)
     stored = load_metrics(str(run))["sets"]["synthetic"]["accuracy"]
     assert again["sets"]["synthetic"]["accuracy"] == m["accuracy"] == stored
