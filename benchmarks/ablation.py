@@ -13,6 +13,7 @@ heatmaps: OUT/ablation_heatmaps.png and a copy in figures/.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import time
@@ -54,8 +55,11 @@ def main(argv=None):
     if result is None:   # --dry-run or --prune
         return
     versus = versus_paper_cell(result.rows)
+    versus_csv = os.path.join(result.out, "ablation_vs_paper.csv")
     if versus:
-        write_csv(os.path.join(result.out, "ablation_vs_paper.csv"), versus)
+        write_csv(versus_csv, versus)
+    elif os.path.isfile(versus_csv):   # a table of an earlier grid that had the paper's cell: stale now
+        os.remove(versus_csv)
     print_table(result.rows, versus)
     publish_figure(heatmap_figure(result.rows, versus), result.out, "ablation_heatmaps.png", args.figures, args.quick)
     print(f"wrote {result.out}/ablation.csv, ablation.json, ablation_vs_paper.csv, ablation_heatmaps.png "
@@ -66,6 +70,18 @@ def load_table(out) -> list:
     """The cell rows stored by a finished run of this benchmark in `out`."""
     with open(f"{out}/ablation.json") as f:
         return json.load(f)["runs"]
+
+
+def load_versus(out) -> list:
+    """The paired differences to the paper's cell stored by a finished run in `out` ([] when it had no such cell)."""
+    path = os.path.join(out, "ablation_vs_paper.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    number = ("l_m", "u_m", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "diff_vs_paper_cell", "diff_ci_low",
+              "diff_ci_high")
+    return [{k: (float(v) if k in number and v != "" else None if v == "" else v) for k, v in r.items()} for r in rows]
 
 
 def versus_paper_cell(table) -> list:

@@ -54,7 +54,12 @@ def load_results(out):
         agreement = metrics.quality_agreement(ev[head]["norms"], quality)
         per_head[head] = (ev[head]["norms"], quality, agreement["spearman_rho"])
         rows.append({"head": head, "seed": r["seed"], "accuracy": r["accuracy"],
-                     "spearman_rho": agreement["spearman_rho"], "mean_norm": float(ev[head]["norms"].mean())})
+                     "accuracy_ci_low": r.get("accuracy_ci_low"), "accuracy_ci_high": r.get("accuracy_ci_high"),
+                     "spearman_rho": agreement["spearman_rho"], "spearman_rho_ci_low": r.get("spearman_rho_ci_low"),
+                     "spearman_rho_ci_high": r.get("spearman_rho_ci_high"),
+                     "mean_norm": float(ev[head]["norms"].mean()),
+                     "margin_span_share": r.get("margin_span_share"), "train_cos_median": r.get("train_cos_median"),
+                     "train_loss_change_last_epoch": r.get("train_loss_change_last_epoch")})
         last = sorted(os.listdir(os.path.join(r["run"], "dumps")))[-1]
         with np.load(os.path.join(r["run"], "dumps", last)) as z:
             dump = {k: z[k] for k in z.files}
@@ -77,7 +82,10 @@ def load_results(out):
             if protocol == "fixed":
                 row["edc_pauc_20"] = c["pauc"][0.2]
         erc_rows.append(row)
+    _merge_stored_intervals(out, erc_rows)
+    pair_identities = np.stack([mag["identity"][mag["left"]], mag["identity"][mag["right"]]], axis=1)
     return {"per_head": per_head, "magface_norms": mag["norms"], "quality": quality, "dumps": dumps,
+            "erc_inputs": (scores, issame, estimates, pair_identities),
             "erc_curves": curves, "rows": rows, "erc_rows": erc_rows,
             "config": os.path.join(runs["magface"]["run"], "config.json")}
 
@@ -120,22 +128,77 @@ def main(argv=None):
     res = load_results(result.out)
     for name, fig in quality_figures(res, faces_of(res)).items():
         publish_figure(fig, result.out, name, args.figures, args.quick)
+    erc_intervals(res)
     write_csv(os.path.join(result.out, "erc.csv"), res["erc_rows"])
     atomic_json(os.path.join(result.out, "erc.json"), res["erc_rows"])
     print_tables(res)
     print(f"figures and tables in {result.out}")
 
 
+def _merge_stored_intervals(out, erc_rows) -> None:
+    """CIs that main() stored in erc.json for the same values (the notebooks re-draw without recomputing them)."""
+    path = os.path.join(out, "erc.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        stored = {r["quality estimate"]: r for r in json.load(f)}
+    for row in erc_rows:
+        old = stored.get(row["quality estimate"], {})
+        if old.get("erc_area_magface") == row["erc_area_magface"] and old.get("edc_pauc_20") == row["edc_pauc_20"]:
+            row.update({k: v for k, v in old.items() if k not in row})
+
+
+def erc_intervals(res, n_boot: int = 200) -> None:
+    """Add to every ERC row 95 % CIs over evaluation identities of its official ERC area and ISO pAUC, and its
+    paired difference to MagFace's magnitude on the same resamples with a verdict (lower is better). Slow (about
+    a minute): run by main() and stored in erc.csv/erc.json, not by the notebooks."""
+    scores, issame, estimates, pair_ids = res["erc_inputs"]
+    protocols = {"erc_area_magface": lambda c: c["area"], "edc_pauc_20": lambda c: c["pauc"][0.2]}
+    threshold = {"erc_area_magface": "recomputed", "edc_pauc_20": "fixed"}
+
+    def value(key, q, i):
+        return protocols[key](metrics.error_versus_discard(scores[i], issame[i], q[i], fmr=ERC_FMR,
+                                                           threshold=threshold[key]))
+    reference = estimates["MagFace magnitude"]
+    for row in res["erc_rows"]:
+        q = estimates[row["quality estimate"]]
+        for key in protocols:
+            low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i), n_boot=n_boot)
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+            if q is reference:
+                continue
+            low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i) - value(key, reference, i),
+                                                   n_boot=n_boot)
+            verdict = ("not computable" if low is None else "worse than MagFace's magnitude" if low > 0
+                       else "better than MagFace's magnitude" if high < 0 else "no detectable difference")
+            row[f"{key}_diff_vs_magface"] = row[key] - next(r[key] for r in res["erc_rows"]
+                                                             if r["quality estimate"] == "MagFace magnitude")
+            row[f"{key}_diff_ci_low"], row[f"{key}_diff_ci_high"], row[f"{key}_verdict"] = low, high, verdict
+
+
 def print_tables(res):
-    print(f"{'head':<10}{'accuracy':>10}{'rho(|f|, quality)':>20}{'mean |f|':>10}")
+    ci = lambda r, k, scale=1, f=".3f": ("" if r.get(f"{k}_ci_low") is None  # noqa: E731
+                                         else f" [{scale * r[f'{k}_ci_low']:{f}}, {scale * r[f'{k}_ci_high']:{f}}]")
+    print(f"{'head':<10}{'accuracy [95% CI]':>24}{'rho(|f|, quality) [95% CI]':>32}{'mean |f|':>10}{'m span':>8}")
     for r in res["rows"]:
-        print(f"{r['head']:<10}{100 * r['accuracy']:>9.2f}%{r['spearman_rho']:>+20.3f}{r['mean_norm']:>10.2f}")
-    print(f"Error versus discard at FMR={ERC_FMR:g} on MagFace's scores (lower is better):")
-    print(f"  {'quality estimate':<32}{'ERC area (MagFace)':>20}{'EDC area (ISO)':>16}{'EDC pAUC20 (ISO)':>18}")
+        span = "" if r.get("margin_span_share") is None else f"{r['margin_span_share']:.0%}"
+        print(f"{r['head']:<10}{100 * r['accuracy']:>11.2f}{ci(r, 'accuracy', 100, '.1f'):<13}"
+              f"{r['spearman_rho']:>+15.3f}{ci(r, 'spearman_rho', 1, '+.3f'):<17}{r['mean_norm']:>10.2f}{span:>8}")
+    print(f"Error versus discard at FMR={ERC_FMR:g} on MagFace's scores (lower is better; 95 % CIs over identities "
+          "where computed):")
+    print(f"  {'quality estimate':<30}{'ERC area (MagFace protocol)':>34}{'EDC area (ISO)':>16}"
+          f"{'EDC pAUC20 (ISO)':>30}")
     for r in res["erc_rows"]:
         fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
-        print(f"  {r['quality estimate']:<32}{fmt(r['erc_area_magface']):>20}{fmt(r['edc_area_iso']):>16}"
-              f"{fmt(r['edc_pauc_20']):>18}")
+        print(f"  {r['quality estimate']:<30}{fmt(r['erc_area_magface']):>14}{ci(r, 'erc_area_magface'):<20}"
+              f"{fmt(r['edc_area_iso']):>16}{fmt(r['edc_pauc_20']):>14}{ci(r, 'edc_pauc_20'):<16}")
+    paired = [r for r in res["erc_rows"] if "erc_area_magface_verdict" in r]
+    if paired:
+        print("  paired with MagFace's magnitude on the same identity resamples (estimate minus MagFace):")
+    for r in paired:
+        print(f"  {r['quality estimate']:<30}" + "; ".join(
+            f"{name} {r[f'{k}_diff_vs_magface']:+.4f}{ci(r, f'{k}_diff', 1, '+.4f')} {r[f'{k}_verdict']}"
+            for k, name in (("erc_area_magface", "ERC"), ("edc_pauc_20", "pAUC20"))))
 
 
 if __name__ == "__main__":
