@@ -88,14 +88,12 @@ def versus_paper_cell(table) -> list:
     """Each cell's accuracy minus the paper's (0.40, 0.80) cell on the same evaluation pairs, with a 95 % CI over
     evaluation identities and a verdict (one seed per cell: the CI holds evaluation noise, not seed noise).
     Empty when the grid has no paper cell."""
-    ref = [r for r in table if (r["l_m"], r["u_m"]) == PAPER_CELL and not r.get("failed")]
-    if not ref:
-        return []
+    ref = {r["seed"]: r for r in table if (r["l_m"], r["u_m"]) == PAPER_CELL and not r.get("failed")}
     rows = []
     for r in table:
-        if r.get("failed") or r is ref[0]:
+        if r.get("failed") or r["seed"] not in ref or r is ref[r["seed"]]:
             continue
-        d = paired_accuracy_difference(r["run"], ref[0]["run"])
+        d = paired_accuracy_difference(r["run"], ref[r["seed"]]["run"])   # the paper's cell of the same seed
         rows.append({"l_m": r["l_m"], "u_m": r["u_m"], "seed": r["seed"], "accuracy": r["accuracy"],
                      "accuracy_ci_low": r.get("accuracy_ci_low"), "accuracy_ci_high": r.get("accuracy_ci_high"),
                      "diff_vs_paper_cell": d["diff"], "diff_ci_low": d["diff_ci_low"],
@@ -111,9 +109,10 @@ def heatmap_figure(table, versus=()):
     shown = [(k, label) for k, label in METRICS if any(r.get(k) is not None for r in table)]
     stars = {(v["l_m"], v["u_m"]): "▲" if v["verdict"] == "better" else "▼" for v in versus
              if v["verdict"] in ("better", "worse")}
-    band = (f"[l_a, u_a]=[{p['l_a']}, {p['u_a']}]" if p["l_a"] != "auto"
-            else f"band auto (quantiles {p.get('auto_quantiles')}), λ_g {p['lambda_g']} "
-                 f"(×{p.get('lambda_g_ratio', 1):.2f} bound)")
+    lam = (f"λ_g {p['lambda_g']:g}" if p["lambda_g"] != "auto"
+           else f"λ_g {p.get('lambda_g_ratio', 1):.2f}× its bound")
+    band = (f"[l_a, u_a]=[{p['l_a']}, {p['u_a']}], {lam}" if p["l_a"] != "auto"
+            else f"band measured (quantiles {p.get('auto_quantiles')}), {lam}")
     return ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
                              stars={"accuracy": stars},
                              title=f"MagFace (l_m, u_m) ablation, {band}, s={p['s']}, one seed per cell; "
@@ -122,11 +121,11 @@ def heatmap_figure(table, versus=()):
 
 def print_table(table, versus=()):
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-    by_cell = {(v["l_m"], v["u_m"]): v for v in versus}
+    by_cell = {(v["l_m"], v["u_m"], str(v["seed"])): v for v in versus}
     print(f"{'l_m':>6}{'u_m':>6}{'accuracy [95% CI]':>24}{'vs (0.40,0.80) [95% CI]':>26}  {'verdict':<12}"
           f"{'TAR@1e-2':>9}{'rho(mag,q)':>11}{'ERC (MagFace)':>14}{'EDC pAUC20':>11}{'m span':>8}{'s':>5}")
     for r in table:
-        tar, v = r.get("tar_far_0.01"), by_cell.get((r["l_m"], r["u_m"]))
+        tar, v = r.get("tar_far_0.01"), by_cell.get((r["l_m"], r["u_m"], str(r["seed"])))
         ci = lambda lo, hi: "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"  # noqa: E731
         acc = f"{100 * r['accuracy']:.2f}{ci(r.get('accuracy_ci_low'), r.get('accuracy_ci_high'))}"
         diff = ("reference" if v is None

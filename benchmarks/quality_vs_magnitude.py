@@ -144,7 +144,9 @@ def _merge_stored_intervals(out, erc_rows) -> None:
         stored = {r["quality estimate"]: r for r in json.load(f)}
     for row in erc_rows:
         old = stored.get(row["quality estimate"], {})
-        if old.get("erc_area_magface") == row["erc_area_magface"] and old.get("edc_pauc_20") == row["edc_pauc_20"]:
+        same = lambda a, b: a == b or (a is None and b != b)  # noqa: E731   (NaN is stored as null)
+        if same(old.get("erc_area_magface"), row["erc_area_magface"]) and same(old.get("edc_pauc_20"),
+                                                                                row["edc_pauc_20"]):
             row.update({k: v for k, v in old.items() if k not in row})
 
 

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import typing
@@ -279,6 +280,9 @@ def validate(cfg: RunConfig) -> None:
             raise ValueError(f"config key {section}.{key}={getattr(getattr(cfg, section), key)} must be >= 1")
     if cfg.optim.lr <= 0:
         raise ValueError(f"config key optim.lr={cfg.optim.lr} must be > 0")
+    if not (isinstance(cfg.train.calibrate_at_epoch, (int, float)) and 0 < cfg.train.calibrate_at_epoch < math.inf):
+        raise ValueError(f"config key train.calibrate_at_epoch={cfg.train.calibrate_at_epoch!r} must be a number > 0 "
+                         "(epochs of training before MagFace's 'auto' band is measured)")
     if not 0 < cfg.eval.fmr < 1:
         raise ValueError(f"config key eval.fmr={cfg.eval.fmr} must be in (0, 1)")
     if not 0 < cfg.eval.ci_level < 1:

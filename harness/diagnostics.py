@@ -22,8 +22,9 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
     """Scalars for the run's table row (train_*, margin_*, theory_*) plus `theory_by_step`, one entry per dump."""
     rows = _log_rows(run_dir)
     out = _loss_flattening(rows)
-    calibrated = _calibration(run_dir)
-    hp = {**resolved_head(cfg).hparams, **{k: v for k, v in calibrated.items() if k != "step"}}
+    hp = resolved_head(cfg).hparams
+    calibrated = _calibration(run_dir) if hp.get("l_a") == "auto" else {}
+    hp = {**hp, **{k: v for k, v in calibrated.items() if k != "step"}}
     out.update({f"calibrated_{k}": v for k, v in calibrated.items() if k != "step"})
     if rows and "margin_p5" in rows[-1] and hp["u_m"] > hp["l_m"]:
         last = rows[-1]
@@ -34,9 +35,10 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
         cos = dumps[-1][1]["cos_target"]
         out.update(train_cos_median=float(np.median(cos)), train_cos_nonpositive_share=float(np.mean(cos <= 0)))
     if cfg.head.name in MAGNITUDE_HEADS and dumps and not isinstance(hp["l_a"], str):   # (an uncalibrated "auto")
-        since = calibrated.get("step", 0)    # before an "auto" band's calibration the head had no band to test
+        # dump step k holds batch k - 1; an "auto" band is set before batch `since`, so dumps after it saw the band
+        since = calibrated.get("step", -1)
         by_step = [dict(step=step, **theory_agreement(d, hp, MAGNITUDE_HEADS[cfg.head.name]))
-                   for step, d in dumps if step >= since]
+                   for step, d in dumps if step > since]
         if by_step:
             out.update({k: v for k, v in by_step[-1].items() if k != "step"})
             out["theory_by_step"] = by_step
@@ -65,7 +67,9 @@ def optimum_curve(run_dir: str, cfg: RunConfig, dump: dict, points: int = 200):
     """The theory's a*(cos theta_y) at the dump's median lse_neg with the run's own parameters and theta policy, over
     the dump's range of cos theta_y: (cos grid, a*), or None for a head without a magnitude band or a dump without
     lse_neg. Drawn over the paper's Fig. 3 to show whether training reaches the theorem's optimum."""
-    hp = {**resolved_head(cfg).hparams, **{k: v for k, v in _calibration(run_dir).items() if k != "step"}}
+    hp = resolved_head(cfg).hparams
+    if hp.get("l_a") == "auto":
+        hp = {**hp, **{k: v for k, v in _calibration(run_dir).items() if k != "step"}}
     lse = dump.get("lse_neg")
     policy = hp.get("theta_policy", "none")
     if (cfg.head.name not in MAGNITUDE_HEADS or isinstance(hp["l_a"], str) or lse is None

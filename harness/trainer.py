@@ -256,6 +256,9 @@ def _restore(run: _Run, resume: bool) -> None:
 def _write_run_info(run: _Run) -> None:
     """config.json and environment.json (rank 0), and the head's start-up check on the console."""
     if run.main:
+        stale = os.path.join(run.cfg.out, "calibration.json")
+        if run.global_step == 0 and os.path.exists(stale):   # an earlier run's band (a --no-resume restart)
+            os.remove(stale)
         atomic_json(os.path.join(run.cfg.out, "config.json"), run.cfg.to_dict())
         atomic_json(os.path.join(run.cfg.out, "environment.json"),
                     {**environment(), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,

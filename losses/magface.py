@@ -34,6 +34,8 @@ def magface_lambda_g_min(s: float, l_a: float, u_a: float, l_m: float, u_m: floa
 # At the bound itself the hardest samples' optimum is l_a, where the clamp leaves no gradient on a, and measured
 # magnitudes drift under the band; lambda_g = "auto" keeps the paper's distance to the bound instead.
 PAPER_LAMBDA_G_RATIO = 35.0 / magface_lambda_g_min(64.0, 10.0, 110.0, 0.45, 0.8)
+# The official Mag-CosFace setting (run_dist_cos.sh: lambda_g = 150, [0.35, 0.8]) is 5.17 times its bound (29.0).
+PAPER_MAG_COSFACE_LAMBDA_G_RATIO = 150.0 / magface_lambda_g_min(64.0, 10.0, 110.0, 0.35, 0.8)
 
 
 class _MagnitudeMarginHead(MarginHead):
@@ -44,9 +46,9 @@ class _MagnitudeMarginHead(MarginHead):
     then choose l_a below and u_a above). Until `calibrate()` the head is ArcFace (CosFace) with margin l_m and no
     g term, and it keeps the norms of the last CALIBRATION_SAMPLES training samples in a buffer; `calibrate()` (the
     trainer calls it at train.calibrate_at_epoch) sets [l_a, u_a] to the `auto_quantiles` of those norms and, with
-    lambda_g = "auto", lambda_g to `lambda_g_ratio` times the theorem's bound for that band (default: the paper's
-    ratio, PAPER_LAMBDA_G_RATIO). Band and samples live in buffers, so
-    checkpoints and resumes carry them."""
+    lambda_g = "auto", lambda_g to `lambda_g_ratio` times the theorem's bound for that band (default: the official
+    setting's ratio, PAPER_LAMBDA_G_RATIO for Mag-ArcFace, PAPER_MAG_COSFACE_LAMBDA_G_RATIO for Mag-CosFace).
+    Band and samples live in buffers, so checkpoints and resumes carry them."""
 
     CALIBRATION_SAMPLES = 4096
 
@@ -61,8 +63,8 @@ class _MagnitudeMarginHead(MarginHead):
                              "or both as numbers")
         self.auto_band = l_a == "auto"
         q = tuple(auto_quantiles) if isinstance(auto_quantiles, (list, tuple)) else auto_quantiles
-        if not (isinstance(q, tuple) and len(q) == 2 and all(isinstance(v, (int, float)) for v in q)
-                and 0 <= q[0] < q[1] <= 1):
+        if not (isinstance(q, tuple) and len(q) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q) and 0 <= q[0] < q[1] <= 1):
             raise ValueError(f"auto_quantiles={auto_quantiles!r}: expected two quantiles 0 <= low < high <= 1")
         self.auto_quantiles = tuple(float(v) for v in q)
         self._lambda_g_spec = "auto" if lambda_g == "auto" else checks.real("lambda_g (or 'auto')", lambda_g, low=0.0)
@@ -77,7 +79,7 @@ class _MagnitudeMarginHead(MarginHead):
         u_a = checks.real("u_a (must exceed l_a, or 'auto')", u_a, low=l_a, low_open=True)
         bound = magface_lambda_g_min(self.s, l_a, u_a, self.l_m, self.u_m)
         self._values = (l_a, u_a, self._resolve_lambda_g(bound))
-        self._check_feasible(stacklevel=4)
+        self._check_feasible(*self._values, stacklevel=4)
 
     # --- the band: fixed, or calibrated -------------------------------------------------------------------------
     @property
@@ -131,11 +133,14 @@ class _MagnitudeMarginHead(MarginHead):
         if not high > low * (1 + 1e-3):
             raise ValueError(f"{self.name}: the magnitudes have no spread to calibrate a band on: quantiles "
                              f"{self.auto_quantiles} of {len(norms)} training norms are {low:.4g} and {high:.4g}")
+        if not low > 0:
+            raise ValueError(f"{self.name}: the {self.auto_quantiles[0]} quantile of the training norms is {low:.4g}; "
+                             "l_a must be > 0 (raise the lower of auto_quantiles)")
         bound = magface_lambda_g_min(self.s, low, high, self.l_m, self.u_m)
-        lam = self._resolve_lambda_g(bound)
-        self.band.copy_(torch.tensor([low, high, lam], dtype=torch.float64))
-        self._values = (low, high, lam)
-        self._check_feasible(stacklevel=3)
+        values = (low, high, self._resolve_lambda_g(bound))
+        self._check_feasible(*values, stacklevel=3)      # before the head changes: a strict failure leaves it as it was
+        self.band.copy_(torch.tensor(values, dtype=torch.float64))
+        self._values = values
         return {**self.calibration, "quantiles": list(self.auto_quantiles), "samples": len(norms),
                 "magnitude_p50": float(norms.median())}
 
@@ -148,11 +153,11 @@ class _MagnitudeMarginHead(MarginHead):
             band = self.band.tolist()
             self._values = None if any(math.isnan(v) for v in band) else tuple(band)
 
-    def _check_feasible(self, stacklevel: int) -> None:
-        bound = self.lambda_g_min
-        if self.lambda_g < bound:
-            msg = (f"lambda_g={self.lambda_g:g} is below the feasibility bound {bound:.4f} = s*k*u_a^2*l_a^2/"
-                   f"(u_a^2-l_a^2) for s={self.s:g}, l_a={self.l_a:g}, u_a={self.u_a:g}, l_m={self.l_m:g}, "
+    def _check_feasible(self, l_a: float, u_a: float, lambda_g: float, stacklevel: int) -> None:
+        bound = magface_lambda_g_min(self.s, l_a, u_a, self.l_m, self.u_m)
+        if lambda_g < bound:
+            msg = (f"lambda_g={lambda_g:g} is below the feasibility bound {bound:.4f} = s*k*u_a^2*l_a^2/"
+                   f"(u_a^2-l_a^2) for s={self.s:g}, l_a={l_a:g}, u_a={u_a:g}, l_m={self.l_m:g}, "
                    f"u_m={self.u_m:g}: hard samples' optimal magnitude sits at l_a and the convergence "
                    "theorem does not hold")
             if self.strict:
@@ -237,8 +242,9 @@ class MagCosFaceHead(_MagnitudeMarginHead):
 
     def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, l_a: float = 10.0,
                  u_a: float = 110.0, l_m: float = 0.35, u_m: float = 0.8, lambda_g: float = 150.0,
-                 strict: bool = False, auto_quantiles=(0.05, 0.95), lambda_g_ratio: float = PAPER_LAMBDA_G_RATIO,
-                 sample_rate: float = 1.0, centre_init: str = "unit"):
+                 strict: bool = False, auto_quantiles=(0.05, 0.95),
+                 lambda_g_ratio: float = PAPER_MAG_COSFACE_LAMBDA_G_RATIO, sample_rate: float = 1.0,
+                 centre_init: str = "unit"):
         super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate, centre_init=centre_init)
         self._init_magnitude(l_a, u_a, l_m, u_m, lambda_g, strict, None, auto_quantiles, lambda_g_ratio)
 

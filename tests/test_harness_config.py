@@ -23,6 +23,7 @@ def test_shipped_configs_load():
 @pytest.mark.parametrize("override,message", [
     ("train.epoch=3", "unknown config key 'train.epoch'; valid keys in [train]: epochs, batch_size"),
     ("trian.epochs=3", "unknown config key 'trian'"),
+    ("train.calibrate_at_epoch=0", "train.calibrate_at_epoch=0.0 must be a number > 0"),
     ('train.epochs="3"', "config key train.epochs: expected int, got '3'"),
     ("train.epochs=0", "train.epochs=0 must be >= 1"),
     ("train.amp=fp8", "train.amp='fp8' is not one of"),

@@ -204,3 +204,11 @@ def test_gradient_clipping_covers_the_backbone_or_both(clip_head):
         assert (norm(backbone) ** 2 + norm(head) ** 2) ** 0.5 == pytest.approx(1.0, rel=1e-4)
     else:
         assert norm(backbone) == pytest.approx(1.0, rel=1e-4) and norm(head) == pytest.approx(3.0 * 20 ** 0.5)
+
+
+def test_fixed_band_magface_trains_without_calibration(tmp_path, faces):
+    cfg = tiny(tmp_path, "head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}", "train.epochs=12")
+    train(cfg, faces=faces, quiet=True, evaluate=False)
+    losses = [json.loads(line)["identity_loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert np.mean(losses[-10:]) < np.mean(losses[:5]) and all(np.isfinite(losses))
+    assert not (tmp_path / "run" / "calibration.json").exists()

@@ -89,6 +89,7 @@ def test_fixed_band_with_auto_lambda_g_resolves_to_the_ratio_times_its_bound():
 @pytest.mark.parametrize("params,message", [
     ({"l_a": "auto", "u_a": 50.0}, "give both as 'auto' or both as numbers"),
     ({"auto_quantiles": (0.9, 0.1)}, "auto_quantiles=(0.9, 0.1): expected two quantiles"),
+    ({"auto_quantiles": (False, True)}, "auto_quantiles=(False, True): expected two quantiles"),
     ({"lambda_g": "big"}, "lambda_g (or 'auto') must be a real number, got 'big'"),
     ({"lambda_g_ratio": 0.0}, "lambda_g_ratio=0.0 is outside the valid range"),
 ])
@@ -123,7 +124,7 @@ def test_training_calibrates_at_the_configured_epoch_and_records_the_band(tmp_pa
     diag = training_diagnostics(str(tmp_path / "run"), cfg)
     assert diag["calibrated_l_a"] == info["l_a"] and diag["calibrated_lambda_g"] == info["lambda_g"]
     assert np.isfinite(diag["theory_rho_a_astar"])
-    assert all(entry["step"] >= 10 for entry in diag["theory_by_step"])
+    assert [entry["step"] for entry in diag["theory_by_step"]] == [15, 20]   # dumps every 5 steps, after step 10
 
 
 def test_calibration_after_the_last_step_is_refused(tmp_path):
@@ -133,3 +134,29 @@ def test_calibration_after_the_last_step_is_refused(tmp_path):
     with pytest.raises(ValueError, match="calibrate_at_epoch=2.0 puts the calibration .* at step 10, but the run has "
                                          "only 10 steps"):
         train(cfg, quiet=True, evaluate=False)
+
+
+def test_the_ring_keeps_exactly_the_latest_norms_across_its_wrap():
+    head = build_head("magface", 10, 8, **AUTO)
+    norms = np.linspace(1.0, 50.0, 6000)
+    feed(head, norms[:3000])
+    feed(head, norms[3000:])                                     # straddles the end of the 4,096-slot ring
+    kept = np.sort(head.calibration_norms.numpy())
+    assert np.allclose(kept, np.sort(norms[-head.CALIBRATION_SAMPLES:]), rtol=1e-6)
+    feed(head, np.linspace(60.0, 70.0, 5000))                    # one batch longer than the ring
+    assert np.allclose(np.sort(head.calibration_norms.numpy()), np.linspace(60.0, 70.0, 5000)[-4096:], rtol=1e-6)
+
+
+def test_a_strict_failure_leaves_the_head_uncalibrated():
+    strict = build_head("magface", 10, 8, **{**AUTO, "lambda_g": 1.0, "strict": True})
+    feed(strict, np.linspace(3, 12, 256))
+    with pytest.raises(ValueError, match="below the feasibility bound"):
+        strict.calibrate()
+    assert strict.needs_calibration and torch.isnan(strict.band).all()
+
+
+def test_mag_cosface_auto_lambda_g_uses_its_official_ratio():
+    head = build_head("mag_cosface", 10, 8, s=32.0, l_a="auto", u_a="auto", lambda_g="auto")
+    feed(head, np.linspace(3, 12, 256))
+    info = head.calibrate()
+    assert info["lambda_g"] / info["lambda_g_min"] == pytest.approx(150 / 29.04, rel=1e-3)
