@@ -122,7 +122,7 @@ def heatmap_figure(table, versus=()):
 def print_table(table, versus=()):
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     by_cell = {(v["l_m"], v["u_m"], str(v["seed"])): v for v in versus}
-    print(f"{'l_m':>6}{'u_m':>6}{'accuracy [95% CI]':>24}{'vs (0.40,0.80) [95% CI]':>26}  {'verdict':<12}"
+    print(f"{'l_m':>6}{'u_m':>6}{'accuracy [95% CI]':>24}{'vs (0.40,0.80) [95% CI]':>26}  {'verdict':<25}"
           f"{'TAR@1e-2':>9}{'rho(mag,q)':>11}{'ERC (MagFace)':>14}{'EDC pAUC20':>11}{'m span':>8}{'s':>5}")
     for r in table:
         tar, v = r.get("tar_far_0.01"), by_cell.get((r["l_m"], r["u_m"], str(r["seed"])))
@@ -131,7 +131,7 @@ def print_table(table, versus=()):
         diff = ("reference" if v is None
                 else f"{100 * v['diff_vs_paper_cell']:+.2f}{ci(v['diff_ci_low'], v['diff_ci_high'])}")
         verdict = "" if v is None else v["verdict"].split(" (")[0]
-        print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{acc:>24}{diff:>26}  {verdict:<12}{fmt(tar and 100 * tar, '.2f'):>8}%"
+        print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{acc:>24}{diff:>26}  {verdict:<25}{fmt(tar and 100 * tar, '.2f'):>8}%"
               f"{fmt(r['spearman_rho'], '+.3f'):>11}{fmt(r['erc_area_magface'], '.4f'):>14}"
               f"{fmt(r['edc_pauc_20'], '.4f'):>11}{fmt(r.get('margin_span_share'), '.0%'):>8}{r['seconds']:>5.0f}")
 

@@ -6,7 +6,9 @@ quality quartile; evaluation images ordered by MagFace magnitude; magnitude vs t
 training batch (Fig. 3); error-versus-reject curves on MagFace's scores with pairs ranked by MagFace's
 magnitude, ArcFace's and AdaFace's norms, the ground-truth quality (the ideal) and at random.
 The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweep: reused when finished,
-never deleted by another configuration). Tables: OUT/quality_vs_magnitude.csv (one row per run) and OUT/erc.csv.
+never deleted by another configuration). Tables: OUT/quality_vs_magnitude.csv (one row per run), OUT/erc.csv (areas
+with CIs and paired differences to MagFace's magnitude) and OUT/magnitude_vs_quality.csv (rho per head and its paired
+difference to MagFace's).
 
     python benchmarks/quality_vs_magnitude.py            # 4 heads on the CPU default, about 10 minutes
     python benchmarks/quality_vs_magnitude.py --quick    # smaller data and model, about 3 minutes
@@ -59,7 +61,9 @@ def load_results(out):
                      "spearman_rho_ci_high": r.get("spearman_rho_ci_high"),
                      "mean_norm": float(ev[head]["norms"].mean()),
                      "margin_span_share": r.get("margin_span_share"), "train_cos_median": r.get("train_cos_median"),
-                     "train_loss_change_last_epoch": r.get("train_loss_change_last_epoch")})
+                     "train_loss_change_last_epoch": r.get("train_loss_change_last_epoch"),
+                     **rho_versus_magface(ev[head]["norms"], ev["magface"]["norms"], quality,
+                                          ev["magface"]["identity"], is_magface=head == "magface")})
         last = sorted(os.listdir(os.path.join(r["run"], "dumps")))[-1]
         with np.load(os.path.join(r["run"], "dumps", last)) as z:
             dump = {k: z[k] for k in z.files}
@@ -130,9 +134,24 @@ def main(argv=None):
         publish_figure(fig, result.out, name, args.figures, args.quick)
     erc_intervals(res)
     write_csv(os.path.join(result.out, "erc.csv"), res["erc_rows"])
+    write_csv(os.path.join(result.out, "magnitude_vs_quality.csv"), res["rows"])
     atomic_json(os.path.join(result.out, "erc.json"), res["erc_rows"])
     print_tables(res)
     print(f"figures and tables in {result.out}")
+
+
+def rho_versus_magface(norms, magface_norms, quality, identities, is_magface: bool, n_boot: int = 200) -> dict:
+    """rho(this head's norm, quality) minus rho(MagFace's magnitude, quality) on the same evaluation images, with a
+    95 % CI from resampling identities (both rhos on every resample) and a verdict (higher tracks quality better)."""
+    if is_magface:
+        return {}
+    rho = lambda n, i: metrics.quality_agreement(n[i], quality[i])["spearman_rho"]  # noqa: E731
+    low, high = metrics.identity_bootstrap(identities, lambda i: rho(norms, i) - rho(magface_norms, i), n_boot=n_boot)
+    everything = np.arange(len(quality))
+    verdict = ("not computable" if low is None else "tracks quality better than MagFace" if low > 0
+               else "tracks quality worse than MagFace" if high < 0 else "no detectable difference")
+    return {"rho_diff_vs_magface": rho(norms, everything) - rho(magface_norms, everything),
+            "rho_diff_ci_low": low, "rho_diff_ci_high": high, "rho_verdict": verdict}
 
 
 def _merge_stored_intervals(out, erc_rows) -> None:
@@ -186,6 +205,10 @@ def print_tables(res):
         span = "" if r.get("margin_span_share") is None else f"{r['margin_span_share']:.0%}"
         print(f"{r['head']:<10}{100 * r['accuracy']:>11.2f}{ci(r, 'accuracy', 100, '.1f'):<13}"
               f"{r['spearman_rho']:>+15.3f}{ci(r, 'spearman_rho', 1, '+.3f'):<17}{r['mean_norm']:>10.2f}{span:>8}")
+    for r in res["rows"]:
+        if "rho_verdict" in r:
+            print(f"  rho({r['head']}) - rho(magface) = {r['rho_diff_vs_magface']:+.3f}"
+                  f"{ci(r, 'rho_diff', 1, '+.3f')}: {r['rho_verdict']} (same images, identity resamples)")
     print(f"Error versus discard at FMR={ERC_FMR:g} on MagFace's scores (lower is better; 95 % CIs over identities "
           "where computed):")
     print(f"  {'quality estimate':<30}{'ERC area (MagFace protocol)':>34}{'EDC area (ISO)':>16}"
