@@ -111,8 +111,10 @@ def heatmap_figure(table, versus=()):
              if v["verdict"] in ("better", "worse")}
     lam = (f"λ_g {p['lambda_g']:g}" if p["lambda_g"] != "auto"
            else f"λ_g {p.get('lambda_g_ratio', 1):.2f}× its bound")
+    q = p.get("auto_quantiles") or (0.05, 0.95)
+    q = q if isinstance(q, (list, tuple)) else str(q).strip("()[]").split(",")
     band = (f"[l_a, u_a]=[{p['l_a']}, {p['u_a']}], {lam}" if p["l_a"] != "auto"
-            else f"band measured (quantiles {p.get('auto_quantiles')}), {lam}")
+            else f"band measured (magnitude quantiles {float(q[0]):g}–{float(q[1]):g}), {lam}")
     return ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
                              stars={"accuracy": stars},
                              title=f"MagFace (l_m, u_m) ablation, {band}, s={p['s']}, one seed per cell; "

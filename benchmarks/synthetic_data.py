@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import tempfile
@@ -33,8 +34,12 @@ def main(argv=None):
     per_id = 40
     eval_ids = max(20, args.images // 10 // 10)
     train_ids = max(2, (args.images - eval_ids * 10) // per_id)
+    per_fold = eval_ids // 10                 # identities in the smallest of the 10 folds
+    genuine = per_fold * math.comb(10, 2)
+    distinct = min(genuine, math.comb(per_fold * 10, 2) - genuine)
     cfg = SyntheticConfig(size=args.size, train_identities=train_ids, train_images_per_identity=per_id,
-                          eval_identities=eval_ids, eval_images_per_identity=10)
+                          eval_identities=eval_ids, eval_images_per_identity=10,
+                          pairs_per_fold=min(600, 2 * distinct))   # small --images: as many distinct pairs as exist
     cache = tempfile.mkdtemp(prefix="synthetic-bench-")
     try:
         t0 = time.perf_counter()
