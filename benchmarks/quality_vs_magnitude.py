@@ -221,8 +221,9 @@ def print_tables(res):
     if paired:
         print("  paired with MagFace's magnitude on the same identity resamples (estimate minus MagFace):")
     for r in paired:
+        signed = lambda v: "n/a" if v is None or v != v else f"{v:+.4f}"  # noqa: E731   (NaN: stored as null)
         print(f"  {r['quality estimate']:<30}" + "; ".join(
-            f"{name} {r[f'{k}_diff_vs_magface']:+.4f}{ci(r, f'{k}_diff', 1, '+.4f')} {r[f'{k}_verdict']}"
+            f"{name} {signed(r.get(f'{k}_diff_vs_magface'))}{ci(r, f'{k}_diff', 1, '+.4f')} {r.get(f'{k}_verdict')}"
             for k, name in (("erc_area_magface", "ERC"), ("edc_pauc_20", "pAUC20"))))
 
 

@@ -32,7 +32,7 @@ def faces(tmp_path_factory):
 
 
 HEAD_PARAMS = {"magface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto'}",
-               "mag_cosface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto'}"}
+               "mag_cosface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto', lambda_g_ratio = 1.55}"}
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
