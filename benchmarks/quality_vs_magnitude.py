@@ -30,6 +30,7 @@ from harness.evaluate import load_eval
 from harness.plots import (erc_curves, magnitude_histograms, magnitude_vs_cosine, magnitude_vs_quality, publish_figure,
                            sorted_image_grid)
 from harness.runstate import atomic_json
+from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
 SPEC = "configs/sweeps/quality_vs_magnitude.toml"
@@ -148,8 +149,7 @@ def rho_versus_magface(norms, magface_norms, quality, identities, is_magface: bo
     rho = lambda n, i: metrics.quality_agreement(n[i], quality[i])["spearman_rho"]  # noqa: E731
     low, high = metrics.identity_bootstrap(identities, lambda i: rho(norms, i) - rho(magface_norms, i), n_boot=n_boot)
     everything = np.arange(len(quality))
-    verdict = ("not computable" if low is None else "tracks quality better than MagFace" if low > 0
-               else "tracks quality worse than MagFace" if high < 0 else "no detectable difference")
+    verdict = interval_verdict(low, high, "tracks quality better than MagFace", "tracks quality worse than MagFace")
     return {"rho_diff_vs_magface": rho(norms, everything) - rho(magface_norms, everything),
             "rho_diff_ci_low": low, "rho_diff_ci_high": high, "rho_verdict": verdict}
 
@@ -190,8 +190,7 @@ def erc_intervals(res, n_boot: int = 200) -> None:
                 continue
             low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i) - value(key, reference, i),
                                                    n_boot=n_boot)
-            verdict = ("not computable" if low is None else "worse than MagFace's magnitude" if low > 0
-                       else "better than MagFace's magnitude" if high < 0 else "no detectable difference")
+            verdict = interval_verdict(low, high, "worse than MagFace's magnitude", "better than MagFace's magnitude")
             row[f"{key}_diff_vs_magface"] = row[key] - next(r[key] for r in res["erc_rows"]
                                                              if r["quality estimate"] == "MagFace magnitude")
             row[f"{key}_diff_ci_low"], row[f"{key}_diff_ci_high"], row[f"{key}_verdict"] = low, high, verdict

@@ -16,6 +16,7 @@ from . import metrics
 from .data import batch_to_tensor, file_sha256, read_verification_bin
 from .data_source import synthetic_faces
 from .diagnostics import training_diagnostics
+from .stats import interval_verdict
 from .runstate import atomic_json, build_model, load_checkpoint, pick_device
 
 
@@ -205,10 +206,9 @@ def paired_accuracy_difference(run_a: str, run_b: str, n_boot: int = 200, level:
         return acc(a)["accuracy"] - acc(b)["accuracy"]
     point = diff(np.arange(len(pairs)))
     low, high = metrics.identity_bootstrap(pairs, diff, n_boot=n_boot, level=level)
+    verdict = interval_verdict(low, high, "better", "worse", "no detectable difference (evaluation noise)")
     if low is None:
         verdict = "not computable: fewer than 2 identities"
-    else:
-        verdict = "better" if low > 0 else "worse" if high < 0 else "no detectable difference (evaluation noise)"
     return {"diff": float(point), "diff_ci_low": low, "diff_ci_high": high, "verdict": verdict}
 
 

@@ -22,6 +22,14 @@ def mean_ci(values, level: float = LEVEL) -> tuple:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def interval_verdict(low, high, above: str, below: str, neither: str = "no detectable difference") -> str:
+    """The verdict on a difference from its interval: `above` when the whole interval lies above 0, `below` when
+    under it, else `neither`; "not computable" when there is no interval."""
+    if low is None or high is None:
+        return "not computable"
+    return above if low > 0 else below if high < 0 else neither
+
+
 def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
     """a - b paired by seed: mean difference, its t interval, a verdict ("better" / "worse" when the interval
     excludes 0, else "no detectable difference at n seeds") and `detectable`, the smallest true difference these
@@ -37,7 +45,7 @@ def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
     mean, low, high = mean_ci(d, level)
     se = d.std(ddof=1) / np.sqrt(n)
     detectable = float((stats.t.ppf(0.5 + level / 2, n - 1) + stats.t.ppf(power, n - 1)) * se)
-    verdict = ("better" if low > 0 else "worse" if high < 0 else f"no detectable difference at {n} seeds "
-               f"(|diff| < {detectable:.3g} would go unseen)")
+    verdict = interval_verdict(low, high, "better", "worse", f"no detectable difference at {n} seeds "
+                               f"(|diff| < {detectable:.3g} would go unseen)")
     return {"diff": mean, "diff_ci_low": low, "diff_ci_high": high, "verdict": verdict, "detectable": detectable,
             "seeds": n}
