@@ -1,5 +1,5 @@
-"""torchrun end to end on the CPU (gloo, 2 ranks): training, a kill and exact resume, and the errors for a
-checkpoint of another world size and for ranks started with different configs (no hang: collective timeouts)."""
+"""torchrun end to end on the CPU (gloo, 2 ranks): training with MagFace's "auto" band (calibrated at step 5 of 20,
+so kills land before and after it), a kill and exact resume, and the errors for a checkpoint of another world size and for ranks started with different configs (no hang: collective timeouts)."""
 import json
 import os
 import signal
@@ -23,7 +23,9 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "MAGFACE_DIST_TIMEOUT": "60", "OMP
 
 def cmd(out, tmp_path, nproc=2, *extra):
     base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=4", "train.checkpoint_every=1",
-                   "head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}", *extra]
+                   "train.calibrate_at_epoch=1.0",
+                   'head.params={s = 16.0, l_a = "auto", u_a = "auto", lambda_g = "auto", lambda_g_ratio = 2.0}',
+                   *extra]
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc
               else [sys.executable])
     return [*launch, "-m", "harness", "train", "--no-eval", "--out", str(out), *[a for s in base for a in ("--set", s)]]
@@ -43,6 +45,12 @@ def test_torchrun_kill_and_resume_is_exact(tmp_path):
     assert json.load(open(straight / "environment.json"))["world_size"] == 2
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == [
         "final.pt", "last.json", "step00000020.rank0.pt", "step00000020.rank1.pt"]
+    band = json.load(open(straight / "calibration.json"))
+    assert band["step"] == 5 and band["samples"] == 5 * 16        # the global batches: every rank saw all of them
+    assert ckpt["head"]["band"].tolist() == pytest.approx([band["l_a"], band["u_a"], band["lambda_g"]])
+    ranks = [torch.load(straight / "checkpoints" / f"step00000020.rank{r}.pt", map_location="cpu",
+                        weights_only=False)["head"]["inner.band"] for r in range(2)]
+    assert torch.equal(ranks[0], ranks[1]), "the ranks calibrated different bands"
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd(killed, tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
