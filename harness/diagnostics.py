@@ -26,15 +26,12 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
     calibrated = _calibration(run_dir) if hp.get("l_a") == "auto" else {}
     hp = {**hp, **{k: v for k, v in calibrated.items() if k != "step"}}
     out.update({f"calibrated_{k}": v for k, v in calibrated.items() if k != "step"})
-    if rows and "margin_p5" in rows[-1] and hp["u_m"] > hp["l_m"]:
-        last = rows[-1]
-        out.update(margin_p5=last["margin_p5"], margin_p50=last["margin_p50"], margin_p95=last["margin_p95"],
-                   margin_span_share=(last["margin_p95"] - last["margin_p5"]) / (hp["u_m"] - hp["l_m"]))
     dumps = _dumps(run_dir)
     if dumps:
         cos = dumps[-1][1]["cos_target"]
         out.update(train_cos_median=float(np.median(cos)), train_cos_nonpositive_share=float(np.mean(cos <= 0)))
     if cfg.head.name in MAGNITUDE_HEADS and dumps and not isinstance(hp["l_a"], str):   # (an uncalibrated "auto")
+        out.update(realised_margin(dumps[-1][1], hp))
         # dump step k holds batch k - 1; an "auto" band is set before batch `since`, so dumps after it saw the band
         since = calibrated.get("step", -1)
         by_step = [dict(step=step, **theory_agreement(d, hp, MAGNITUDE_HEADS[cfg.head.name]))
@@ -42,25 +39,76 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
         if by_step:
             out.update({k: v for k, v in by_step[-1].items() if k != "step"})
             out["theory_by_step"] = by_step
+            out["theory_margin_span_widest"] = widest_span(dumps[-1][1], hp, MAGNITUDE_HEADS[cfg.head.name])
     return out
 
 
+def margin_applies(cos, hp: dict):
+    """The samples whose target logit carries MagFace's margin: under "easy" those with cos theta_y > 0."""
+    return cos > 0 if hp.get("theta_policy", "none") == "easy" else np.ones(len(cos), dtype=bool)
+
+
+def realised_margin(dump, hp: dict) -> dict:
+    """The margin m(a) the last dumped batch carried, over the samples that carry it (as the head logs it):
+    margin_p5/p50/p95 and margin_span_share = (p95 - p5) / (u_m - l_m); margin_span_share_all counts every
+    sample, also those a theta policy leaves without a margin (the span tables reported before evaluation
+    version 4); margin_applied_share is the share that carries one. NaN where no sample does."""
+    if not hp["u_m"] > hp["l_m"]:
+        return {}
+    a, cos = dump["norms"].astype(float), dump["cos_target"].astype(float)
+    band = dict(l_a=hp["l_a"], u_a=hp["u_a"], l_m=hp["l_m"], u_m=hp["u_m"])
+    applied = margin_applies(cos, hp)
+    out = {"margin_applied_share": float(np.mean(applied)),
+           "margin_span_share_all": theory.margin_span_share(a, **band)}
+    if not applied.any():
+        return {**out, "margin_p5": float("nan"), "margin_p50": float("nan"), "margin_p95": float("nan"),
+                "margin_span_share": float("nan")}
+    p5, p50, p95 = theory.margin(np.quantile(np.clip(a[applied], hp["l_a"], hp["u_a"]), [0.05, 0.5, 0.95]), **band)
+    return {**out, "margin_p5": float(p5), "margin_p50": float(p50), "margin_p95": float(p95),
+            "margin_span_share": theory.margin_span_share(a[applied], **band)}
+
+
 def theory_agreement(dump, hp: dict, form: str) -> dict:
-    """Spearman rho between the produced magnitudes a and the optimum a*, the median |a - a*| / (u_a - l_a), and the
-    share of samples inside the theorem's assumption theta_y + u_m <= pi/2. NaN where the dump has no lse_neg
-    (torchrun) or the head's theta policy has no derived optimum ("threshold")."""
+    """Spearman rho between the produced magnitudes a and the optimum a*, the median |a - a*| / (u_a - l_a), the
+    share of [l_m, u_m] that m(a*) spans over the samples that carry the margin (p5-p95: what the margin would
+    span at the optimum), and the share of
+    samples inside the theorem's assumption theta_y + u_m <= pi/2. NaN where the dump has no lse_neg (torchrun) or
+    the head's theta policy has no derived optimum ("threshold")."""
     a, cos, lse = dump["norms"].astype(float), dump["cos_target"].astype(float), dump.get("lse_neg")
     share = float(np.mean(theory.assumption_holds(np.clip(cos, -1, 1), u_m=hp["u_m"], form=form)))
     policy = hp.get("theta_policy", "none")
     if lse is None or not np.all(np.isfinite(lse)) or policy not in ("none", "easy"):
         return {"theory_rho_a_astar": float("nan"), "theory_gap_median": float("nan"),
-                "theory_assumption_share": share}
+                "theory_margin_span_share": float("nan"), "theory_assumption_share": share}
     a_star = theory.optimal_magnitude(np.clip(cos, -1, 1), lse, s=hp["s"], lambda_g=hp["lambda_g"], l_a=hp["l_a"],
                                       u_a=hp["u_a"], l_m=hp["l_m"], u_m=hp["u_m"], form=form, theta_policy=policy)
     rho = stats.spearmanr(a, a_star)[0] if np.ptp(a_star) > 0 and np.ptp(a) > 0 else float("nan")
     return {"theory_rho_a_astar": float(rho),
             "theory_gap_median": float(np.median(np.abs(a - a_star)) / (hp["u_a"] - hp["l_a"])),
+            "theory_margin_span_share": _applied_span(a_star, cos, hp),
             "theory_assumption_share": share}
+
+
+def _applied_span(a_star, cos, hp: dict) -> float:
+    applied = margin_applies(cos, hp)
+    if not hp["u_m"] > hp["l_m"] or not applied.any():
+        return float("nan")
+    return theory.margin_span_share(a_star[applied], l_a=hp["l_a"], u_a=hp["u_a"], l_m=hp["l_m"], u_m=hp["u_m"])
+
+
+def widest_span(dump, hp: dict, form: str) -> float:
+    """The largest share of [l_m, u_m] that m(a*) could span on this batch's margin-carrying samples under any band
+    and any lambda_g >= the bound (theory.widest_margin_span): the ceiling a margin-span target meets on this
+    batch. NaN as above, or where no sample carries the margin."""
+    lse, policy = dump.get("lse_neg"), hp.get("theta_policy", "none")
+    if lse is None or not np.all(np.isfinite(lse)) or policy not in ("none", "easy") or not hp["u_m"] > hp["l_m"]:
+        return float("nan")
+    cos = np.clip(dump["cos_target"].astype(float), -1, 1)
+    applied = margin_applies(cos, hp)
+    if not applied.any():
+        return float("nan")
+    return theory.widest_margin_span(cos[applied], lse[applied].astype(float), s=hp["s"], l_m=hp["l_m"],
+                                     u_m=hp["u_m"], form=form, theta_policy=policy)["span"]
 
 
 def optimum_curve(run_dir: str, cfg: RunConfig, dump: dict, points: int = 200):

@@ -20,7 +20,7 @@ from .stats import interval_verdict
 from .runstate import atomic_json, build_model, load_checkpoint, pick_device
 
 
-EVAL_VERSION = 3   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
+EVAL_VERSION = 4   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
 
 
 @torch.no_grad()

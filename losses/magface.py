@@ -18,7 +18,7 @@ from .arcface import GRAD_MODES, THETA_POLICIES, additive_angular_margin
 from .base import MarginHead
 
 MAG_STATS = ("margin_mean", "margin_min", "margin_max", "margin_p5", "margin_p50", "margin_p95", "g_mean",
-             "in_band_share")
+             "in_band_share", "margin_applied_share")
 
 
 class FeasibilityWarning(UserWarning):
@@ -199,16 +199,26 @@ class _MagnitudeMarginHead(MarginHead):
         return (f"lambda_g check: bound s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = {self.lambda_g_min:.4f} for s={self.s:g}; "
                 f"lambda_g = {self.lambda_g:g} -> {verdict}")
 
+    def margin_applies(self, cos_target):
+        """Which samples' target logits carry the margin m(a) (every one, unless a theta policy drops it)."""
+        return torch.ones_like(cos_target, dtype=torch.bool)
+
     @torch.no_grad()
     def log_stats(self, norms, cos_target):
-        """Whether the mechanism operates: the realised margin m(a) (mean, min, max, 5/50/95th percentiles), the
-        mean g(a), and the share of the batch whose norm lies inside [l_a, u_a], where m and g follow the norm
-        (0 while an "auto" band is uncalibrated)."""
+        """Whether the mechanism operates: the realised margin m(a) (mean, min, max, 5/50/95th percentiles) over
+        the samples whose target logit carries it (under "easy", cos theta_y > 0: the others have no margin, and
+        their magnitudes, pushed up by g alone, would count as a span that is not there; NaN if none), their share
+        of the batch, the mean g(a), and the share of the batch whose norm lies inside [l_a, u_a], where m and g
+        follow the norm (0 while an "auto" band is uncalibrated)."""
         a = self.clamped_magnitude(norms)
-        m = self.margin(a)
-        q = torch.quantile(m, m.new_tensor([0.05, 0.5, 0.95]))
-        inside = ((norms >= self.l_a) & (norms <= self.u_a)).to(m.dtype).mean() if self.calibrated else m.new_zeros(())
-        values = torch.stack([m.mean(), m.min(), m.max(), *q, self.regulariser(a).mean(), inside]).tolist()
+        applied = self.margin_applies(cos_target)
+        m = self.margin(a[applied])
+        nan = m.new_tensor(float("nan"))
+        q = torch.quantile(m, m.new_tensor([0.05, 0.5, 0.95])) if len(m) else nan.repeat(3)
+        spread = [m.mean(), m.min(), m.max()] if len(m) else [nan, nan, nan]
+        inside = ((norms >= self.l_a) & (norms <= self.u_a)).to(a.dtype).mean() if self.calibrated else a.new_zeros(())
+        values = torch.stack([*spread, *q, self.regulariser(a).mean(), inside,
+                              applied.to(a.dtype).mean()]).tolist()
         return dict(zip(MAG_STATS, values))
 
 
@@ -232,6 +242,11 @@ class MagFaceHead(_MagnitudeMarginHead):
     def target_logit(self, cos_y, norms):
         m = self.margin(self.clamped_magnitude(norms))
         return self.s * additive_angular_margin(cos_y, m, self.theta_policy, self.grad_mode)
+
+    def margin_applies(self, cos_target):
+        if self.theta_policy == "easy":       # additive_angular_margin keeps cos theta_y where it is <= 0
+            return cos_target > 0
+        return super().margin_applies(cos_target)
 
 
 class MagCosFaceHead(_MagnitudeMarginHead):

@@ -1,5 +1,6 @@
 """torchrun end to end on the CPU (gloo, 2 ranks): training with MagFace's "auto" band (calibrated at step 5 of 20,
-so kills land before and after it), a kill and exact resume, and the errors for a checkpoint of another world size and for ranks started with different configs (no hang: collective timeouts)."""
+so kills land before and after it), a kill and exact resume, and the errors for a checkpoint of another world size
+and for ranks started with different configs (no hang: collective timeouts)."""
 import json
 import os
 import signal

@@ -31,7 +31,16 @@ def test_magnitudes_at_the_optimum_agree_perfectly(tmp_path):
     assert d["theory_rho_a_astar"] == pytest.approx(1.0) and d["theory_gap_median"] == pytest.approx(0.0, abs=1e-9)
     assert d["theory_assumption_share"] == pytest.approx(np.mean(np.arccos(cos) + 0.8 <= np.pi / 2))
     assert d["train_loss_last_epoch"] == 2.7 and d["train_loss_change_last_epoch"] == pytest.approx(-0.1)
-    assert d["margin_span_share"] == pytest.approx(0.5) and d["train_cos_median"] == pytest.approx(np.median(cos))
+    assert d["train_cos_median"] == pytest.approx(np.median(cos))
+    # the realised margin counts the samples that carry one (cos > 0 under "easy"); m is linear in a on the band
+    lo, hi = np.quantile(a_star[cos > 0], [0.05, 0.95])
+    assert d["margin_span_share"] == pytest.approx((hi - lo) / (HP["u_a"] - HP["l_a"]))
+    assert d["margin_applied_share"] == pytest.approx(np.mean(cos > 0))
+    lo_all, hi_all = np.quantile(a_star, [0.05, 0.95])
+    assert d["margin_span_share_all"] == pytest.approx((hi_all - lo_all) / (HP["u_a"] - HP["l_a"]))
+    assert d["margin_span_share_all"] > d["margin_span_share"]   # the margin-less samples sit at u_a
+    assert d["theory_margin_span_share"] == pytest.approx(d["margin_span_share"])   # a = a* here
+    assert 0 <= d["theory_margin_span_widest"] <= 1
     assert [s["step"] for s in d["theory_by_step"]] == [10]
 
 

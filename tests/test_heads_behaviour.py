@@ -188,14 +188,28 @@ def test_magface_log_stats_at_known_norms():
     """Realised margin, mean g and the in-band share, at norms below, inside and above [l_a, u_a] = [10, 110]."""
     head = build_head("magface", 10, 4)
     norms = torch.tensor([5.0, 10.0, 60.0, 110.0, 500.0])
-    stats = head.log_stats(norms, torch.zeros(5))
+    stats = head.log_stats(norms, torch.full((5,), 0.5))
     margins, a = [0.45, 0.45, 0.625, 0.8, 0.8], torch.tensor([10.0, 10.0, 60.0, 110.0, 110.0])
     expect = {"margin_mean": sum(margins) / 5, "margin_min": 0.45, "margin_max": 0.8, "margin_p5": 0.45,
               "margin_p50": 0.625, "margin_p95": 0.8, "g_mean": (1 / a + a / 110**2).mean().item(),
-              "in_band_share": 0.6}
+              "in_band_share": 0.6, "margin_applied_share": 1.0}
     assert stats.keys() == expect.keys() and all(isinstance(v, float) for v in stats.values())
     for key, value in expect.items():
         assert stats[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_magface_margin_stats_count_only_samples_that_carry_the_margin():
+    """Under "easy" a sample with cos theta_y <= 0 has no margin: its (large) magnitude is not a realised margin.
+    Under "none" (and for Mag-CosFace) every sample carries m(a)."""
+    norms, cos = torch.tensor([10.0, 60.0, 110.0, 110.0]), torch.tensor([0.5, 0.6, -0.2, 0.0])
+    easy = build_head("magface", 10, 4).log_stats(norms, cos)
+    assert easy["margin_applied_share"] == 0.5
+    assert (easy["margin_min"], easy["margin_max"]) == pytest.approx((0.45, 0.625))
+    none = build_head("magface", 10, 4, theta_policy="none").log_stats(norms, cos)
+    assert none["margin_applied_share"] == 1.0 and none["margin_max"] == pytest.approx(0.8)
+    assert build_head("mag_cosface", 10, 4).log_stats(norms, cos)["margin_applied_share"] == 1.0
+    nothing = build_head("magface", 10, 4).log_stats(norms, -cos.abs() - 0.1)
+    assert nothing["margin_applied_share"] == 0.0 and math.isnan(nothing["margin_p5"])
 
 
 def test_adaface_logs_its_running_statistics_and_other_heads_log_nothing_extra():

@@ -9,11 +9,13 @@ Float64 NumPy/SciPy only; imports nothing else of the project.
 """
 from .model import (assumption_holds, check_params, lambda_g_min, lse_from_cosines, magnitude_loss,
                     magnitude_loss_d1, magnitude_loss_d2, margin, regulariser)
+from .margin_span import margin_span_share, optimal_margin_span, widest_margin_span
 from .optimum import Optimum, optimal_magnitude
 from .verify import (Grid, MagParams, Report, ValidityMap, check_convexity, check_interior_optimum,
                      check_monotonicity, validity_map)
 
 __all__ = ["lambda_g_min", "magnitude_loss", "magnitude_loss_d1", "magnitude_loss_d2", "margin", "regulariser",
-           "lse_from_cosines", "assumption_holds", "check_params", "optimal_magnitude", "Optimum", "MagParams",
+           "lse_from_cosines", "assumption_holds", "check_params", "optimal_magnitude", "Optimum", "margin_span_share",
+           "optimal_margin_span", "widest_margin_span", "MagParams",
            "Grid", "Report", "ValidityMap", "check_convexity", "check_interior_optimum", "check_monotonicity",
            "validity_map"]
