@@ -19,7 +19,8 @@ import os
 import time
 
 
-from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, run_benchmark_sweep
+from harness.cli import (add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result,
+                         run_benchmark_sweep)
 from harness.evaluate import paired_accuracy_difference
 from harness.plots import ablation_heatmaps, publish_figure
 from harness.sweep import write_csv
@@ -64,6 +65,7 @@ def main(argv=None):
     publish_figure(heatmap_figure(result.rows, versus), result.out, "ablation_heatmaps.png", args.figures, args.quick)
     print(f"wrote {result.out}/ablation.csv, ablation.json, ablation_vs_paper.csv, ablation_heatmaps.png "
           f"({time.perf_counter() - t0:.0f} s for {result.trained} new cell(s))")
+    publish_result(args, result)
 
 
 def load_table(out) -> list:

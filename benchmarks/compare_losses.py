@@ -21,7 +21,8 @@ import json
 import os
 import time
 
-from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, run_benchmark_sweep
+from harness.cli import (add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result,
+                         run_benchmark_sweep)
 from harness.plots import loss_comparison, publish_figure
 from harness.stats import mean_ci, paired_difference
 from harness.sweep import write_csv
@@ -56,6 +57,7 @@ def main(argv=None):
                    args.quick)
     print(f"wrote {result.out}/compare_losses.csv, compare_losses_summary.csv, compare_losses.png "
           f"({time.perf_counter() - t0:.0f} s for {result.trained} new run(s))")
+    publish_result(args, result)
 
 
 def load_results(out) -> dict:

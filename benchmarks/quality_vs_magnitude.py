@@ -22,14 +22,15 @@ import os
 import numpy as np
 
 from harness import metrics
-from harness.cli import add_output_args, add_sweep_args, benchmark_spec, run_benchmark_sweep
+from harness.cli import add_output_args, add_sweep_args, benchmark_spec, publish_result, run_benchmark_sweep
 from harness.config import RunConfig
 from harness.data_source import synthetic_faces
 from harness.diagnostics import optimum_curve
 from harness.evaluate import load_eval
-from harness.plots import (erc_curves, magnitude_histograms, magnitude_vs_cosine, magnitude_vs_quality, publish_figure,
-                           sorted_image_grid)
-from harness.runstate import atomic_json
+from harness.plots import (GRID_SHAPE, erc_curves, grid_pick, magnitude_histograms, magnitude_vs_cosine,
+                           magnitude_vs_quality, publish_figure, sorted_image_grid)
+from harness.publish import run_folder
+from harness.runstate import atomic_json, atomic_npz
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
@@ -49,7 +50,7 @@ def load_results(out):
         stored = json.load(f)["runs"]
     runs = {}
     for r in stored:
-        runs.setdefault(r["head"], r)
+        runs.setdefault(r["head"], {**r, "run": run_folder(out, r)})
     ev = {h: load_eval(r["run"]) for h, r in runs.items()}
     quality = ev["magface"]["quality"]
     rows, per_head, dumps = [], {}, {}
@@ -89,29 +90,38 @@ def load_results(out):
         erc_rows.append(row)
     _merge_stored_intervals(out, erc_rows)
     pair_identities = np.stack([mag["identity"][mag["left"]], mag["identity"][mag["right"]]], axis=1)
+    grid_path = os.path.join(out, IMAGE_GRID)
+    if not os.path.isfile(grid_path):
+        raise FileNotFoundError(f"no {IMAGE_GRID} in {out}; run python benchmarks/quality_vs_magnitude.py first")
+    with np.load(grid_path) as z:
+        image_grid = (z["images"], z["magnitudes"])
     return {"per_head": per_head, "magface_norms": mag["norms"], "quality": quality, "dumps": dumps,
             "erc_inputs": (scores, issame, estimates, pair_identities),
-            "erc_curves": curves, "rows": rows, "erc_rows": erc_rows,
-            "config": os.path.join(runs["magface"]["run"], "config.json")}
+            "erc_curves": curves, "rows": rows, "erc_rows": erc_rows, "image_grid": image_grid}
 
 
-def faces_of(res):
-    """The synthetic data set the runs were evaluated on (from the cache: seconds)."""
-    with open(res["config"]) as f:
-        return synthetic_faces(RunConfig.from_dict(json.load(f)))
+IMAGE_GRID = "images_by_magnitude.npz"   # the evaluation images the grid figure shows, so it redraws without the data
+
+
+def save_image_grid(out: str, magface_run: str) -> None:
+    """The evaluation images picked for the grid (evenly across MagFace's magnitudes) and their magnitudes."""
+    with open(os.path.join(magface_run, "config.json")) as f:
+        faces = synthetic_faces(RunConfig.from_dict(json.load(f)))
+    norms = load_eval(magface_run)["norms"]
+    pick = grid_pick(norms, GRID_SHAPE[0] * GRID_SHAPE[1])
+    atomic_npz(os.path.join(out, IMAGE_GRID), images=faces.eval.images[pick], magnitudes=norms[pick])
 
 
 def erc_figure(res):
     return erc_curves(res["erc_curves"], ERC_FMR, "Error versus discard on MagFace's scores (no flip), built-in pairs")
 
 
-def quality_figures(res, faces):
-    """The five figures, by file name; faces: the synthetic data set (its evaluation images)."""
+def quality_figures(res):
+    """The five figures, by file name."""
     order_title = "Evaluation images ordered by MagFace magnitude (low, top left, to high); titles: magnitude"
     return {"qvm_magnitude_vs_quality.png": magnitude_vs_quality(res["per_head"]),
             "qvm_magface_histograms.png": magnitude_histograms(res["magface_norms"], res["quality"], "MagFace"),
-            "qvm_images_by_magnitude.png": sorted_image_grid(faces.eval.images, res["magface_norms"],
-                                                             title=order_title),
+            "qvm_images_by_magnitude.png": sorted_image_grid(*res["image_grid"], title=order_title),
             "qvm_magnitude_vs_cosine.png": magnitude_vs_cosine(res["dumps"]),
             "qvm_erc.png": erc_figure(res)}
 
@@ -130,8 +140,9 @@ def main(argv=None):
         return
     if result.runs[0].cfg.data.source != "synthetic":
         raise SystemExit("error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data")
+    save_image_grid(result.out, next(r.folder for r in result.runs if r.cfg.head.name == "magface"))
     res = load_results(result.out)
-    for name, fig in quality_figures(res, faces_of(res)).items():
+    for name, fig in quality_figures(res).items():
         publish_figure(fig, result.out, name, args.figures, args.quick)
     erc_intervals(res)
     write_csv(os.path.join(result.out, "erc.csv"), res["erc_rows"])
@@ -139,6 +150,7 @@ def main(argv=None):
     atomic_json(os.path.join(result.out, "erc.json"), res["erc_rows"])
     print_tables(res)
     print(f"figures and tables in {result.out}")
+    publish_result(args, result, arrays=True)
 
 
 def rho_versus_magface(norms, magface_norms, quality, identities, is_magface: bool, n_boot: int = 200) -> dict:

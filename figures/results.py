@@ -1,14 +1,19 @@
-"""Where a notebook in figures/ finds the stored results it draws from, and how it makes them when there are none.
+"""Where a notebook in figures/ finds the results it draws from, and how it shows a figure as the PNG it publishes.
 
-A notebook draws from the full benchmark's results in results/<benchmark>/ when they exist; otherwise (or with
-MAGFACE_NOTEBOOK_QUICK=1) from results/<benchmark>_quick/, running the benchmark's --quick version first when that
-is missing too. MAGFACE_RESULTS moves the results root; MAGFACE_BENCH_ARGS adds arguments to that run: a JSON
-list for every benchmark, or an object {"*": [...], "<benchmark>": [...]} (the tests use it to shrink the data).
+By default a notebook draws from the published results, results/published/<benchmark>/ (committed: the tables and
+arrays behind README.md and paper_repro.md), so on a fresh clone it redraws the published figures in seconds and
+trains nothing. MAGFACE_NOTEBOOK_RESULTS picks another source, and only when asked does anything run:
+    published (default)  results/published/<benchmark>; missing: the error names the command that publishes them
+    local                results/<benchmark>, your own full run of the benchmark; missing: the error names it
+    quick                results/<benchmark>_quick, running the benchmark's --quick version first if it is missing
+MAGFACE_RESULTS moves the results root; MAGFACE_BENCH_ARGS adds arguments to a quick run: a JSON list for every
+benchmark, or an object {"*": [...], "<benchmark>": [...]} (the tests use it to shrink the data).
 Importing this module puts the repository root on sys.path, so the notebooks can import the benchmarks' loading
 and drawing functions.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -19,25 +24,72 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+SOURCES = ("published", "local", "quick")
+
 
 def results_dir(benchmark: str, done_file: str) -> Path:
-    """The folder holding `benchmark`'s finished results (its `done_file` present), running --quick if needed."""
+    """The folder holding `benchmark`'s finished results (its `done_file` present), from the chosen source."""
+    source = os.environ.get("MAGFACE_NOTEBOOK_RESULTS", "published")
+    if source not in SOURCES:
+        raise ValueError(f"MAGFACE_NOTEBOOK_RESULTS={source!r}: expected one of {SOURCES}")
     root = Path(os.environ.get("MAGFACE_RESULTS", ROOT / "results"))
-    full = root / benchmark
-    if os.environ.get("MAGFACE_NOTEBOOK_QUICK") != "1" and (full / done_file).is_file():
-        print(f"drawing from the stored results in {full}")
-        return full
+    if source == "published":
+        folder = root / "published" / benchmark
+        if not (folder / done_file).is_file():
+            raise FileNotFoundError(
+                f"no published results for {benchmark} in {folder}; publish them with: python "
+                f"benchmarks/{benchmark}.py --publish (or set MAGFACE_NOTEBOOK_RESULTS=quick to run its small "
+                "version here)")
+        print(f"drawing from the published results in {_shown(folder)}: {_provenance(folder)}")
+        return folder
+    if source == "local":
+        folder = root / benchmark
+        if not (folder / done_file).is_file():
+            raise FileNotFoundError(f"no results in {folder}; make them with: python benchmarks/{benchmark}.py")
+        print(f"drawing from your own results in {_shown(folder)}")
+        return folder
     quick = root / f"{benchmark}_quick"
     if (quick / done_file).is_file():
-        print(f"drawing from the stored --quick results in {quick}")
+        print(f"drawing from the stored --quick results in {_shown(quick)}")
         return quick
     extra = json.loads(os.environ.get("MAGFACE_BENCH_ARGS", "[]"))
     if isinstance(extra, dict):
         extra = extra.get("*", []) + extra.get(benchmark, [])
     cmd = [sys.executable, str(ROOT / "benchmarks" / f"{benchmark}.py"), "--quick", "--out", str(quick),
            "--figures", "", *extra]
-    print(f"no stored results for {benchmark}; running: {' '.join(cmd)}", flush=True)
+    print(f"no stored --quick results for {benchmark}; running (asked by MAGFACE_NOTEBOOK_RESULTS=quick): "
+          f"{' '.join(cmd)}", flush=True)
     done = subprocess.run(cmd, cwd=ROOT)   # its progress shows in the cell as it runs
     if done.returncode != 0:
         raise RuntimeError(f"{benchmark}.py --quick failed (exit {done.returncode}); its output is above")
     return quick
+
+
+def png(fig, name: str):
+    """The figure as the PNG the benchmark publishes as figures/<name> (same renderer and resolution), closed
+    afterwards; shown by Jupyter, and tagged with its file name so the tests can compare it with the gallery's."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    from harness.plots import FIGURE_DPI
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="png", metadata={"figure": name})
+
+
+def _shown(folder: Path) -> str:
+    try:
+        return str(folder.relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
+def _provenance(folder: Path) -> str:
+    path = folder / "provenance.json"
+    if not path.is_file():
+        return "no provenance.json"
+    p = json.loads(path.read_text())
+    commit = (p.get("published_commit") or "?")[:10]
+    return (f"published {p.get('published_at', '?')[:10]} at commit {commit}{' (dirty tree)' if p.get('dirty') else ''}"
+            f" by `{p.get('command') or '?'}`")

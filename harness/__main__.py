@@ -1,6 +1,7 @@
 """python -m harness train --config FILE [--set key=value ...] [--dry-run]
 python -m harness sweep SPEC.toml [--quick] [--out DIR] [--jobs N] [--set key=value ...] [--dry-run | --prune]
-python -m harness evaluate --run DIR"""
+python -m harness evaluate --run DIR
+python -m harness publish OUT [--name NAME] [--arrays] [--allow-dirty]"""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,8 @@ import sys
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
 from .evaluate import evaluate_run, summary_line
+from .cli import add_publish_args, publish_result
+from .publish import publish
 from .models import build_backbone
 from .sweep import load_spec, run_spec
 from .trainer import train
@@ -65,6 +68,14 @@ def main(argv=None):
     sw.add_argument("--prune", action="store_true", help="remove the run folders under OUT/runs this spec does "
                                                          "not name (listing them)")
     sw.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")
+    add_publish_args(sw)
+    pb = sub.add_parser("publish", help="copy a finished benchmark or sweep folder's tables (and arrays) to "
+                                        "results/published/NAME, with its provenance")
+    pb.add_argument("out", help="the finished folder, e.g. results/magface_regime")
+    pb.add_argument("--name", help="published folder name (default: the sweep's name)")
+    pb.add_argument("--arrays", action="store_true", help="also each run's evaluation arrays and last dump")
+    pb.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes "
+                                                               "(recorded)")
     ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint")
     ev.add_argument("--run", required=True)
     ev.add_argument("--checkpoint", default="final.pt")
@@ -83,8 +94,14 @@ def main(argv=None):
                 sw.error("a sweep spec is required (e.g. configs/sweeps/ablation.toml)"
                          + ("; --prune removes only what a named spec does not name" if args.prune else ""))
             spec = load_spec(args.spec, quick=args.quick)
-            run_spec(spec, args.out, args.set, jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
-                     retry_failed=args.retry_failed)
+            result = run_spec(spec, args.out, args.set, jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
+                              retry_failed=args.retry_failed)
+            if args.publish and result is not None:
+                publish_result(args, result)
+        elif args.command == "publish":
+            dest = publish(args.out, args.name, arrays=args.arrays, allow_dirty=args.allow_dirty,
+                           command=f"python -m harness publish {' '.join(sys.argv[2:])}")
+            print(f"published {args.out} to {dest}")
         else:
             print(summary_line(evaluate_run(args.run, args.checkpoint, device=args.device)))
     except ValueError as exc:

@@ -5,14 +5,17 @@
 - `--figures DIR` receives a copy of each PNG (as *_quick.png for --quick; '' to skip);
 - `--device` picks cpu, cuda or auto; `--jobs N` runs N trainings at once; `--quick` is the small variant;
   `--seeds` lists training seeds; `--set section.key=value` is any harness override; `--dry-run` prints the
-  plan and trains nothing; `--prune` removes the runs under OUT that the benchmark's sweep no longer names.
+  plan and trains nothing; `--prune` removes the runs under OUT that the benchmark's sweep no longer names;
+  `--publish` copies the finished results to results/published/ (harness.publish).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 
+from .publish import publish
 from .sweep import SweepSpec, load_spec, run_spec
 
 
@@ -79,6 +82,7 @@ def add_sweep_args(ap, spec_path: str, seeds: bool = True) -> None:
     ap.add_argument("--prune", action="store_true",
                     help="remove the run folders under OUT/runs that this sweep (with these flags) does not name")
     ap.add_argument("--retry-failed", action="store_true", help="train again the runs that failed before")
+    add_publish_args(ap)
 
 
 def sweep_overrides(args) -> list:
@@ -131,3 +135,26 @@ def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
                         retry_failed=args.retry_failed, describe=describe)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
+
+
+def add_publish_args(ap) -> None:
+    ap.add_argument("--publish", action="store_true", help="when finished, copy the tables (and the arrays the "
+                                                           "figures need) to results/published/ with provenance")
+    ap.add_argument("--allow-dirty", action="store_true", help="with --publish: allow uncommitted changes "
+                                                               "(recorded)")
+
+
+def publish_result(args, result, arrays: bool = False) -> str | None:
+    """With --publish: publish the finished sweep result (harness.publish), recording this command line."""
+    if not getattr(args, "publish", False):
+        return None
+    if getattr(args, "quick", False):
+        raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
+    module = "-m harness" if sys.argv[0].endswith("__main__.py") else os.path.relpath(sys.argv[0])
+    try:
+        dest = publish(result.out, arrays=arrays, allow_dirty=args.allow_dirty,
+                       command=" ".join(["python", module, *sys.argv[1:]]))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    print(f"published {result.out} to {dest}")
+    return dest

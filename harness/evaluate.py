@@ -17,7 +17,7 @@ from .data import batch_to_tensor, file_sha256, read_verification_bin
 from .data_source import synthetic_faces
 from .diagnostics import training_diagnostics
 from .stats import interval_verdict
-from .runstate import atomic_json, build_model, load_checkpoint, pick_device
+from .runstate import atomic_json, atomic_npz, build_model, load_checkpoint, pick_device
 
 
 EVAL_VERSION = 4   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
@@ -161,10 +161,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
 
 
 def _save_arrays(out_dir, name, arrays):
-    path = os.path.join(out_dir, f"{name}.npz")
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_npz(os.path.join(out_dir, f"{name}.npz"), **arrays)
 
 
 def summary_line(result: dict) -> str:

@@ -11,15 +11,23 @@ import seaborn as sns
 from scipy.stats import spearmanr
 
 
-def sorted_image_grid(images: np.ndarray, scores: np.ndarray, *, rows: int = 4, cols: int = 10,
-                      score_name: str = "quality", title: str | None = None, seed: int = 0):
-    """A grid of images sampled evenly across the score range, ordered low (top left) to high (bottom right),
-    each labelled with its score: for ground-truth quality, or (later) the feature magnitude."""
-    n = rows * cols
-    if len(images) < n:
-        raise ValueError(f"need at least {n} images for a {rows}x{cols} grid, got {len(images)}")
+GRID_SHAPE = (4, 10)
+
+
+def grid_pick(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of n samples evenly across the score range, ordered low to high."""
+    if len(scores) < n:
+        raise ValueError(f"need at least {n} images for the grid, got {len(scores)}")
     order = np.argsort(scores, kind="stable")
-    pick = order[np.linspace(0, len(order) - 1, n).round().astype(int)]
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
+
+
+def sorted_image_grid(images: np.ndarray, scores: np.ndarray, *, rows: int = GRID_SHAPE[0], cols: int = GRID_SHAPE[1],
+                      score_name: str = "quality", title: str | None = None):
+    """A grid of images sampled evenly across the score range, ordered low (top left) to high (bottom right),
+    each labelled with its score: for ground-truth quality, or the feature magnitude. Given exactly rows x cols
+    images (a stored pick), it shows them all."""
+    pick = grid_pick(scores, rows * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows + 0.6), constrained_layout=True)
     for ax, i in zip(axes.ravel(), pick):
         ax.imshow(images[i])
@@ -29,7 +37,10 @@ def sorted_image_grid(images: np.ndarray, scores: np.ndarray, *, rows: int = 4, 
     return fig
 
 
-def save_figure(fig, path: str, dpi: int = 130) -> str:
+FIGURE_DPI = 130   # every published PNG (and the notebooks' copies of them)
+
+
+def save_figure(fig, path: str, dpi: int = FIGURE_DPI) -> str:
     """Write atomically (temp file + rename) and close the figure."""
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp-{os.getpid()}{ext}"

@@ -37,6 +37,13 @@ def atomic_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def atomic_npz(path: str, **arrays) -> None:
+    """np.savez to a temporary file, then rename."""
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,15 +89,24 @@ def load_checkpoint(path: str) -> dict:
     return ckpt
 
 
+def git_state(cwd: str | None = None) -> tuple[str | None, list]:
+    """(commit, changed files) of the working tree of this repository (or cwd); (None, []) outside git."""
+    cwd = cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd,
+                                check=True, timeout=5).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=cwd,
+                                check=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, []
+    return commit, [line[3:] for line in status.splitlines() if line.strip()]
+
+
 def environment() -> dict:
     """Package versions, git commit and machine: written next to every run's resolved config."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                               cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip() != ""
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "unknown", None
+    commit, changed = git_state()
+    dirty = bool(changed) if commit else None
+    commit = commit or "unknown"
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "scipy": version("scipy"), "sklearn": version("scikit-learn"), "git_commit": commit, "git_dirty": dirty,
             "machine": platform.machine(), "cpus": os.cpu_count(),

@@ -1,0 +1,148 @@
+"""Published results: the tables and small arrays behind every number and figure of README.md and paper_repro.md.
+
+A benchmark writes its results into a working folder (results/<benchmark>, not committed: checkpoints are large).
+Publishing copies from a finished run of it what readers need to check and redraw, into results/published/<name>/
+(committed): the top-level tables (CSV/JSON/NPZ), and per run its config, result row, evaluation metrics,
+calibration and environment (with `arrays`, also its evaluation arrays and last training dump). Never checkpoints.
+provenance.json records the command, the commit and dirtiness of the tree at publishing and at each run's training,
+package versions and machine. The folder is replaced atomically, and the whole published tree is kept under
+BUDGET_BYTES. Loaders find a run's files under OUT/runs/<folder name>, so a published folder reads like the original.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+from importlib.metadata import version
+
+from .runstate import atomic_json, git_state
+
+PUBLISHED_ROOT = os.path.join("results", "published")
+BUDGET_BYTES = 20 * 2**20
+TABLE_SUFFIXES = (".csv", ".json", ".npz")
+RUN_FILES = ("config.json", "result.json", "sweep_run.json", "calibration.json", "environment.json",
+             os.path.join("eval", "metrics.json"))
+PROVENANCE = "provenance.json"
+
+
+def run_folder(out: str, row: dict) -> str:
+    """A run's folder under OUT/runs, from a table row's `run` (the path it had when the table was written)."""
+    return os.path.join(out, "runs", os.path.basename(os.path.normpath(row["run"])))
+
+
+def sweep_table(out: str) -> tuple[str, dict]:
+    """(file name, content) of the sweep's JSON table in OUT: the one with `sweep` and `runs`."""
+    found = []
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".json") and name != PROVENANCE:
+            with open(os.path.join(out, name)) as f:
+                content = json.load(f)
+            if isinstance(content, dict) and {"sweep", "runs"} <= content.keys():
+                found.append((name, content))
+    if len(found) != 1:
+        raise ValueError(f"{out}: expected one sweep table (a JSON with 'sweep' and 'runs'), found "
+                         f"{[n for n, _ in found] or 'none'}; is it the folder of a finished benchmark run?")
+    return found[0]
+
+
+def folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def publish(out: str, name: str | None = None, *, arrays: bool = False, command: str = "", allow_dirty: bool = False,
+            root: str = PUBLISHED_ROOT, budget: int = BUDGET_BYTES, repo: str | None = None) -> str:
+    """Copy the finished benchmark run in OUT to ROOT/NAME (NAME: the sweep's name); returns that folder.
+    Errors (nothing changes): an unfinished or failed run, a dirty tree without allow_dirty (with it, the changed
+    files are recorded), a published tree over the budget."""
+    table_name, table = sweep_table(out)
+    name = name or table["sweep"]
+    if not name or os.sep in name or name.startswith("."):
+        raise ValueError(f"name={name!r}: expected a plain folder name")
+    rows = table["runs"]
+    failed = [r.get("name", r["run"]) for r in rows if r.get("failed")]
+    missing = [r["run"] for r in rows if not os.path.isfile(os.path.join(run_folder(out, r), "result.json"))]
+    if failed or missing:
+        raise ValueError(f"{out} is not finished: failed runs {failed}, runs without a result {missing}; run the "
+                         "benchmark to the end (it resumes) before publishing")
+    commit, changed = git_state(repo)
+    changed = [f for f in changed if not _made_by_publishing(f)]
+    if changed and not allow_dirty:
+        raise ValueError(f"the working tree has uncommitted changes ({', '.join(changed[:5])}"
+                         f"{', ...' if len(changed) > 5 else ''}): commit them, or publish with --allow-dirty "
+                         "(recorded in provenance.json)")
+    dest = os.path.join(root, name)
+    tmp = os.path.join(root, f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        for entry in sorted(os.listdir(out)):
+            if entry.endswith(TABLE_SUFFIXES) and entry != PROVENANCE and os.path.isfile(os.path.join(out, entry)):
+                shutil.copy2(os.path.join(out, entry), os.path.join(tmp, entry))
+        runs = [_copy_run(run_folder(out, r), tmp, arrays) for r in rows]
+        atomic_json(os.path.join(tmp, PROVENANCE), {
+            "name": name, "table": table_name, "source": os.path.normpath(out), "command": command,
+            "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "published_commit": commit, "dirty": bool(changed), "dirty_files": changed,
+            "packages": {p: _version(p) for p in ("torch", "numpy", "scipy", "scikit-learn", "matplotlib")},
+            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "runs": runs, "training_seconds": sum(r["seconds"] or 0 for r in runs), "arrays": arrays})
+        total = folder_bytes(root) - folder_bytes(tmp) - (folder_bytes(dest) if os.path.isdir(dest) else 0)
+        total += folder_bytes(tmp)
+        if total > budget:
+            raise ValueError(f"publishing {name} ({folder_bytes(tmp) / 2**20:.1f} MiB) would bring {root} to "
+                             f"{total / 2**20:.1f} MiB, over its budget of {budget / 2**20:.0f} MiB")
+        _swap(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _made_by_publishing(path: str) -> bool:
+    """Changes a benchmark run and its publishing make themselves (published tables, gallery PNGs): not dirt."""
+    path = path.strip('"')
+    return (path == "results/" or path.startswith("results/published/")   # (results/ holds nothing else unignored)
+            or (path.startswith("figures/") and path.endswith(".png")))
+
+
+def _copy_run(src: str, dest_root: str, arrays: bool) -> dict:
+    dest = os.path.join(dest_root, "runs", os.path.basename(src))
+    files = list(RUN_FILES)
+    if arrays:
+        evals = os.path.join(src, "eval")
+        files += [os.path.join("eval", f) for f in sorted(os.listdir(evals)) if f.endswith(".npz")]
+        dumps = sorted(f for f in os.listdir(os.path.join(src, "dumps")) if f.endswith(".npz"))
+        files += [os.path.join("dumps", dumps[-1])] if dumps else []
+    for rel in files:
+        if os.path.isfile(os.path.join(src, rel)):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(src, rel), os.path.join(dest, rel))
+    env = _read(os.path.join(src, "environment.json"))
+    result = _read(os.path.join(src, "result.json"))
+    return {"folder": os.path.basename(src), "fingerprint": result.get("fingerprint"),
+            "seconds": result.get("seconds"), "trained_at_commit": env.get("git_commit"),
+            "trained_dirty": env.get("git_dirty")}
+
+
+def _swap(tmp: str, dest: str) -> None:
+    """Replace dest by tmp: the old folder is moved aside first, so a crash leaves one of the two whole."""
+    old = f"{dest}.old-{os.getpid()}"
+    if os.path.isdir(dest):
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except Exception:
+        return None

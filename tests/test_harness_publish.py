@@ -1,0 +1,92 @@
+"""harness.publish: what a published folder holds (tables, run metadata, arrays on request, never checkpoints), its
+provenance, and the refusals: unfinished or failed runs, a dirty tree, a published tree over its budget."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from harness.publish import PROVENANCE, publish, run_folder
+
+
+def fake_benchmark(tmp_path, runs=("a-1", "b-2"), finished=True, failed=None):
+    """A finished benchmark folder as harness.sweep leaves it: tables, and per run its files and a checkpoint."""
+    out = tmp_path / "bench"
+    rows = []
+    for name in runs:
+        run = out / "runs" / name
+        for sub in ("checkpoints", "eval", "dumps"):
+            (run / sub).mkdir(parents=True)
+        (run / "checkpoints" / "final.pt").write_bytes(b"x" * 1000)
+        (run / "config.json").write_text("{}")
+        (run / "environment.json").write_text(json.dumps({"git_commit": "abc", "git_dirty": False}))
+        (run / "eval" / "metrics.json").write_text("{}")
+        np.savez(run / "eval" / "synthetic.npz", norms=np.arange(3.0))
+        for step in (5, 10):
+            np.savez(run / "dumps" / f"step_{step:08d}.npz", norms=np.arange(2.0))
+        if finished:
+            (run / "result.json").write_text(json.dumps({"seconds": 12.5, "fingerprint": f"fp-{name}"}))
+        rows.append({"run": f"somewhere/else/runs/{name}", "name": name, "failed": failed if name == runs[0] else None})
+    (out / "bench.json").write_text(json.dumps({"sweep": "bench", "runs": rows}))
+    (out / "bench.csv").write_text("head,accuracy\nmagface,0.9\n")
+    (out / "figure.png").write_bytes(b"png")
+    return out
+
+
+def test_publish_copies_tables_and_run_metadata_never_checkpoints(tmp_path):
+    out = fake_benchmark(tmp_path)
+    dest = publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path), command="python bench.py")
+    files = sorted(os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs)
+    assert files == ["bench.csv", "bench.json", PROVENANCE,
+                     "runs/a-1/config.json", "runs/a-1/environment.json", "runs/a-1/eval/metrics.json",
+                     "runs/a-1/result.json",
+                     "runs/b-2/config.json", "runs/b-2/environment.json", "runs/b-2/eval/metrics.json",
+                     "runs/b-2/result.json"]
+    prov = json.load(open(os.path.join(dest, PROVENANCE)))
+    assert prov["command"] == "python bench.py" and prov["name"] == "bench" and prov["training_seconds"] == 25.0
+    assert [r["fingerprint"] for r in prov["runs"]] == ["fp-a-1", "fp-b-2"]
+    assert prov["runs"][0]["trained_at_commit"] == "abc" and prov["packages"]["numpy"] == np.__version__
+    assert run_folder(dest, {"run": "somewhere/else/runs/b-2/"}) == os.path.join(dest, "runs", "b-2")
+
+
+def test_arrays_bring_the_evaluation_arrays_and_only_the_last_dump(tmp_path):
+    dest = publish(str(fake_benchmark(tmp_path)), arrays=True, root=str(tmp_path / "published"), repo=str(tmp_path))
+    assert sorted(os.listdir(os.path.join(dest, "runs", "a-1", "dumps"))) == ["step_00000010.npz"]
+    assert sorted(os.listdir(os.path.join(dest, "runs", "a-1", "eval"))) == ["metrics.json", "synthetic.npz"]
+
+
+def test_unfinished_and_failed_runs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="not finished.*runs without a result"):
+        publish(str(fake_benchmark(tmp_path, finished=False)), root=str(tmp_path / "p"), repo=str(tmp_path))
+    with pytest.raises(ValueError, match=r"failed runs \['a-1'\]"):
+        publish(str(fake_benchmark(tmp_path / "f", failed="boom")), root=str(tmp_path / "p"), repo=str(tmp_path))
+    assert not (tmp_path / "p").exists() or not os.listdir(tmp_path / "p")
+
+
+def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
+    out = fake_benchmark(tmp_path)   # untracked files: a dirty tree
+    with pytest.raises(ValueError, match="uncommitted changes.*--allow-dirty"):
+        publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path))
+    dest = publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path), allow_dirty=True)
+    prov = json.load(open(os.path.join(dest, PROVENANCE)))
+    assert prov["dirty"] is True and prov["dirty_files"]
+
+
+def test_over_the_budget_nothing_changes(tmp_path):
+    root = tmp_path / "published"
+    first = publish(str(fake_benchmark(tmp_path)), root=str(root), repo=str(tmp_path))
+    before = open(os.path.join(first, PROVENANCE)).read()
+    with pytest.raises(ValueError, match="over its budget"):
+        publish(str(fake_benchmark(tmp_path / "again")), arrays=True, root=str(root), repo=str(tmp_path), budget=100)
+    assert open(os.path.join(first, PROVENANCE)).read() == before
+    assert sorted(os.listdir(root)) == ["bench"]    # no temporary folder left behind
+
+
+def test_a_folder_without_one_sweep_table_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="expected one sweep table"):
+        publish(str(tmp_path / "empty"), root=str(tmp_path / "p"), repo=str(tmp_path))
