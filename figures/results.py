@@ -20,9 +20,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from IPython.display import Image
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from harness.plots import FIGURE_DPI  # noqa: E402  (needs the repository root on sys.path)
 
 SOURCES = ("published", "local", "quick")
 
@@ -68,10 +73,6 @@ def results_dir(benchmark: str, done_file: str) -> Path:
 def png(fig, name: str):
     """The figure as the PNG the benchmark publishes as figures/<name> (same renderer and resolution), closed
     afterwards; shown by Jupyter, and tagged with its file name so the tests can compare it with the gallery's."""
-    import matplotlib.pyplot as plt
-    from IPython.display import Image
-
-    from harness.plots import FIGURE_DPI
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
     plt.close(fig)

@@ -11,7 +11,7 @@ import sys
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
 from .evaluate import evaluate_run, summary_line
-from .cli import add_publish_args, publish_result
+from .cli import add_publish_args, publish_result, refresh_outputs
 from .publish import publish
 from .models import build_backbone
 from .sweep import load_spec, run_spec
@@ -102,6 +102,7 @@ def main(argv=None):
             dest = publish(args.out, args.name, arrays=args.arrays, allow_dirty=args.allow_dirty,
                            command=f"python -m harness publish {' '.join(sys.argv[2:])}")
             print(f"published {args.out} to {dest}")
+            refresh_outputs()
         else:
             print(summary_line(evaluate_run(args.run, args.checkpoint, device=args.device)))
     except ValueError as exc:

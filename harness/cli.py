@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 from .publish import publish
@@ -157,4 +158,17 @@ def publish_result(args, result, arrays: bool = False) -> str | None:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     print(f"published {result.out} to {dest}")
+    refresh_outputs()
     return dest
+
+
+def refresh_outputs() -> None:
+    """After publishing: re-execute the notebooks in figures/ so their stored outputs show the new results (a
+    separate process: figures/ sits on top of harness)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "figures",
+                          "refresh_notebooks.py")
+    if os.path.isfile(script):
+        done = subprocess.run([sys.executable, script])
+        if done.returncode != 0:
+            raise SystemExit(f"error: refreshing the notebooks failed (exit {done.returncode}); the results are "
+                             f"published; rerun python figures/refresh_notebooks.py after fixing it")

@@ -182,7 +182,12 @@ def loss_comparison(rows, metrics, title=""):
         common = dict(data=d, x="head", y="value", hue="condition", order=heads, hue_order=conditions, ax=ax,
                       palette=PALETTE[:len(conditions)])
         sns.barplot(**common, errorbar="sd", capsize=0.15, alpha=0.55, err_kws={"linewidth": 1.2})
-        sns.stripplot(**common, dodge=True, size=4, edgecolor="k", linewidth=0.5, legend=False)
+        state = np.random.get_state()   # seaborn jitters with numpy's global generator: fixed, so redraws match
+        np.random.seed(0)
+        try:
+            sns.stripplot(**common, dodge=True, size=4, edgecolor="k", linewidth=0.5, legend=False)
+        finally:
+            np.random.set_state(state)
         low = d["value"].min()
         ax.set_ylim(max(0.0, low - 0.15 * (100 - low) - 2), 100)
         ax.set_xlabel("head")

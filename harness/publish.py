@@ -102,8 +102,7 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
 def _made_by_publishing(path: str) -> bool:
     """Changes a benchmark run and its publishing make themselves (published tables, gallery PNGs): not dirt."""
     path = path.strip('"')
-    return (path == "results/" or path.startswith("results/published/")   # (results/ holds nothing else unignored)
-            or (path.startswith("figures/") and path.endswith(".png")))
+    return path.startswith("results/published/") or (path.startswith("figures/") and path.endswith(".png"))
 
 
 def _copy_run(src: str, dest_root: str, arrays: bool) -> dict:

@@ -95,8 +95,8 @@ def git_state(cwd: str | None = None) -> tuple[str | None, list]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd,
                                 check=True, timeout=5).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=cwd,
-                                check=True, timeout=5).stdout
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True,
+                                text=True, cwd=cwd, check=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None, []
     return commit, [line[3:] for line in status.splitlines() if line.strip()]

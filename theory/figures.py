@@ -111,7 +111,7 @@ def save(fig, path_stem: str, formats=("png", "pdf")) -> list[str]:
     for fmt in formats:
         path = f"{path_stem}.{fmt}"
         tmp = f"{path_stem}.tmp-{os.getpid()}.{fmt}"
-        fig.savefig(tmp, dpi=130)
+        fig.savefig(tmp, dpi=130, metadata={"CreationDate": None} if fmt == "pdf" else None)   # reproducible bytes
         os.replace(tmp, path)
         paths.append(path)
     plt.close(fig)

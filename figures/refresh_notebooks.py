@@ -1,0 +1,65 @@
+"""Re-execute the notebooks in figures/ against the published results and store their outputs in place, so JupyterLab
+and a repository browser show the published figures before anything runs. Publishing a benchmark calls this; run it
+by hand after editing a notebook:
+
+    python figures/refresh_notebooks.py                  # every notebook
+    python figures/refresh_notebooks.py ablation erc     # some of them
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+FIGURES = Path(__file__).resolve().parent
+
+
+def execute(path: Path, timeout: int = 600):
+    """The notebook at `path` executed headless in figures/ against the published results (nothing written)."""
+    nb = nbformat.read(path, as_version=4)
+    env = {"MAGFACE_NOTEBOOK_RESULTS": "published", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)   # the kernel inherits this process's environment
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(FIGURES)}}).execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def refresh(names=None) -> list:
+    """Execute and rewrite (atomically) the named notebooks, or all; returns the paths written."""
+    paths = [FIGURES / f"{n}.ipynb" for n in names] if names else sorted(FIGURES.glob("*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such notebook(s): {missing}; expected names of figures/*.ipynb")
+    for path in paths:
+        nb = execute(path)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}.ipynb")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+        print(f"refreshed {path.relative_to(FIGURES.parent)}")
+    return paths
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
+    args = ap.parse_args(argv)
+    try:
+        refresh(args.names)
+    except FileNotFoundError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
