@@ -20,6 +20,7 @@ import json
 import os
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from harness import metrics
 from harness.cli import add_output_args, add_sweep_args, benchmark_spec, publish_result, run_benchmark_sweep
@@ -72,6 +73,7 @@ def load_results(out):
         with open(os.path.join(r["run"], "config.json")) as f:
             cfg = RunConfig.from_dict(json.load(f))
         dumps[head] = (dump["norms"], dump["cos_target"], optimum_curve(r["run"], cfg, dump))
+        rows[-1]["rho_norm_cos_last_batch"] = float(spearmanr(dump["cos_target"], dump["norms"])[0])   # Fig. 3
     mag = ev["magface"]
     scores, issame = mag.get("quality_scores", mag["scores"]), mag["issame"]   # unflipped unless eval.flip_for_quality
     pair_q = lambda n: np.minimum(n[mag["left"]], n[mag["right"]])  # noqa: E731

@@ -1,7 +1,8 @@
 """python -m harness train --config FILE [--set key=value ...] [--dry-run]
 python -m harness sweep SPEC.toml [--quick] [--out DIR] [--jobs N] [--set key=value ...] [--dry-run | --prune]
 python -m harness evaluate --run DIR
-python -m harness publish OUT [--name NAME] [--arrays] [--allow-dirty]"""
+python -m harness publish OUT [--name NAME] [--arrays] [--allow-dirty]
+python -m harness report [--check]"""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,7 @@ from .data import RecordIODataset, image_folder, list_file
 from .evaluate import evaluate_run, summary_line
 from .cli import add_publish_args, publish_result, refresh_outputs
 from .publish import publish
+from .report import report
 from .models import build_backbone
 from .sweep import load_spec, run_spec
 from .trainer import train
@@ -76,6 +78,9 @@ def main(argv=None):
     pb.add_argument("--arrays", action="store_true", help="also each run's evaluation arrays and last dump")
     pb.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes "
                                                                "(recorded)")
+    rp = sub.add_parser("report", help="render the result tables of README.md and paper_repro.md from the "
+                                       "published results (figures/tables/*.md templates)")
+    rp.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the stale blocks")
     ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint")
     ev.add_argument("--run", required=True)
     ev.add_argument("--checkpoint", default="final.pt")
@@ -98,6 +103,13 @@ def main(argv=None):
                               retry_failed=args.retry_failed)
             if args.publish and result is not None:
                 publish_result(args, result)
+        elif args.command == "report":
+            stale = report(check=args.check)
+            for doc, blocks in stale.items():
+                if blocks:
+                    print(f"{doc}: {'stale' if args.check else 'rewrote'} {', '.join(blocks)}")
+            if args.check and any(stale.values()):
+                sys.exit("error: the committed tables differ from the published results; run python -m harness report")
         elif args.command == "publish":
             dest = publish(args.out, args.name, arrays=args.arrays, allow_dirty=args.allow_dirty,
                            command=f"python -m harness publish {' '.join(sys.argv[2:])}")

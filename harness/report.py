@@ -1,0 +1,210 @@
+"""Result tables rendered from the published results, so no number in README.md or paper_repro.md is typed by hand.
+
+A Markdown file marks each generated block with `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; the block's
+text is figures/tables/NAME.md rendered: every `{{table:row:field|format}}` is looked up in the published tables
+(results/published/) and formatted. `row` may hold `*` for any key value (every matching row: range and mean
+formats). A table line of a template may not type a decimal number or a percentage itself (the renderer refuses).
+
+    python -m harness report            # rewrite the blocks of README.md and paper_repro.md
+    python -m harness report --check    # exit 1 and name the blocks whose committed text differs
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+
+DOCUMENTS = ("README.md", "paper_repro.md")
+TEMPLATES = os.path.join("figures", "tables")
+PUBLISHED = os.path.join("results", "published")
+BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+PLACEHOLDER = re.compile(r"\{\{\s*(?P<table>\w+):(?P<row>[^:{}|]+):(?P<field>[\w.\-]+)\s*\|\s*(?P<fmt>\w+)\s*\}\}")
+TYPED_NUMBER = re.compile(r"(?<![\w.{])(\d+\.\d+|\d+\s?%)")
+
+# table name -> (published file, key columns): a row is addressed by its key values joined with ","
+TABLES = {
+    "ablation": ("ablation/ablation.csv", ("l_m", "u_m")),
+    "ablation_vs": ("ablation/ablation_vs_paper.csv", ("l_m", "u_m")),
+    "qvm": ("quality_vs_magnitude/magnitude_vs_quality.csv", ("head",)),
+    "qvm_runs": ("quality_vs_magnitude/quality_vs_magnitude.csv", ("head",)),
+    "erc": ("quality_vs_magnitude/erc.csv", ("quality estimate",)),
+    "compare": ("compare_losses/compare_losses_summary.csv", ("condition", "head")),
+    "compare_runs": ("compare_losses/compare_losses.csv", ("condition", "head", "seed")),
+    "compare_vs": ("compare_losses/compare_losses_comparison.csv", ("condition", "head", "metric")),
+    "noise": ("compare_losses/noise_robustness.csv", ("head",)),
+    "regime": ("magface_regime/magface_regime_summary.csv", ("head",)),
+    "regime_runs": ("magface_regime/magface_regime.csv", ("head", "seed")),
+    "regime_vs": ("magface_regime/magface_regime_comparison.csv", ("head", "metric")),
+}
+
+
+def _key(value: str) -> str:
+    """One spelling per key value: numbers as %g with two decimals kept for grid values (0.40)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.2f}" if number != int(number) or "." in value else str(int(number))
+
+
+class Published:
+    """The published tables, loaded on first use."""
+
+    def __init__(self, root: str = PUBLISHED):
+        self.root, self._tables = root, {}
+
+    def rows(self, table: str, row: str) -> list:
+        if table not in TABLES:
+            raise KeyError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
+        if table not in self._tables:
+            path, keys = TABLES[table]
+            full = os.path.join(self.root, path)
+            if not os.path.isfile(full):
+                raise FileNotFoundError(f"{full} is missing: publish the benchmark (python benchmarks/... --publish)")
+            with open(full, newline="") as f:
+                self._tables[table] = [(",".join(_key(r[k]) for k in keys), r) for r in csv.DictReader(f)]
+        wanted = [_key(p.strip()) if p.strip() != "*" else "*" for p in row.split(",")]
+        found = [r for k, r in self._tables[table]
+                 if len(k.split(",")) == len(wanted) and all(w in ("*", v) for w, v in zip(wanted, k.split(",")))]
+        if not found:
+            raise KeyError(f"{table}: no row {row!r}")
+        if "*" not in wanted and len(found) > 1:
+            raise KeyError(f"{table}: row {row!r} is not unique ({len(found)} rows)")
+        return found
+
+    def provenance(self, benchmark: str) -> dict:
+        with open(os.path.join(self.root, benchmark, "provenance.json")) as f:
+            return json.load(f)
+
+
+def _number(row: dict, field: str) -> float:
+    if field not in row:
+        raise KeyError(f"no column {field!r}")
+    text = row[field]
+    return float("nan") if text in ("", None) else float(text)
+
+
+CI_PREFIX = {"drop_minus_magface": "did"}   # where a difference keeps its interval, if not at <prefix>_vs_<reference>
+
+
+def _ci(row, field, scale, spec, signed=False) -> str:
+    prefix = CI_PREFIX.get(field, re.sub(r"(_vs_\w+|_mean)$", "", field))
+    lo, hi = _number(row, f"{prefix}_ci_low"), _number(row, f"{prefix}_ci_high")
+    sign = "+" if signed else ""
+    return f"[{scale * lo:{sign}.{spec}f}, {scale * hi:{sign}.{spec}f}]"
+
+
+def _range(values, scale, spec, unit="") -> str:
+    lo, hi = min(values), max(values)
+    same = round(scale * lo, spec) == round(scale * hi, spec)
+    dash = " to " if lo < 0 else "–"   # "−20.7 to −13.1" reads better than "−20.7–−13.1"
+    return (f"{scale * lo:.{spec}f}" if same else f"{scale * lo:.{spec}f}{dash}{scale * hi:.{spec}f}") + unit
+
+
+def fmt_one(row: dict, field: str, fmt: str) -> str:
+    """One row's field in a named format (the vocabulary of the templates)."""
+    if fmt == "text":
+        return row[field]
+    if fmt == "mark":      # a significant difference to the reference, as in the heatmaps
+        return {"better": " ▲", "worse": " ▼"}.get(row[field].split(" (")[0], "")
+    if fmt == "verdict":   # without its parenthesis ("(evaluation noise)", "(|diff| < ... would go unseen)")
+        return row[field].split(" (")[0]
+    value = _number(row, field)
+    if math.isnan(value):
+        return "n/a"
+    formats = {
+        "pct": lambda: f"{100 * value:.2f}", "pct1": lambda: f"{100 * value:.1f}",
+        "pct_ci": lambda: f"{100 * value:.2f} {_ci(row, field, 100, '1')}",
+        "pct1_ci": lambda: f"{100 * value:.1f} {_ci(row, field, 100, '1')}",
+        "pct_ci2": lambda: f"{100 * value:.2f} {_ci(row, field, 100, '2')}",
+        "share": lambda: f"{100 * value:.0f} %",
+        "rho": lambda: f"{value:+.3f}", "rho_ci": lambda: f"{value:+.3f} {_ci(row, field, 1, '3', True)}",
+        "f2": lambda: f"{value:.2f}", "f4": lambda: f"{value:.4f}",
+        "f4_ci": lambda: f"{value:.4f} {_ci(row, field, 1, '4')}",
+        "diff_pts_ci": lambda: f"{100 * value:+.2f} {_ci(row, field, 100, '2', True)}",
+        "diff_pts": lambda: f"{100 * value:+.2f}",
+        "diff3_ci": lambda: f"{value:+.3f} {_ci(row, field, 1, '3', True)}",
+        "diff4_ci": lambda: f"{value:+.4f} {_ci(row, field, 1, '4', True)}",
+    }
+    if fmt not in formats:
+        raise KeyError(f"unknown format {fmt!r}; expected text, verdict or one of {sorted(formats)}")
+    return formats[fmt]().replace("-", "−")
+
+
+def fmt_many(rows: list, field: str, fmt: str) -> str:
+    """A field over several rows: range (min–max) or mean formats."""
+    values = [v for v in (_number(r, field) for r in rows) if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    mean = sum(values) / len(values)
+    formats = {"share_range": lambda: _range(values, 100, 0, " %"), "share_mean": lambda: f"{100 * mean:.0f} %",
+               "pct_range": lambda: _range(values, 100, 1), "f2_range": lambda: _range(values, 1, 2),
+               "pct_mean": lambda: f"{100 * mean:.2f}", "f2_mean": lambda: f"{mean:.2f}"}
+    if fmt not in formats:
+        raise KeyError(f"unknown format {fmt!r} for several rows; expected one of {sorted(formats)}")
+    return formats[fmt]().replace("-", "−")
+
+
+def _body_rows(text: str) -> list:
+    """The lines of a template's tables that hold cells (not a header row, not a separator)."""
+    lines = text.splitlines()
+    separator = lambda line: re.fullmatch(r"\s*\|[\s|:\-]+\|?\s*", line) is not None  # noqa: E731
+    return [line for i, line in enumerate(lines) if line.lstrip().startswith("|") and not separator(line)
+            and not (i + 1 < len(lines) and separator(lines[i + 1]))]
+
+
+def render_template(text: str, published: Published, where: str = "") -> str:
+    """The template with every placeholder replaced; an error names the placeholder and what is wrong."""
+    typed = TYPED_NUMBER.findall(PLACEHOLDER.sub("", "\n".join(_body_rows(text))))
+    if typed:
+        raise ValueError(f"{where}: typed numbers {typed[:5]} in a table of a template; take them from the published "
+                         "results with a {{table:row:field|format}} placeholder")
+
+    def replace(m):
+        try:
+            rows = published.rows(m["table"], m["row"])
+            if "*" in m["row"]:
+                return fmt_many(rows, m["field"], m["fmt"])
+            return fmt_one(rows[0], m["field"], m["fmt"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{where}: {m.group(0)}: {exc.args[0] if exc.args else exc}") from None
+    return PLACEHOLDER.sub(replace, text)
+
+
+def render_document(text: str, published: Published, templates: str = TEMPLATES, where: str = "") -> str:
+    """The document with each report block's body replaced by its rendered template."""
+    def replace(m):
+        path = os.path.join(templates, f"{m['name']}.md")
+        if not os.path.isfile(path):
+            raise ValueError(f"{where}: block report:{m['name']} has no template {path}")
+        with open(path, encoding="utf-8") as f:
+            body = render_template(f.read(), published, f"{path}")
+        return f"{m.group(1)}{body.rstrip()}\n{m.group(4)}"
+    return BLOCK.sub(replace, text)
+
+
+def stale_blocks(before: str, after: str) -> list:
+    """Names of the blocks whose text differs between two versions of a document."""
+    old = {m["name"]: m["body"] for m in BLOCK.finditer(before)}
+    new = {m["name"]: m["body"] for m in BLOCK.finditer(after)}
+    return sorted(name for name in new if old.get(name) != new[name])
+
+
+def report(root: str = ".", check: bool = False, documents=DOCUMENTS) -> dict:
+    """Render every document's blocks; with check, change nothing. Returns {document: [stale block names]}."""
+    published = Published(os.path.join(root, PUBLISHED))
+    stale = {}
+    for name in documents:
+        path = os.path.join(root, name)
+        with open(path, encoding="utf-8") as f:
+            before = f.read()
+        after = render_document(before, published, os.path.join(root, TEMPLATES), name)
+        stale[name] = stale_blocks(before, after)
+        if stale[name] and not check:
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(after)
+            os.replace(tmp, path)
+    return stale
