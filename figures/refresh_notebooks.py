@@ -25,7 +25,7 @@ def execute(path: Path, timeout: int = 600):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)   # the kernel inherits this process's environment
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(FIGURES)}}).execute()
     finally:
         for k, v in saved.items():

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from .publish import publish
+from .report import report
 from .sweep import SweepSpec, load_spec, run_spec
 
 
@@ -163,10 +164,16 @@ def publish_result(args, result, arrays: bool = False) -> str | None:
 
 
 def refresh_outputs() -> None:
-    """After publishing: re-execute the notebooks in figures/ so their stored outputs show the new results (a
-    separate process: figures/ sits on top of harness)."""
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "figures",
-                          "refresh_notebooks.py")
+    """After publishing: re-render the result tables of README.md and paper_repro.md (harness.report) and re-execute
+    the notebooks in figures/ so their stored outputs show the new results (a separate process: figures/ sits on
+    top of harness)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        for doc, blocks in report(root).items():
+            print(f"{doc}: {'rewrote ' + ', '.join(blocks) if blocks else 'tables already current'}")
+    except ValueError as exc:
+        raise SystemExit(f"error: the results are published, but the tables cannot be rendered from them: {exc}")
+    script = os.path.join(root, "figures", "refresh_notebooks.py")
     if os.path.isfile(script):
         done = subprocess.run([sys.executable, script])
         if done.returncode != 0:

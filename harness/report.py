@@ -2,8 +2,9 @@
 
 A Markdown file marks each generated block with `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; the block's
 text is figures/tables/NAME.md rendered: every `{{table:row:field|format}}` is looked up in the published tables
-(results/published/) and formatted. `row` may hold `*` for any key value (every matching row: range and mean
-formats). A table line of a template may not type a decimal number or a percentage itself (the renderer refuses).
+(results/published/) and formatted. `row` may hold shell patterns (`*`, `0.4*`; every matching row: range
+and mean formats). A table line of a template may not type a decimal number or a percentage itself (the renderer
+refuses): a setting or a paper's number meant to be typed is written `{{= 10 %}}`, which renders as `10 %`.
 
     python -m harness report            # rewrite the blocks of README.md and paper_repro.md
     python -m harness report --check    # exit 1 and name the blocks whose committed text differs
@@ -11,6 +12,7 @@ formats). A table line of a template may not type a decimal number or a percenta
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import math
 import os
@@ -21,6 +23,7 @@ TEMPLATES = os.path.join("figures", "tables")
 PUBLISHED = os.path.join("results", "published")
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
 PLACEHOLDER = re.compile(r"\{\{\s*(?P<table>\w+):(?P<row>[^:{}|]+):(?P<field>[\w.\-]+)\s*\|\s*(?P<fmt>\w+)\s*\}\}")
+LITERAL = re.compile(r"\{\{=\s*(?P<text>[^{}]*?)\s*\}\}")   # {{= 10 %}}: a number typed on purpose (a setting)
 TYPED_NUMBER = re.compile(r"(?<![\w.{])(\d+\.\d+|\d+\s?%)")
 
 # table name -> (published file, key columns): a row is addressed by its key values joined with ","
@@ -65,12 +68,12 @@ class Published:
                 raise FileNotFoundError(f"{full} is missing: publish the benchmark (python benchmarks/... --publish)")
             with open(full, newline="") as f:
                 self._tables[table] = [(",".join(_key(r[k]) for k in keys), r) for r in csv.DictReader(f)]
-        wanted = [_key(p.strip()) if p.strip() != "*" else "*" for p in row.split(",")]
-        found = [r for k, r in self._tables[table]
-                 if len(k.split(",")) == len(wanted) and all(w in ("*", v) for w, v in zip(wanted, k.split(",")))]
+        wanted = [p.strip() if any(c in p for c in "*?[") else _key(p.strip()) for p in row.split(",")]
+        found = [r for k, r in self._tables[table] if len(k.split(",")) == len(wanted)
+                 and all(fnmatch.fnmatchcase(v, w) for w, v in zip(wanted, k.split(",")))]
         if not found:
             raise KeyError(f"{table}: no row {row!r}")
-        if "*" not in wanted and len(found) > 1:
+        if not any(c in row for c in "*?[") and len(found) > 1:
             raise KeyError(f"{table}: row {row!r} is not unique ({len(found)} rows)")
         return found
 
@@ -121,7 +124,8 @@ def fmt_one(row: dict, field: str, fmt: str) -> str:
         "pct_ci2": lambda: f"{100 * value:.2f} {_ci(row, field, 100, '2')}",
         "share": lambda: f"{100 * value:.0f} %",
         "rho": lambda: f"{value:+.3f}", "rho_ci": lambda: f"{value:+.3f} {_ci(row, field, 1, '3', True)}",
-        "f2": lambda: f"{value:.2f}", "f4": lambda: f"{value:.4f}",
+        "f1": lambda: f"{value:.1f}", "f2": lambda: f"{value:.2f}", "f3": lambda: f"{value:.3f}",
+        "f4": lambda: f"{value:.4f}",
         "f4_ci": lambda: f"{value:.4f} {_ci(row, field, 1, '4')}",
         "diff_pts_ci": lambda: f"{100 * value:+.2f} {_ci(row, field, 100, '2', True)}",
         "diff_pts": lambda: f"{100 * value:+.2f}",
@@ -141,6 +145,7 @@ def fmt_many(rows: list, field: str, fmt: str) -> str:
     mean = sum(values) / len(values)
     formats = {"share_range": lambda: _range(values, 100, 0, " %"), "share_mean": lambda: f"{100 * mean:.0f} %",
                "pct_range": lambda: _range(values, 100, 1), "f2_range": lambda: _range(values, 1, 2),
+               "f0_range": lambda: _range(values, 1, 0), "f1_range": lambda: _range(values, 1, 1),
                "pct_mean": lambda: f"{100 * mean:.2f}", "f2_mean": lambda: f"{mean:.2f}"}
     if fmt not in formats:
         raise KeyError(f"unknown format {fmt!r} for several rows; expected one of {sorted(formats)}")
@@ -157,7 +162,7 @@ def _body_rows(text: str) -> list:
 
 def render_template(text: str, published: Published, where: str = "") -> str:
     """The template with every placeholder replaced; an error names the placeholder and what is wrong."""
-    typed = TYPED_NUMBER.findall(PLACEHOLDER.sub("", "\n".join(_body_rows(text))))
+    typed = TYPED_NUMBER.findall(LITERAL.sub("", PLACEHOLDER.sub("", "\n".join(_body_rows(text)))))
     if typed:
         raise ValueError(f"{where}: typed numbers {typed[:5]} in a table of a template; take them from the published "
                          "results with a {{table:row:field|format}} placeholder")
@@ -168,9 +173,9 @@ def render_template(text: str, published: Published, where: str = "") -> str:
             if "*" in m["row"]:
                 return fmt_many(rows, m["field"], m["fmt"])
             return fmt_one(rows[0], m["field"], m["fmt"])
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, OSError) as exc:
             raise ValueError(f"{where}: {m.group(0)}: {exc.args[0] if exc.args else exc}") from None
-    return PLACEHOLDER.sub(replace, text)
+    return LITERAL.sub(lambda m: m["text"], PLACEHOLDER.sub(replace, text))
 
 
 def render_document(text: str, published: Published, templates: str = TEMPLATES, where: str = "") -> str:

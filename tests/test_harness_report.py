@@ -1,0 +1,110 @@
+"""harness.report: the result tables of README.md and paper_repro.md are what the published results give, and the
+template language (lookups, formats, ranges) and its refusals."""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.report import BLOCK, DOCUMENTS, Published, render_document, render_template, report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tables still typed by hand (not results of a published benchmark yet): their header lines. A new typed table with
+# decimals or percentages fails the test below until it is generated or listed here with a reason.
+TYPED_TABLES = {
+    "README.md": {
+        "| case | median ms | time / bare | peak MiB | memory / bare |",                  # head_speed.py
+        "| ranks | centres per rank | centre weights | their gradient | logits [B, C/N] | per rank vs 1 | step (ms) "
+        "| loss vs 1 rank |",                                                               # distributed_memory.py
+        "| name | target logit (others: s·cos θ_j) | defaults | explicit choices |",    # settings, not results
+    },
+    "paper_repro.md": {
+        "| # | claim (paper) | paper | ours | command | status |",          # theory: python -m theory
+        "| # | protocol | reference | ours | command | status |",
+        "| claim | reference | ours | command | status |",                    # heads: tests
+        "| # | claim | target | ours | command | status |",                   # scale-out: speed benchmarks
+    },
+}
+DECIMAL_OR_PERCENT = re.compile(r"(?<![\w.])(\d+\.\d+|\d+\s?%)")
+
+
+def test_committed_tables_are_what_the_published_results_give():
+    stale = report(str(ROOT), check=True)
+    assert not any(stale.values()), f"stale generated tables {stale}: run python -m harness report"
+
+
+def test_no_result_table_is_typed_by_hand():
+    for name in DOCUMENTS:
+        text = BLOCK.sub("", (ROOT / name).read_text(encoding="utf-8"))
+        lines = text.splitlines()
+        typed_headers = set()
+        for i, line in enumerate(lines):
+            if line.startswith("|") and i + 1 < len(lines) and re.match(r"\|[\s\-|:]+\|?$", lines[i + 1]):
+                body = []
+                for row in lines[i + 2:]:
+                    if not row.startswith("|"):
+                        break
+                    body.append(row)
+                if DECIMAL_OR_PERCENT.search("\n".join(body)):
+                    typed_headers.add(line.strip())
+        unexpected = typed_headers - TYPED_TABLES[name]
+        assert not unexpected, f"{name}: tables with typed numbers outside report blocks: {sorted(unexpected)}"
+
+
+@pytest.fixture
+def published(tmp_path):
+    root = tmp_path / "published" / "quality_vs_magnitude"
+    root.mkdir(parents=True)
+    (root / "magnitude_vs_quality.csv").write_text(
+        "head,accuracy,accuracy_ci_low,accuracy_ci_high,spearman_rho,rho_diff_vs_magface,rho_diff_ci_low,"
+        "rho_diff_ci_high,rho_verdict\n"
+        "magface,0.92,0.90,0.93,0.147,,,,\n"
+        "arcface,0.913,0.893,0.928,-0.245,0.098,0.052,0.146,tracks quality better than MagFace (same images)\n")
+    return Published(str(tmp_path / "published"))
+
+
+def test_lookups_and_formats(published):
+    text = ("| a | b |\n|---|---|\n| {{qvm:magface:accuracy|pct_ci}} | {{qvm:arcface:spearman_rho|rho}} |\n"
+            "| {{qvm:arcface:rho_diff_vs_magface|diff3_ci}} | {{qvm:arcface:rho_verdict|verdict}} |\n"
+            "| {{qvm:*:accuracy|pct_range}} | {{qvm:*:accuracy|pct_mean}} {{= 10 %}} |\n")
+    out = render_template(text, published)
+    assert "| 92.00 [90.0, 93.0] | −0.245 |" in out
+    assert "| +0.098 [+0.052, +0.146] | tracks quality better than MagFace |" in out
+    assert "| 91.3–92.0 | 91.65 10 % |" in out
+
+
+def test_refusals_name_the_problem(published):
+    with pytest.raises(ValueError, match=r"typed numbers \['91.2'\]"):
+        render_template("| a |\n|---|\n| 91.2 |\n", published, "t.md")
+    with pytest.raises(ValueError, match="unknown table 'nope'"):
+        render_template("{{nope:x:y|pct}}", published)
+    with pytest.raises(ValueError, match="qvm: no row 'softmax'"):
+        render_template("{{qvm:softmax:accuracy|pct}}", published)
+    with pytest.raises(ValueError, match="no column 'tar'"):
+        render_template("{{qvm:magface:tar|pct}}", published)
+    with pytest.raises(ValueError, match="unknown format 'percent'"):
+        render_template("{{qvm:magface:accuracy|percent}}", published)
+    with pytest.raises(ValueError, match="is missing: publish the benchmark"):
+        render_template("{{compare:clean,magface:accuracy_mean|pct}}", published)
+
+
+def test_a_changed_number_is_found_and_rewritten(tmp_path):
+    for name in DOCUMENTS:
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "figures" / "tables", tmp_path / "figures" / "tables")
+    shutil.copytree(ROOT / "results" / "published", tmp_path / "results" / "published")
+    readme = tmp_path / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    block = next(BLOCK.finditer(text))
+    readme.write_text(text.replace(block["body"], block["body"].replace("9", "8", 1)), encoding="utf-8")
+    assert report(str(tmp_path), check=True)["README.md"] == [block["name"]]
+    report(str(tmp_path))
+    assert readme.read_text(encoding="utf-8") == text
+    assert not os.path.exists(f"{readme}.tmp-{os.getpid()}")
+
+
+def test_a_block_without_a_template_is_an_error(tmp_path, published):
+    with pytest.raises(ValueError, match="block report:nothing has no template"):
+        render_document("<!-- report:nothing -->\n<!-- /report:nothing -->\n", published, str(tmp_path), "x.md")
