@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.cli import add_dry_run, dry_run, add_output_args, comma_list, output_dir
+from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
 from harness.runstate import atomic_json
 from losses import build_head
 from losses.distributed import DistributedHead
@@ -76,6 +76,7 @@ def main(argv=None):
     ap.add_argument("--ranks", type=comma_list(int), default=[1, 2, 4], help="process counts (default 1,2,4)")
     ap.add_argument("--steps", type=int, default=4)
     add_output_args(ap, "distributed_memory", figures=False)
+    add_publish_args(ap)
     add_dry_run(ap)
     args = ap.parse_args(argv)
     ranks = args.ranks
@@ -116,6 +117,7 @@ def main(argv=None):
     out = output_dir(args, "distributed_memory")
     atomic_json(os.path.join(out, "distributed_memory.json"), {"args": vars(args), "rows": rows})
     print(f"\nwrote {out}/distributed_memory.json")
+    publish_output(args, out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from harness.cli import add_dry_run, dry_run, add_output_args, comma_list, output_dir
+from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
 from harness.runstate import atomic_json
 from losses import HEADS, build_head
 
@@ -125,6 +125,7 @@ def main(argv=None):
     p.add_argument("--sample-rate", type=float, default=1.0, help="Partial FC sample rate for the heads")
     p.add_argument("--heads", type=comma_list(str), default=list(HEADS), help=f"subset of {','.join(HEADS)}")
     add_output_args(p, "head_speed", figures=False)
+    add_publish_args(p)
     add_dry_run(p)
     args = p.parse_args(argv)
     unknown = [h for h in args.heads if h not in HEADS]
@@ -170,6 +171,7 @@ def main(argv=None):
     out = output_dir(args, "head_speed")
     atomic_json(os.path.join(out, "head_speed.json"), {"args": vars(args), "device": where, "rows": rows})
     print(f"wrote {out}/head_speed.json")
+    publish_output(args, out)
     return rows
 
 

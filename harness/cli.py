@@ -148,17 +148,23 @@ def add_publish_args(ap) -> None:
 
 def publish_result(args, result, arrays: bool = False) -> str | None:
     """With --publish: publish the finished sweep result (harness.publish), recording this command line."""
+    return publish_output(args, result.out, arrays)
+
+
+def publish_output(args, out: str, arrays: bool = False) -> str | None:
+    """With --publish: publish the benchmark's finished folder OUT (harness.publish), recording this command line,
+    then refresh the generated tables and the notebooks."""
     if not getattr(args, "publish", False):
         return None
     if getattr(args, "quick", False):
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     module = "-m harness" if sys.argv[0].endswith("__main__.py") else os.path.relpath(sys.argv[0])
     try:
-        dest = publish(result.out, arrays=arrays, allow_dirty=args.allow_dirty,
+        dest = publish(out, arrays=arrays, allow_dirty=args.allow_dirty,
                        command=" ".join(["python", module, *sys.argv[1:]]))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
-    print(f"published {result.out} to {dest}")
+    print(f"published {out} to {dest}")
     refresh_outputs()
     return dest
 

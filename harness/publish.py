@@ -32,8 +32,9 @@ def run_folder(out: str, row: dict) -> str:
     return os.path.join(out, "runs", os.path.basename(os.path.normpath(row["run"])))
 
 
-def sweep_table(out: str) -> tuple[str, dict]:
-    """(file name, content) of the sweep's JSON table in OUT: the one with `sweep` and `runs`."""
+def sweep_table(out: str) -> tuple[str | None, dict]:
+    """(file name, content) of the sweep's JSON table in OUT (the one with `sweep` and `runs`), or (None, {}) for
+    the folder of a benchmark that is not a sweep (tables only, no runs)."""
     found = []
     for name in sorted(os.listdir(out)):
         if name.endswith(".json") and name != PROVENANCE:
@@ -41,10 +42,9 @@ def sweep_table(out: str) -> tuple[str, dict]:
                 content = json.load(f)
             if isinstance(content, dict) and {"sweep", "runs"} <= content.keys():
                 found.append((name, content))
-    if len(found) != 1:
-        raise ValueError(f"{out}: expected one sweep table (a JSON with 'sweep' and 'runs'), found "
-                         f"{[n for n, _ in found] or 'none'}; is it the folder of a finished benchmark run?")
-    return found[0]
+    if len(found) > 1:
+        raise ValueError(f"{out}: more than one sweep table ({[n for n, _ in found]}); publish one benchmark's folder")
+    return found[0] if found else (None, {})
 
 
 def folder_bytes(path: str) -> int:
@@ -56,11 +56,15 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
     """Copy the finished benchmark run in OUT to ROOT/NAME (NAME: the sweep's name); returns that folder.
     Errors (nothing changes): an unfinished or failed run, a dirty tree without allow_dirty (with it, the changed
     files are recorded), a published tree over the budget."""
+    if not os.path.isdir(out):
+        raise ValueError(f"{out}: no such folder; run the benchmark first")
     table_name, table = sweep_table(out)
-    name = name or table["sweep"]
+    if table_name is None and not any(f.endswith(TABLE_SUFFIXES) for f in os.listdir(out)):
+        raise ValueError(f"{out}: no tables to publish (no CSV, JSON or NPZ file); is it a benchmark's folder?")
+    name = name or table.get("sweep") or os.path.basename(os.path.normpath(out))
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"name={name!r}: expected a plain folder name")
-    rows = table["runs"]
+    rows = table.get("runs", [])
     failed = [r.get("name", r["run"]) for r in rows if r.get("failed")]
     missing = [r["run"] for r in rows if not os.path.isfile(os.path.join(run_folder(out, r), "result.json"))]
     if failed or missing:

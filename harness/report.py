@@ -40,6 +40,8 @@ TABLES = {
     "regime": ("magface_regime/magface_regime_summary.csv", ("head",)),
     "regime_runs": ("magface_regime/magface_regime.csv", ("head", "seed")),
     "regime_vs": ("magface_regime/magface_regime_comparison.csv", ("head", "metric")),
+    "head_speed": ("head_speed/head_speed.json", ("case",)),
+    "dist_memory": ("distributed_memory/distributed_memory.json", ("ranks",)),
 }
 
 
@@ -67,7 +69,9 @@ class Published:
             if not os.path.isfile(full):
                 raise FileNotFoundError(f"{full} is missing: publish the benchmark (python benchmarks/... --publish)")
             with open(full, newline="") as f:
-                self._tables[table] = [(",".join(_key(r[k]) for k in keys), r) for r in csv.DictReader(f)]
+                rows = ([{k: "" if v is None else str(v) for k, v in r.items()} for r in json.load(f)["rows"]]
+                        if full.endswith(".json") else list(csv.DictReader(f)))   # JSON: a benchmark's "rows"
+            self._tables[table] = [(",".join(_key(r[k]) for k in keys), r) for r in rows]
         wanted = [p.strip() if any(c in p for c in "*?[") else _key(p.strip()) for p in row.split(",")]
         found = [r for k, r in self._tables[table] if len(k.split(",")) == len(wanted)
                  and all(fnmatch.fnmatchcase(v, w) for w, v in zip(wanted, k.split(",")))]
@@ -129,6 +133,9 @@ def fmt_one(row: dict, field: str, fmt: str) -> str:
         "f4_ci": lambda: f"{value:.4f} {_ci(row, field, 1, '4')}",
         "diff_pts_ci": lambda: f"{100 * value:+.2f} {_ci(row, field, 100, '2', True)}",
         "diff_pts": lambda: f"{100 * value:+.2f}",
+        "thousands": lambda: f"{value:,.0f}", "mib": lambda: f"{value / 2**20:.1f} MB",
+        "ms": lambda: f"{1e3 * value:.0f}",
+        "equal_or_gap": lambda: "equal" if value == 0 else f"{value:.1e}",
         "diff3_ci": lambda: f"{value:+.3f} {_ci(row, field, 1, '3', True)}",
         "diff4_ci": lambda: f"{value:+.4f} {_ci(row, field, 1, '4', True)}",
     }

@@ -86,26 +86,15 @@ def test_over_the_budget_nothing_changes(tmp_path):
     assert sorted(os.listdir(root)) == ["bench"]    # no temporary folder left behind
 
 
-def test_a_folder_without_one_sweep_table_is_refused(tmp_path):
+def test_a_folder_without_tables_is_refused_and_a_benchmark_without_runs_is_published(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="expected one sweep table"):
+    with pytest.raises(ValueError, match="no tables to publish"):
         publish(str(tmp_path / "empty"), root=str(tmp_path / "p"), repo=str(tmp_path))
-
-
-def test_what_publishing_itself_writes_is_not_dirt(tmp_path):
-    """Published tables and the gallery PNGs a benchmark run refreshes do not block the next publish; a changed
-    notebook or source file does."""
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    (tmp_path / ".gitignore").write_text("bench/\nresults/*\n!results/published/\n")
-    subprocess.run([*git, "add", ".gitignore"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "start"], check=True)
-    out = fake_benchmark(tmp_path)
-    (tmp_path / "figures").mkdir()
-    (tmp_path / "figures" / "bench.png").write_bytes(b"png")
-    root = tmp_path / "results" / "published"
-    publish(str(out), root=str(root), repo=str(tmp_path))
-    publish(str(out), root=str(root), repo=str(tmp_path))     # its own earlier output is not dirt either
-    (tmp_path / "figures" / "bench.ipynb").write_text("{}")
-    with pytest.raises(ValueError, match="figures/bench.ipynb"):
-        publish(str(out), root=str(root), repo=str(tmp_path))
+    with pytest.raises(ValueError, match="no such folder"):
+        publish(str(tmp_path / "nowhere"), root=str(tmp_path / "p"), repo=str(tmp_path))
+    speed = tmp_path / "head_speed"
+    speed.mkdir()
+    (speed / "head_speed.json").write_text(json.dumps({"rows": [{"case": "bare", "median_ms": 1.0}]}))
+    dest = publish(str(speed), root=str(tmp_path / "p"), repo=str(tmp_path), command="python benchmarks/head_speed.py")
+    assert sorted(os.listdir(dest)) == ["head_speed.json", PROVENANCE]
+    assert json.load(open(os.path.join(dest, PROVENANCE)))["runs"] == []
