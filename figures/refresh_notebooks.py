@@ -33,6 +33,22 @@ def execute(path: Path, timeout: int = 600):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return merge_streams(nb)
+
+
+def merge_streams(nb):
+    """Consecutive stdout (stderr) outputs of a cell joined into one: the kernel splits a cell's printing by timing,
+    so the stored notebook would change from run to run without this."""
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            if (merged and out.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
+                    and merged[-1]["name"] == out["name"]):
+                merged[-1]["text"] += out["text"]
+            else:
+                merged.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = merged
     return nb
 
 
