@@ -15,9 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # decimals or percentages fails the test below until it is generated or listed here with a reason.
 TYPED_TABLES = {
     "README.md": {
-        "| case | median ms | time / bare | peak MiB | memory / bare |",                  # head_speed.py
-        "| ranks | centres per rank | centre weights | their gradient | logits [B, C/N] | per rank vs 1 | step (ms) "
-        "| loss vs 1 rank |",                                                               # distributed_memory.py
         "| name | target logit (others: s·cos θ_j) | defaults | explicit choices |",    # settings, not results
     },
     "paper_repro.md": {
