@@ -42,6 +42,7 @@ TABLES = {
     "regime_vs": ("magface_regime/magface_regime_comparison.csv", ("head", "metric")),
     "head_speed": ("head_speed/head_speed.json", ("case",)),
     "dist_memory": ("distributed_memory/distributed_memory.json", ("ranks",)),
+    "theory": ("theory/theory.json", ("quantity",)),
 }
 
 
@@ -135,7 +136,7 @@ def fmt_one(row: dict, field: str, fmt: str) -> str:
         "diff_pts": lambda: f"{100 * value:+.2f}",
         "thousands": lambda: f"{value:,.0f}", "mib": lambda: f"{value / 2**20:.1f} MB",
         "ms": lambda: f"{1e3 * value:.0f}",
-        "equal_or_gap": lambda: "equal" if value == 0 else f"{value:.1e}",
+        "equal_or_gap": lambda: "equal" if value == 0 else f"{value:.1e}", "sci": lambda: f"{value:.1e}",
         "diff3_ci": lambda: f"{value:+.3f} {_ci(row, field, 1, '3', True)}",
         "diff4_ci": lambda: f"{value:+.4f} {_ci(row, field, 1, '4', True)}",
     }

@@ -2,16 +2,21 @@
 
     python -m theory                      # paper settings, figures into figures/
     python -m theory --l-m 0.4 --out /tmp/fig --no-figures
+
+The numbers it prints (and a few the reproduction report cites) also go to TABLE/theory.json (default
+results/theory/), one row per named quantity, for `python -m harness publish results/theory` and the report.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
 
 import numpy as np
 
+from .optimum import optimal_magnitude
 from .verify import (Grid, MagParams, check_convexity, check_interior_optimum, check_monotonicity,
                      validity_map)
 
@@ -43,13 +48,18 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=100, help="grid points per axis (n^3 points for the convexity check)")
     ap.add_argument("--out", default="figures", help="folder for the figures")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--table", default=os.path.join("results", "theory"),
+                    help="folder for theory.json, the printed numbers by name ('' to skip)")
     args = ap.parse_args(argv)
+    facts = {}
     base = MagParams(s=args.s, lambda_g=args.lambda_g, l_a=args.l_a, u_a=args.u_a, l_m=args.l_m, u_m=args.u_m)
 
     print("MagFace theorem check: float64 closed-form L'(a), L''(a); pure formula (no easy-margin rule)")
     print(f"lambda_g bound s*k*u_a^2*l_a^2/(u_a^2-l_a^2), s={base.s:g}, l_a={base.l_a:g}, u_a={base.u_a:g}:")
     for lm in sorted({base.l_m, 0.45, 0.40}, reverse=True):
         print(f"  (l_m, u_m) = ({lm:.2f}, {base.u_m:.2f}): {base.replace(l_m=lm).lambda_g_min:.4f}")
+    for lm in (0.45, 0.40, 0.35):
+        facts[f"bound_l_m_{lm:.2f}"] = base.replace(l_m=lm).lambda_g_min
 
     settings = [("this run", base), ("paper l_m=0.4", base.replace(l_m=0.4)),
                 ("code default lambda_g=20", base.replace(lambda_g=20.0)),
@@ -67,6 +77,11 @@ def main(argv=None):
             total_seconds += conv.seconds
             print(f"{label:<30}{p.lambda_g:>9.2f}{p.lambda_g_min:>9.3f}  {region:<22}{verdict(conv):<20}"
                   f"{verdict(inner):<20}{verdict(mono):<20}")
+            setting = label.split(" (")[0].replace(" ", "_").replace("=", "_")
+            key = f"{setting}_{'inside' if region[0] == 't' else 'all'}"
+            for name, r in (("convex", conv), ("interior", inner), ("monotone", mono)):
+                facts[f"{key}_{name}_violations"], facts[f"{key}_{name}_points"] = r.n_violations, r.n_points
+            facts[f"{key}_min_d2"] = conv.worst
     print(f"\nconvexity checks: {total_points:,} (a, theta, lse) points in {total_seconds:.2f} s "
           f"({total_points / max(total_seconds, 1e-9) / 1e6:.1f} M points/s, one process)")
 
@@ -80,6 +95,12 @@ def main(argv=None):
           f"(cos {math.sin(base.u_m):.3f}); theta_y + l_m = pi/2 at {math.pi / 2 - base.l_m:.3f} rad "
           f"(cos {math.sin(base.l_m):.3f})")
     print(f"  convexity first fails at {first_failure(lse_map.theta, lse_map.convex.all(axis=0))}")
+    facts.update(assumption_theta=math.pi / 2 - base.u_m, assumption_cos=math.sin(base.u_m),
+                 l_m_theta=math.pi / 2 - base.l_m, l_m_cos=math.sin(base.l_m),
+                 convexity_first_failure_theta=_first(lse_map.theta, lse_map.convex.all(axis=0)),
+                 monotonicity_first_failure_theta=_first(lse_map.theta, lse_map.monotone.all(axis=0)))
+    facts["convexity_first_failure_cos"] = math.cos(facts["convexity_first_failure_theta"])
+    facts["monotonicity_first_failure_cos"] = math.cos(facts["monotonicity_first_failure_theta"])
     print(f"  monotonicity first fails at {first_failure(lse_map.theta, lse_map.monotone.all(axis=0), step=True)}")
     print(f"  unique optimum first fails at {first_failure(lse_map.theta, lse_map.unique.all(axis=0))}")
     low = base.replace(lambda_g=20.0)
@@ -88,6 +109,17 @@ def main(argv=None):
           f"{inner.n_points} (theta, lse) points; worst L'(l_a) = {inner.worst:+.4f} at "
           f"cos_y = {inner.counterexample['cos_y']:.3f}, lse_neg = {inner.counterexample['lse_neg']:.1f}"
           if not inner.holds else "  lambda_g = 20: interior optimum everywhere on the grid")
+    facts.update(lambda_20_at_l_a=inner.n_violations, lambda_20_points=inner.n_points, lambda_20_worst_d1=inner.worst,
+                 lambda_20_worst_cos=(inner.counterexample or {}).get("cos_y", math.nan),
+                 lambda_20_worst_lse=(inner.counterexample or {}).get("lse_neg", math.nan))
+    kw = dict(s=base.s, lambda_g=base.lambda_g, l_a=base.l_a, u_a=base.u_a, l_m=base.l_m, u_m=base.u_m)
+    for negatives in (1, 85741):   # a* with S other classes at cos 0 (PAPER.md section 2.5)
+        for c in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+            facts[f"a_star_S{negatives}_cos_{c:.1f}"] = float(optimal_magnitude(c, math.log(negatives), **kw))
+    for c in (0.1, 0.3, 0.5, 0.7, 0.9):
+        facts[f"a_star_cosface_cos_{c:.1f}"] = float(optimal_magnitude(c, 0.0, **kw, form="cos"))
+    if args.table:
+        _write_table(args.table, facts, vars(args))
 
     if not args.no_figures:
         from . import figures   # matplotlib only when figures are drawn (--no-figures stays light)
@@ -99,6 +131,24 @@ def main(argv=None):
         written += figures.save(figures.validity_maps([lam_map, lse_map]),
                                 os.path.join(args.out, "theory_validity_map"))
         print("\nfigures: " + ", ".join(written))
+
+
+def _first(theta, ok_by_theta) -> float:
+    bad = np.flatnonzero(~ok_by_theta)
+    return float(theta[bad[0]]) if bad.size else math.nan
+
+
+def _write_table(folder: str, facts: dict, args: dict) -> None:
+    """theory.json: {"args", "rows": [{"quantity", "value"}]}, written atomically (temp file + rename)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "theory.json")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    rows = [{"quantity": k, "value": None if isinstance(v, float) and not math.isfinite(v) else v}
+            for k, v in facts.items()]
+    with open(tmp, "w") as f:
+        json.dump({"args": args, "rows": rows}, f, indent=1)
+    os.replace(tmp, path)
+    print(f"numbers by name: {path}")
 
 
 def label_of(p: MagParams) -> str:
