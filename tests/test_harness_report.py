@@ -18,9 +18,7 @@ TYPED_TABLES = {
         "| name | target logit (others: s·cos θ_j) | defaults | explicit choices |",    # settings, not results
     },
     "paper_repro.md": {
-        "| # | claim (paper) | paper | ours | command | status |",          # theory: python -m theory
         "| # | protocol | reference | ours | command | status |",
-        "| claim | reference | ours | command | status |",                    # heads: tests
         "| # | claim | target | ours | command | status |",                   # scale-out: speed benchmarks
     },
 }
