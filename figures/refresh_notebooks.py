@@ -18,10 +18,12 @@ from nbclient import NotebookClient
 FIGURES = Path(__file__).resolve().parent
 
 
-def execute(path: Path, timeout: int = 600):
-    """The notebook at `path` executed headless in figures/ against the published results (nothing written)."""
+def execute(path: Path, timeout: int = 600, results_root: Path | None = None):
+    """The notebook at `path` executed headless in figures/ against the published results under results_root
+    (default: this repository's results/, whatever MAGFACE_RESULTS says), nothing written."""
     nb = nbformat.read(path, as_version=4)
-    env = {"MAGFACE_NOTEBOOK_RESULTS": "published", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {"MAGFACE_NOTEBOOK_RESULTS": "published", "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+           "MAGFACE_RESULTS": str(results_root or FIGURES.parent / "results")}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)   # the kernel inherits this process's environment
     try:

@@ -12,7 +12,7 @@ import sys
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
 from .evaluate import evaluate_run, summary_line
-from .cli import add_publish_args, publish_result, refresh_outputs
+from .cli import add_publish_args, publish_result, refresh_outputs, tables_render
 from .publish import publish
 from .report import report
 from .models import build_backbone
@@ -112,12 +112,12 @@ def main(argv=None):
                 sys.exit("error: the committed tables differ from the published results; run python -m harness report")
         elif args.command == "publish":
             dest = publish(args.out, args.name, arrays=args.arrays, allow_dirty=args.allow_dirty,
-                           command=f"python -m harness publish {' '.join(sys.argv[2:])}")
+                           before_swap=tables_render, command=f"python -m harness publish {' '.join(sys.argv[2:])}")
             print(f"published {args.out} to {dest}")
             refresh_outputs()
         else:
             print(summary_line(evaluate_run(args.run, args.checkpoint, device=args.device)))
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         sys.exit(f"error: {exc}")
 
 

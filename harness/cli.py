@@ -116,6 +116,8 @@ def sweep_overrides(args) -> list:
 def benchmark_spec(args, spec_path: str, axes: dict | None = None) -> SweepSpec:
     """The benchmark's spec with its --quick variant, --config base, --seeds and the given axis values (None: the
     spec's) applied."""
+    if getattr(args, "publish", False) and args.quick:
+        raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     axes = {"seed": getattr(args, "seeds", None), **(axes or {})}
     try:
         spec = load_spec(spec_path, quick=args.quick)
@@ -160,7 +162,7 @@ def publish_output(args, out: str, arrays: bool = False) -> str | None:
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     module = "-m harness" if sys.argv[0].endswith("__main__.py") else os.path.relpath(sys.argv[0])
     try:
-        dest = publish(out, arrays=arrays, allow_dirty=args.allow_dirty,
+        dest = publish(out, arrays=arrays, allow_dirty=args.allow_dirty, before_swap=tables_render,
                        command=" ".join(["python", module, *sys.argv[1:]]))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
@@ -169,13 +171,19 @@ def publish_output(args, out: str, arrays: bool = False) -> str | None:
     return dest
 
 
+def tables_render(name: str, folder: str) -> None:
+    """Before a publish replaces results/published/NAME: the report tables must render from the new folder (a
+    benchmark run with other arguments may lack rows the tables cite); ValueError otherwise, nothing replaced."""
+    report(check=True, overrides={name: folder})
+
+
 def refresh_outputs() -> None:
     """After publishing: re-render the result tables of README.md and paper_repro.md (harness.report) and re-execute
     the notebooks in figures/ so their stored outputs show the new results (a separate process: figures/ sits on
     top of harness)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        for doc, blocks in report(root).items():
+        for doc, blocks in report().items():
             print(f"{doc}: {'rewrote ' + ', '.join(blocks) if blocks else 'tables already current'}")
     except ValueError as exc:
         raise SystemExit(f"error: the results are published, but the tables cannot be rendered from them: {exc}")

@@ -30,6 +30,10 @@ def training_diagnostics(run_dir: str, cfg: RunConfig) -> dict:
     if dumps:
         cos = dumps[-1][1]["cos_target"]
         out.update(train_cos_median=float(np.median(cos)), train_cos_nonpositive_share=float(np.mean(cos <= 0)))
+    if not dumps and rows and "margin_p5" in rows[-1] and hp["u_m"] > hp["l_m"]:   # train.dump_every = 0: the
+        last = rows[-1]                                       # log's last batch, counted as the head logs it
+        out.update(margin_p5=last["margin_p5"], margin_p50=last["margin_p50"], margin_p95=last["margin_p95"],
+                   margin_span_share=(last["margin_p95"] - last["margin_p5"]) / (hp["u_m"] - hp["l_m"]))
     if cfg.head.name in MAGNITUDE_HEADS and dumps and not isinstance(hp["l_a"], str):   # (an uncalibrated "auto")
         out.update(realised_margin(dumps[-1][1], hp))
         # dump step k holds batch k - 1; an "auto" band is set before batch `since`, so dumps after it saw the band

@@ -11,15 +11,21 @@ BUDGET_BYTES. Loaders find a run's files under OUT/runs/<folder name>, so a publ
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
 import platform
+import re
 import shutil
+import subprocess
 from importlib.metadata import version
 
 from .runstate import atomic_json, git_state
 
-PUBLISHED_ROOT = os.path.join("results", "published")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUBLISHED_ROOT = os.path.join(REPO, "results", "published")
+GENERATED_DOCUMENTS = ("README.md", "paper_repro.md")   # their report blocks are rewritten after publishing
+BLOCK_BODY = re.compile(r"(<!-- report:([\w-]+) -->\n).*?(<!-- /report:\2 -->)", re.S)
 BUDGET_BYTES = 20 * 2**20
 TABLE_SUFFIXES = (".csv", ".json", ".npz")
 RUN_FILES = ("config.json", "result.json", "sweep_run.json", "calibration.json", "environment.json",
@@ -52,10 +58,12 @@ def folder_bytes(path: str) -> int:
 
 
 def publish(out: str, name: str | None = None, *, arrays: bool = False, command: str = "", allow_dirty: bool = False,
-            root: str = PUBLISHED_ROOT, budget: int = BUDGET_BYTES, repo: str | None = None) -> str:
+            root: str = PUBLISHED_ROOT, budget: int = BUDGET_BYTES, repo: str | None = None,
+            before_swap=None) -> str:
     """Copy the finished benchmark run in OUT to ROOT/NAME (NAME: the sweep's name); returns that folder.
-    Errors (nothing changes): an unfinished or failed run, a dirty tree without allow_dirty (with it, the changed
-    files are recorded), a published tree over the budget."""
+    Errors (nothing changes): an unfinished or failed run, a dirty tree or no git checkout without allow_dirty
+    (with it, the changed files are recorded), a published tree over the budget, or `before_swap(name, folder)`
+    raising ValueError on the new folder (the CLI renders the report tables from it there)."""
     if not os.path.isdir(out):
         raise ValueError(f"{out}: no such folder; run the benchmark first")
     table_name, table = sweep_table(out)
@@ -70,15 +78,19 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
     if failed or missing:
         raise ValueError(f"{out} is not finished: failed runs {failed}, runs without a result {missing}; run the "
                          "benchmark to the end (it resumes) before publishing")
+    repo = repo or REPO
     commit, changed = git_state(repo)
-    changed = [f for f in changed if not _made_by_publishing(f)]
+    changed = [f for f in changed if not _made_by_publishing(f, name, repo)]
+    if commit is None and not allow_dirty:
+        raise ValueError(f"{repo} is not a git checkout (or git failed): the published results could not name their "
+                         "commit; publish with --allow-dirty (recorded in provenance.json)")
     if changed and not allow_dirty:
         raise ValueError(f"the working tree has uncommitted changes ({', '.join(changed[:5])}"
                          f"{', ...' if len(changed) > 5 else ''}): commit them, or publish with --allow-dirty "
                          "(recorded in provenance.json)")
     dest = os.path.join(root, name)
+    _recover(root, name)
     tmp = os.path.join(root, f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
         for entry in sorted(os.listdir(out)):
@@ -97,16 +109,56 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
         if total > budget:
             raise ValueError(f"publishing {name} ({folder_bytes(tmp) / 2**20:.1f} MiB) would bring {root} to "
                              f"{total / 2**20:.1f} MiB, over its budget of {budget / 2**20:.0f} MiB")
+        if before_swap is not None:
+            before_swap(name, tmp)
         _swap(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
-def _made_by_publishing(path: str) -> bool:
-    """Changes a benchmark run and its publishing make themselves (published tables, gallery PNGs): not dirt."""
+def _made_by_publishing(path: str, name: str, repo: str) -> bool:
+    """Changes that a benchmark run and its publishing make themselves, so not dirt: this benchmark's published
+    folder, the gallery PNGs (figures/*.png), and README.md / paper_repro.md / figures/*.ipynb where only their
+    generated tables or the notebooks' outputs differ from the commit. Anything else is a change to declare."""
     path = path.strip('"')
-    return path.startswith("results/published/") or (path.startswith("figures/") and path.endswith(".png"))
+    if path.startswith(f"results/published/{name}/"):
+        return True
+    if re.fullmatch(r"figures/[^/]+\.png", path):
+        return True
+    if path in GENERATED_DOCUMENTS or re.fullmatch(r"figures/[^/]+\.ipynb", path):
+        return _same_but_generated(path, repo)
+    return False
+
+
+def _same_but_generated(path: str, repo: str) -> bool:
+    """Whether the working copy equals the committed one once report blocks (or notebook outputs) are set aside."""
+    try:
+        committed = subprocess.run(["git", "show", f"HEAD:{path}"], capture_output=True, text=True, cwd=repo,
+                                   check=True, timeout=5).stdout
+        with open(os.path.join(repo, path), encoding="utf-8") as f:
+            current = f.read()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if path.endswith(".ipynb"):
+        strip = lambda text: [(c["cell_type"], c["source"]) for c in json.loads(text)["cells"]]  # noqa: E731
+    else:
+        strip = lambda text: BLOCK_BODY.sub(r"\1\3", text)  # noqa: E731
+    try:
+        return strip(committed) == strip(current)
+    except (ValueError, KeyError):
+        return False
+
+
+def _recover(root: str, name: str) -> None:
+    """Before publishing NAME: put back a folder a crash left moved aside (NAME.old-PID, when NAME is missing) and
+    remove temporary folders of crashed publishes (.NAME.tmp-PID)."""
+    dest = os.path.join(root, name)
+    olds = sorted(glob.glob(glob.escape(dest) + ".old-*"))
+    if olds and not os.path.isdir(dest):
+        os.replace(olds.pop(), dest)
+    for leftover in olds + glob.glob(os.path.join(glob.escape(root), f".{glob.escape(name)}.tmp-*")):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _copy_run(src: str, dest_root: str, arrays: bool) -> dict:

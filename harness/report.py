@@ -2,8 +2,8 @@
 
 A Markdown file marks each generated block with `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; the block's
 text is figures/tables/NAME.md rendered: every `{{table:row:field|format}}` is looked up in the published tables
-(results/published/) and formatted. `row` may hold shell patterns (`*`, `0.4*`; every matching row: range
-and mean formats). A table line of a template may not type a decimal number or a percentage itself (the renderer
+(results/published/) and formatted. `row` may hold shell patterns (`*`, `auto_ratio_?`; every matching row:
+range and mean formats). A table line of a template may not type a decimal number or a percentage itself (the renderer
 refuses): a setting or a paper's number meant to be typed is written `{{= 10 %}}`, which renders as `10 %`.
 
     python -m harness report            # rewrite the blocks of README.md and paper_repro.md
@@ -18,6 +18,7 @@ import math
 import os
 import re
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTS = ("README.md", "paper_repro.md")
 TEMPLATES = os.path.join("figures", "tables")
 PUBLISHED = os.path.join("results", "published")
@@ -46,39 +47,48 @@ TABLES = {
 }
 
 
+def is_pattern(row: str) -> bool:
+    """A row address with shell wildcards (several rows: the range and mean formats)."""
+    return any(c in row for c in "*?[")
+
+
 def _key(value: str) -> str:
-    """One spelling per key value: numbers as %g with two decimals kept for grid values (0.40)."""
+    """One spelling per key value: a number as its shortest exact form (0.40 and 0.4 -> 0.4, 3.0 -> 3), text as is."""
     try:
         number = float(value)
     except ValueError:
         return value
-    return f"{number:.2f}" if number != int(number) or "." in value else str(int(number))
+    if not math.isfinite(number):
+        return value
+    return str(int(number)) if number == int(number) else f"{number:.12g}"
 
 
 class Published:
-    """The published tables, loaded on first use."""
+    """The published tables, loaded on first use; `overrides` maps a benchmark name to another folder (a publish
+    about to replace it renders the tables from its new folder first)."""
 
-    def __init__(self, root: str = PUBLISHED):
-        self.root, self._tables = root, {}
+    def __init__(self, root: str = os.path.join(REPO, PUBLISHED), overrides: dict | None = None):
+        self.root, self.overrides, self._tables = root, dict(overrides or {}), {}
 
     def rows(self, table: str, row: str) -> list:
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
         if table not in self._tables:
             path, keys = TABLES[table]
-            full = os.path.join(self.root, path)
+            benchmark, rest = path.split("/", 1)
+            full = os.path.join(self.overrides.get(benchmark, os.path.join(self.root, benchmark)), rest)
             if not os.path.isfile(full):
                 raise FileNotFoundError(f"{full} is missing: publish the benchmark (python benchmarks/... --publish)")
             with open(full, newline="") as f:
                 rows = ([{k: "" if v is None else str(v) for k, v in r.items()} for r in json.load(f)["rows"]]
                         if full.endswith(".json") else list(csv.DictReader(f)))   # JSON: a benchmark's "rows"
             self._tables[table] = [(",".join(_key(r[k]) for k in keys), r) for r in rows]
-        wanted = [p.strip() if any(c in p for c in "*?[") else _key(p.strip()) for p in row.split(",")]
+        wanted = [p.strip() if is_pattern(p) else _key(p.strip()) for p in row.split(",")]
         found = [r for k, r in self._tables[table] if len(k.split(",")) == len(wanted)
                  and all(fnmatch.fnmatchcase(v, w) for w, v in zip(wanted, k.split(",")))]
         if not found:
             raise KeyError(f"{table}: no row {row!r}")
-        if not any(c in row for c in "*?[") and len(found) > 1:
+        if not is_pattern(row) and len(found) > 1:
             raise KeyError(f"{table}: row {row!r} is not unique ({len(found)} rows)")
         return found
 
@@ -134,7 +144,7 @@ def fmt_one(row: dict, field: str, fmt: str) -> str:
         "f4_ci": lambda: f"{value:.4f} {_ci(row, field, 1, '4')}",
         "diff_pts_ci": lambda: f"{100 * value:+.2f} {_ci(row, field, 100, '2', True)}",
         "diff_pts": lambda: f"{100 * value:+.2f}",
-        "thousands": lambda: f"{value:,.0f}", "mib": lambda: f"{value / 2**20:.1f} MB",
+        "thousands": lambda: f"{value:,.0f}", "mib": lambda: f"{value / 2**20:.1f} MiB",
         "ms": lambda: f"{1e3 * value:.0f}",
         "equal_or_gap": lambda: "equal" if value == 0 else f"{value:.1e}", "sci": lambda: f"{value:.1e}",
         "diff3_ci": lambda: f"{value:+.3f} {_ci(row, field, 1, '3', True)}",
@@ -178,7 +188,7 @@ def render_template(text: str, published: Published, where: str = "") -> str:
     def replace(m):
         try:
             rows = published.rows(m["table"], m["row"])
-            if "*" in m["row"]:
+            if is_pattern(m["row"]):
                 return fmt_many(rows, m["field"], m["fmt"])
             return fmt_one(rows[0], m["field"], m["fmt"])
         except (KeyError, ValueError, OSError) as exc:
@@ -205,9 +215,10 @@ def stale_blocks(before: str, after: str) -> list:
     return sorted(name for name in new if old.get(name) != new[name])
 
 
-def report(root: str = ".", check: bool = False, documents=DOCUMENTS) -> dict:
-    """Render every document's blocks; with check, change nothing. Returns {document: [stale block names]}."""
-    published = Published(os.path.join(root, PUBLISHED))
+def report(root: str = REPO, check: bool = False, documents=DOCUMENTS, overrides: dict | None = None) -> dict:
+    """Render every document's blocks; with check, change nothing. Returns {document: [stale block names]}.
+    A template that cannot be rendered is a ValueError naming it and the placeholder."""
+    published = Published(os.path.join(root, PUBLISHED), overrides)
     stale = {}
     for name in documents:
         path = os.path.join(root, name)

@@ -10,6 +10,18 @@ import pytest
 from harness.publish import PROVENANCE, publish, run_folder
 
 
+GIT = ["-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def git_repo(path, ignore="*\n"):
+    """A git checkout at `path` with one commit; by default everything in it is ignored (a clean tree)."""
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    (path / ".gitignore").write_text(ignore)
+    subprocess.run(["git", "-C", str(path), *GIT, "add", "-f", ".gitignore"], check=True)
+    subprocess.run(["git", "-C", str(path), *GIT, "commit", "-q", "-m", "start"], check=True)
+    return str(path)
+
+
 def fake_benchmark(tmp_path, runs=("a-1", "b-2"), finished=True, failed=None):
     """A finished benchmark folder as harness.sweep leaves it: tables, and per run its files and a checkpoint."""
     out = tmp_path / "bench"
@@ -35,8 +47,9 @@ def fake_benchmark(tmp_path, runs=("a-1", "b-2"), finished=True, failed=None):
 
 
 def test_publish_copies_tables_and_run_metadata_never_checkpoints(tmp_path):
+    repo = git_repo(tmp_path)
     out = fake_benchmark(tmp_path)
-    dest = publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path), command="python bench.py")
+    dest = publish(str(out), root=str(tmp_path / "published"), repo=repo, command="python bench.py")
     files = sorted(os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs)
     assert files == ["bench.csv", "bench.json", PROVENANCE,
                      "runs/a-1/config.json", "runs/a-1/environment.json", "runs/a-1/eval/metrics.json",
@@ -51,12 +64,14 @@ def test_publish_copies_tables_and_run_metadata_never_checkpoints(tmp_path):
 
 
 def test_arrays_bring_the_evaluation_arrays_and_only_the_last_dump(tmp_path):
-    dest = publish(str(fake_benchmark(tmp_path)), arrays=True, root=str(tmp_path / "published"), repo=str(tmp_path))
+    dest = publish(str(fake_benchmark(tmp_path)), arrays=True, root=str(tmp_path / "published"),
+                   repo=git_repo(tmp_path))
     assert sorted(os.listdir(os.path.join(dest, "runs", "a-1", "dumps"))) == ["step_00000010.npz"]
     assert sorted(os.listdir(os.path.join(dest, "runs", "a-1", "eval"))) == ["metrics.json", "synthetic.npz"]
 
 
 def test_unfinished_and_failed_runs_are_refused(tmp_path):
+    git_repo(tmp_path)
     with pytest.raises(ValueError, match="not finished.*runs without a result"):
         publish(str(fake_benchmark(tmp_path, finished=False)), root=str(tmp_path / "p"), repo=str(tmp_path))
     with pytest.raises(ValueError, match=r"failed runs \['a-1'\]"):
@@ -65,9 +80,7 @@ def test_unfinished_and_failed_runs_are_refused(tmp_path):
 
 
 def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(tmp_path):
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
+    git_repo(tmp_path, ignore="")
     out = fake_benchmark(tmp_path)   # untracked files: a dirty tree
     with pytest.raises(ValueError, match="uncommitted changes.*--allow-dirty"):
         publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path))
@@ -77,6 +90,7 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(tmp_path):
 
 
 def test_over_the_budget_nothing_changes(tmp_path):
+    git_repo(tmp_path)
     root = tmp_path / "published"
     first = publish(str(fake_benchmark(tmp_path)), root=str(root), repo=str(tmp_path))
     before = open(os.path.join(first, PROVENANCE)).read()
@@ -87,6 +101,7 @@ def test_over_the_budget_nothing_changes(tmp_path):
 
 
 def test_a_folder_without_tables_is_refused_and_a_benchmark_without_runs_is_published(tmp_path):
+    git_repo(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no tables to publish"):
         publish(str(tmp_path / "empty"), root=str(tmp_path / "p"), repo=str(tmp_path))
@@ -98,3 +113,56 @@ def test_a_folder_without_tables_is_refused_and_a_benchmark_without_runs_is_publ
     dest = publish(str(speed), root=str(tmp_path / "p"), repo=str(tmp_path), command="python benchmarks/head_speed.py")
     assert sorted(os.listdir(dest)) == ["head_speed.json", PROVENANCE]
     assert json.load(open(os.path.join(dest, PROVENANCE)))["runs"] == []
+
+
+def test_what_publishing_itself_writes_is_not_dirt(tmp_path):
+    """This benchmark's published folder, gallery PNGs, and documents or notebooks whose only changes are generated
+    tables or outputs do not block the next publish; another benchmark's folder or changed prose does."""
+    repo = git_repo(tmp_path, ignore="bench/\n")
+    (tmp_path / "README.md").write_text("intro\n<!-- report:t -->\nold\n<!-- /report:t -->\n")
+    (tmp_path / "figures").mkdir()
+    nb = {"cells": [{"cell_type": "code", "source": "1", "outputs": []}], "metadata": {}, "nbformat": 4,
+          "nbformat_minor": 5}
+    (tmp_path / "figures" / "a.ipynb").write_text(json.dumps(nb))
+    subprocess.run(["git", "-C", repo, *GIT, "add", "README.md", "figures/a.ipynb"], check=True)
+    subprocess.run(["git", "-C", repo, *GIT, "commit", "-q", "-m", "docs"], check=True)
+    out = fake_benchmark(tmp_path)
+    root = tmp_path / "results" / "published"
+    (tmp_path / "figures" / "bench.png").write_bytes(b"png")
+    (tmp_path / "README.md").write_text("intro\n<!-- report:t -->\nnew numbers\n<!-- /report:t -->\n")
+    nb["cells"][0]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "1"}]
+    (tmp_path / "figures" / "a.ipynb").write_text(json.dumps(nb))
+    publish(str(out), root=str(root), repo=repo)
+    publish(str(out), root=str(root), repo=repo)     # its own earlier output is not dirt either
+    (root / "other").mkdir()
+    (root / "other" / "x.csv").write_text("a\n")
+    with pytest.raises(ValueError, match="results/published/other/x.csv"):
+        publish(str(out), root=str(root), repo=repo)
+    (root / "other" / "x.csv").unlink()
+    (tmp_path / "README.md").write_text("changed intro\n<!-- report:t -->\nnew\n<!-- /report:t -->\n")
+    with pytest.raises(ValueError, match="README.md"):
+        publish(str(out), root=str(root), repo=repo)
+
+
+def test_outside_git_publishing_needs_allow_dirty(tmp_path):
+    out = fake_benchmark(tmp_path)    # tmp_path is no git checkout
+    with pytest.raises(ValueError, match="not a git checkout"):
+        publish(str(out), root=str(tmp_path / "p"), repo=str(tmp_path))
+    dest = publish(str(out), root=str(tmp_path / "p"), repo=str(tmp_path), allow_dirty=True)
+    assert json.load(open(os.path.join(dest, PROVENANCE)))["published_commit"] is None
+
+
+def test_a_crashed_publish_is_recovered_and_a_failed_check_replaces_nothing(tmp_path):
+    repo = git_repo(tmp_path)
+    root = tmp_path / "p"
+    dest = publish(str(fake_benchmark(tmp_path)), root=str(root), repo=repo)
+    os.replace(dest, f"{dest}.old-123")             # a crash between the two renames of a later publish
+    (root / ".bench.tmp-999").mkdir()               # and a temporary folder a killed publish left
+
+    def refuse(name, folder):
+        assert name == "bench" and os.path.isfile(os.path.join(folder, PROVENANCE))
+        raise ValueError("tables do not render")
+    with pytest.raises(ValueError, match="tables do not render"):
+        publish(str(fake_benchmark(tmp_path / "again")), root=str(root), repo=repo, before_swap=refuse)
+    assert sorted(os.listdir(root)) == ["bench"]    # recovered, nothing replaced, no leftovers
+    assert json.load(open(os.path.join(dest, PROVENANCE)))["source"] == os.path.normpath(str(tmp_path / "bench"))

@@ -103,3 +103,26 @@ def test_a_changed_number_is_found_and_rewritten(tmp_path):
 def test_a_block_without_a_template_is_an_error(tmp_path, published):
     with pytest.raises(ValueError, match="block report:nothing has no template"):
         render_document("<!-- report:nothing -->\n<!-- /report:nothing -->\n", published, str(tmp_path), "x.md")
+
+
+def test_patterns_and_key_spellings(tmp_path):
+    root = tmp_path / "published" / "ablation"
+    root.mkdir(parents=True)
+    (root / "ablation.csv").write_text("l_m,u_m,accuracy\n0.4,0.8,0.91\n0.45,0.8,0.87\n0.4,3.0,0.5\n")
+    pub = Published(str(tmp_path / "published"))
+    assert render_template("{{ablation:0.40,0.80:accuracy|pct}}", pub) == "91.00"    # 0.40 is 0.4
+    assert render_template("{{ablation:0.4,3:accuracy|pct}}", pub) == "50.00"        # 3 is 3.0
+    assert render_template("{{ablation:0.4?,0.8:accuracy|pct_range}}", pub) == "87.0"   # ? is a pattern too
+    assert render_template("{{ablation:0.4*,0.8:accuracy|pct_range}}", pub) == "87.0–91.0"
+    with pytest.raises(ValueError, match="unknown format 'pct' for several rows"):
+        render_template("{{ablation:*,0.8:accuracy|pct}}", pub)
+    other = tmp_path / "new_ablation"
+    other.mkdir()
+    (other / "ablation.csv").write_text("l_m,u_m,accuracy\n0.4,0.8,0.95\n")
+    assert render_template("{{ablation:0.4,0.8:accuracy|pct}}",
+                           Published(str(tmp_path / "published"), {"ablation": str(other)})) == "95.00"
+
+
+def test_report_runs_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not any(report(check=True).values())

@@ -72,10 +72,9 @@ def test_stored_outputs_are_the_published_figures_and_current(path):
         assert first.startswith("drawing from the published results in results/published/")
 
 
-def test_missing_published_results_name_the_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAGFACE_RESULTS", str(tmp_path))
+def test_missing_published_results_name_the_command(tmp_path):
     with pytest.raises(CellExecutionError, match=r"python benchmarks/ablation\.py --publish"):
-        refresh_notebooks.execute(FIGURES / "ablation.ipynb")
+        refresh_notebooks.execute(FIGURES / "ablation.ipynb", results_root=tmp_path)
 
 
 def test_quick_mode_runs_the_benchmark_when_asked(tmp_path, monkeypatch):
