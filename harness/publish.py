@@ -97,6 +97,9 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
             if entry.endswith(TABLE_SUFFIXES) and entry != PROVENANCE and os.path.isfile(os.path.join(out, entry)):
                 shutil.copy2(os.path.join(out, entry), os.path.join(tmp, entry))
         runs = [_copy_run(run_folder(out, r), tmp, arrays) for r in rows]
+        if table_name is None and os.path.isfile(os.path.join(out, RUN_FILES[-1])):   # a single run's folder
+            os.makedirs(os.path.join(tmp, "eval"))
+            shutil.copy2(os.path.join(out, RUN_FILES[-1]), os.path.join(tmp, RUN_FILES[-1]))
         atomic_json(os.path.join(tmp, PROVENANCE), {
             "name": name, "table": table_name, "source": os.path.normpath(out), "command": command,
             "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -44,7 +44,29 @@ TABLES = {
     "head_speed": ("head_speed/head_speed.json", ("case",)),
     "dist_memory": ("distributed_memory/distributed_memory.json", ("ranks",)),
     "theory": ("theory/theory.json", ("quantity",)),
+    "torchrun": ("torchrun_cpu_default/eval/metrics.json", ()),          # one run: its metrics, row "doc"
+    "torchrun_band": ("torchrun_cpu_default/calibration.json", ()),
 }
+
+
+def _json_rows(doc) -> list:
+    """A benchmark's JSON "rows", or a single document (one run's metrics) as one row of dotted keys
+    (sets.synthetic.accuracy, sets.synthetic.ci.accuracy.0), all values as text like a CSV's."""
+    if isinstance(doc, dict) and "rows" in doc:
+        return [{k: "" if v is None else str(v) for k, v in r.items()} for r in doc["rows"]]
+    flat = {}
+
+    def walk(value, prefix):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{prefix}{i}.")
+        else:
+            flat[prefix[:-1]] = "" if value is None else str(value)
+    walk(doc, "")
+    return [flat]
 
 
 def is_pattern(row: str) -> bool:
@@ -80,9 +102,8 @@ class Published:
             if not os.path.isfile(full):
                 raise FileNotFoundError(f"{full} is missing: publish the benchmark (python benchmarks/... --publish)")
             with open(full, newline="") as f:
-                rows = ([{k: "" if v is None else str(v) for k, v in r.items()} for r in json.load(f)["rows"]]
-                        if full.endswith(".json") else list(csv.DictReader(f)))   # JSON: a benchmark's "rows"
-            self._tables[table] = [(",".join(_key(r[k]) for k in keys), r) for r in rows]
+                rows = _json_rows(json.load(f)) if full.endswith(".json") else list(csv.DictReader(f))
+            self._tables[table] = [(",".join(_key(r[k]) for k in keys) if keys else "doc", r) for r in rows]
         wanted = [p.strip() if is_pattern(p) else _key(p.strip()) for p in row.split(",")]
         found = [r for k, r in self._tables[table] if len(k.split(",")) == len(wanted)
                  and all(fnmatch.fnmatchcase(v, w) for w, v in zip(wanted, k.split(",")))]
