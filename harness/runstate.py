@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import platform
 import random
 import subprocess
@@ -60,7 +61,11 @@ def build_model(cfg: RunConfig, num_classes: int, image_size: int):
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as plain data (numpy's as a tensor), so checkpoints load with weights_only=True."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -68,7 +73,12 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["bit_generator"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    else:                           # checkpoints written before: numpy's own tuple (loaded through NUMPY_RNG_GLOBALS)
+        np.random.set_state(n)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -81,10 +91,27 @@ def save_checkpoint(path: str, **state) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str) -> dict:
+# The only non-tensor types a checkpoint of an earlier suite version holds (numpy's RNG state): allowed by name.
+NUMPY_RNG_GLOBALS = [np.dtype, np.ndarray, np._core.multiarray._reconstruct, type(np.dtype(np.uint32))]
+
+
+def load_data(path: str, what: str = "checkpoint") -> dict:
+    """torch.load as data only (weights_only=True): a checkpoint is a file someone sent, and a pickle can run code.
+    Anything beyond tensors, numbers, strings and containers (and numpy's RNG state of older suite checkpoints) is
+    refused with a ValueError naming the file, and nothing in it runs."""
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        raise ValueError(f"{what} {path} not found")
+    try:
+        with torch.serialization.safe_globals(NUMPY_RNG_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{what} {path} holds more than plain data (tensors, numbers, strings, lists, dicts), so it "
+                         f"is not loaded: unpickling it could run code ({reason})") from None
+
+
+def load_checkpoint(path: str) -> dict:
+    ckpt = load_data(path)
     ckpt["config_obj"] = _apply(RunConfig(), ckpt["config"])
     return ckpt
 

@@ -1,0 +1,65 @@
+"""Checkpoints are data, not code: the suite's own checkpoints are plain data (they load with weights_only=True and
+no allow-list), and a checkpoint whose pickle would run a command is refused by resume and by evaluate --run, with
+a clear error and nothing run."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from harness.config import load_config
+from harness.runstate import load_checkpoint
+from harness.trainer import train
+from test_benchmarks_quality import ROOT
+from tiny import TINY
+
+pytestmark = pytest.mark.slow   # trains a tiny run
+
+
+class Payload:
+    """Unpickling this runs `touch MARKER`: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("safety")
+    cfg = load_config(None, TINY + [f'data.cache_dir="{root / "cache"}"', "train.max_steps=4",
+                                    "train.checkpoint_every=2", f'out="{root / "run"}"'])
+    train(cfg, quiet=True, evaluate=False)
+    return root / "run", cfg
+
+
+def poison(path, marker):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["config"] = {"payload": Payload(marker)}
+    torch.save(state, path)
+
+
+def test_own_checkpoints_are_plain_data(tiny_run):
+    run, _ = tiny_run
+    ckpt = torch.load(run / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)   # no allow-list
+    assert ckpt["global_step"] == 4 and isinstance(ckpt["rng"]["numpy"]["keys"], torch.Tensor)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(tiny_run, tmp_path):
+    run, cfg = tiny_run
+    marker = tmp_path / "ran"
+    final = run / "checkpoints" / "final.pt"
+    poison(final, marker)
+    with pytest.raises(ValueError, match="holds more than plain data.*could run code"):
+        load_checkpoint(str(final))
+    res = subprocess.run([sys.executable, "-m", "harness", "evaluate", "--run", str(run)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "holds more than plain data" in res.stderr
+    poison(run / "checkpoints" / "last.pt", marker)
+    os.remove(final)                                   # resume now goes to the (poisoned) last checkpoint
+    with pytest.raises(ValueError, match="holds more than plain data"):
+        train(cfg, quiet=True, evaluate=False)
+    assert not marker.exists(), "a checkpoint ran a command"
