@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.config import load_config
+from harness.models.pretrained import load_pretrained
 from harness.runstate import load_checkpoint
 from harness.trainer import train
 from test_benchmarks_quality import ROOT
@@ -63,3 +64,11 @@ def test_a_checkpoint_that_would_run_code_is_refused_everywhere(tiny_run, tmp_pa
     with pytest.raises(ValueError, match="holds more than plain data"):
         train(cfg, quiet=True, evaluate=False)
     assert not marker.exists(), "a checkpoint ran a command"
+
+
+def test_a_released_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "backbone.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": Payload(marker)}, path)
+    with pytest.raises(ValueError, match="pretrained checkpoint .* holds more than plain data"):
+        load_pretrained(str(path), "insightface", "iresnet18")
+    assert not marker.exists()
