@@ -2,7 +2,8 @@
 python -m harness sweep SPEC.toml [--quick] [--out DIR] [--jobs N] [--set key=value ...] [--dry-run | --prune]
 python -m harness evaluate --run DIR
 python -m harness publish OUT [--name NAME] [--arrays] [--allow-dirty]
-python -m harness report [--check]"""
+python -m harness report [--check]
+python -m harness embed --checkpoint PATH --format magface|insightface|run [--backbone NAME] --images DIR --out OUT"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ import sys
 
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
+from .embed import embed_folder
 from .evaluate import evaluate_run, summary_line
 from .cli import add_publish_args, publish_result, refresh_outputs, tables_render
 from .publish import publish
@@ -81,6 +83,15 @@ def main(argv=None):
     rp = sub.add_parser("report", help="render the result tables of README.md and paper_repro.md from the "
                                        "published results (figures/tables/*.md templates)")
     rp.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the stale blocks")
+    em = sub.add_parser("embed", help="embeddings and magnitudes of a folder of aligned face images, with a released "
+                                      "checkpoint or a run of this suite")
+    em.add_argument("--checkpoint", required=True, help="a release's file, or a run folder with --format run")
+    em.add_argument("--format", required=True, choices=("magface", "insightface", "run"))
+    em.add_argument("--backbone", help="the release's iResNet (iresnet18/34/50/100); not with --format run")
+    em.add_argument("--images", required=True, help="folder of aligned face images (searched recursively)")
+    em.add_argument("--out", required=True, help="folder for embeddings.npy and magnitudes.csv")
+    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument("--device", default="cpu")
     ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint")
     ev.add_argument("--run", required=True)
     ev.add_argument("--checkpoint", default="final.pt")
@@ -103,6 +114,11 @@ def main(argv=None):
                               retry_failed=args.retry_failed)
             if args.publish and result is not None:
                 publish_result(args, result)
+        elif args.command == "embed":
+            done = embed_folder(args.checkpoint, args.format, args.images, args.out, args.backbone,
+                                args.batch_size, args.device)
+            print(f"embedded {done['images']} images ({done['dimension']}-d, input {done['preprocessing']}) into "
+                  f"{args.out}/embeddings.npy and {args.out}/magnitudes.csv")
         elif args.command == "report":
             stale = report(check=args.check)
             for doc, blocks in stale.items():

@@ -1,0 +1,90 @@
+"""Embed a folder of aligned face images with a released checkpoint or a run of this suite: the embeddings and their
+magnitudes (MagFace's quality score), in sorted path order.
+
+    python -m harness embed --checkpoint model.pth --format magface --backbone iresnet100 --images DIR --out OUT
+    python -m harness embed --checkpoint results/run --format run --images DIR --out OUT
+
+Every file under DIR (recursively) must be an image of the network's input size (112 px for a release, the run's
+size for a run): other files or sizes are errors naming them, never a silent skip or resize. Each image is
+preprocessed with the checkpoint's own convention (channel order, scale, mean, std).
+"""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .data.folders import IMAGE_EXTENSIONS
+from .data.preprocess import PREPROCESSING
+from .models.pretrained import load_pretrained
+from .runstate import build_model, load_checkpoint
+
+
+def image_paths(root: str) -> list:
+    """Every file under root, sorted; a file that is not an image by its extension is an error naming it."""
+    if not os.path.isdir(root):
+        raise ValueError(f"--images {root}: no such folder")
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+    other = [p for p in paths if not p.lower().endswith(IMAGE_EXTENSIONS)]
+    if other:
+        raise ValueError(f"{root}: files that are not images ({', '.join(IMAGE_EXTENSIONS)}): {other[:5]}")
+    if not paths:
+        raise ValueError(f"{root}: no images")
+    return paths
+
+
+def load_network(checkpoint: str, format: str, backbone: str | None = None, embedding_size: int = 512):
+    """(network in eval mode, its preprocessing with `size`) for a release or a run folder of this suite."""
+    if format == "run":
+        ckpt = load_checkpoint(os.path.join(checkpoint, "checkpoints", "final.pt"))
+        model, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
+        model.load_state_dict(ckpt["backbone"])
+        return model.eval(), dict(ckpt.get("preprocessing", PREPROCESSING), size=ckpt["image_size"])
+    if not backbone:
+        raise ValueError(f"--format {format} needs --backbone (the released network's depth, e.g. iresnet100)")
+    model = load_pretrained(checkpoint, format, backbone, embedding_size)
+    return model, model.preprocessing
+
+
+def to_input(path: str, prep: dict) -> np.ndarray:
+    """One image as the network's input [3, H, W] float32; another size is an error naming the file."""
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    if rgb.shape[:2] != (prep["size"], prep["size"]):
+        raise ValueError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; this network takes aligned "
+                         f"{prep['size']}x{prep['size']} faces (no resize is done here)")
+    x = rgb[..., ::-1] if prep["channels"] == "BGR" else rgb
+    x = (x.astype(np.float32) * prep["scale"] - prep["mean"]) / prep["std"]
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def embed_folder(checkpoint: str, format: str, images: str, out: str, backbone: str | None = None,
+                 batch_size: int = 64, device: str = "cpu") -> dict:
+    """Write OUT/embeddings.npy (one row per image) and OUT/magnitudes.csv (path relative to IMAGES, magnitude), both
+    in sorted path order; returns the counts."""
+    paths = image_paths(images)
+    model, prep = load_network(checkpoint, format, backbone)
+    model.to(device)
+    chunks = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(paths), batch_size), desc="embedding", unit="batch"):
+            batch = np.stack([to_input(p, prep) for p in paths[start:start + batch_size]])
+            chunks.append(model(torch.from_numpy(batch).to(device)).float().cpu().numpy())
+    embeddings = np.concatenate(chunks)
+    magnitudes = np.linalg.norm(embeddings, axis=1)
+    os.makedirs(out, exist_ok=True)
+    rel = [os.path.relpath(p, images) for p in paths]
+    tmp = os.path.join(out, f"embeddings.tmp-{os.getpid()}.npy")
+    np.save(tmp, embeddings)
+    os.replace(tmp, os.path.join(out, "embeddings.npy"))
+    tmp = os.path.join(out, f"magnitudes.csv.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "magnitude"])
+        w.writerows((p, f"{m:.6f}") for p, m in zip(rel, magnitudes))
+    os.replace(tmp, os.path.join(out, "magnitudes.csv"))
+    return {"images": len(paths), "dimension": embeddings.shape[1], "preprocessing": prep}
