@@ -201,3 +201,33 @@ def loss_comparison(rows, metrics, title=""):
                title_fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def clustering_figure(rows: list):
+    """BCubed F per head and clustering method with its interval (left); k-means BCubed F after discarding each
+    head's lowest-magnitude images (right)."""
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["discard"] == 0))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    width = 0.8 / len(heads)
+    for i, head in enumerate(heads):
+        base = {r["method"]: r for r in rows if r["head"] == head and r["discard"] == 0}
+        x = np.arange(len(methods)) + (i - (len(heads) - 1) / 2) * width
+        f = np.array([base[m]["bcubed_f"] for m in methods])
+        err = np.array([[f[j] - base[m]["bcubed_f_ci_low"], base[m]["bcubed_f_ci_high"] - f[j]]
+                        for j, m in enumerate(methods)]).T
+        left.bar(x, f, width, yerr=err, capsize=3, color=PALETTE[i % len(PALETTE)], label=head)
+        curve = sorted((r["discard"], r["bcubed_f"]) for r in rows if r["head"] == head and r["method"] == "kmeans")
+        right.plot([100 * d for d, _ in curve], [v for _, v in curve], "o-", color=PALETTE[i % len(PALETTE)],
+                   label=head)
+    left.set_xticks(np.arange(len(methods)), methods)
+    left.set_xlabel("clustering method")
+    left.set_ylabel("BCubed F (95 % CI over identities)")
+    left.set_title("Clustering unseen identities", fontsize=10)
+    left.legend(fontsize=8)
+    right.set_xlabel("lowest-magnitude images discarded (%)")
+    right.set_ylabel("BCubed F, k-means")
+    right.set_title("Discarding low-magnitude images before clustering", fontsize=10)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    return fig

@@ -1,0 +1,165 @@
+"""Do MagFace's features cluster identities better than the baselines', and does discarding low-magnitude images help?
+(paper Table 3; its learned L-GCN clustering is not reproduced.)
+
+Takes the finished runs of the quality benchmark (MagFace, ArcFace, AdaFace, Softmax on the CPU default: no training
+here), embeds the evaluation images (unseen identities) with each, and clusters the unit embeddings with k-means and
+average-linkage agglomerative clustering (k = the number of identities) and DBSCAN (eps: the cosine distance within
+which 0.1 % of the impostor pairs fall, the FAR 1e-3 operating point; at 1 % it chains every identity together).
+Scores: BCubed precision / recall / F and NMI; a 95 % interval for F by resampling identities (the clustering
+fixed), and each head's F minus MagFace's on the same resamples. Then k-means again after discarding each head's
+lowest-magnitude images.
+
+    python benchmarks/clustering.py             # on results/quality_vs_magnitude (run that benchmark first)
+    python benchmarks/clustering.py --quick     # on results/quality_vs_magnitude_quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
+from harness.clustering import METHODS, bcubed, cluster, nmi
+from harness.config import RunConfig
+from harness.data_source import synthetic_faces
+from harness.evaluate import embed, load_eval
+from harness.plots import clustering_figure, publish_figure
+from harness.publish import run_folder
+from harness.runstate import atomic_json, build_model, load_checkpoint
+from harness.stats import interval_verdict
+from harness.sweep import write_csv
+
+N_BOOT = 200
+IMPOSTOR_SHARE = 1e-3   # DBSCAN's eps: the cosine distance within which this share of impostor pairs falls
+
+
+def head_embeddings(run: str) -> dict:
+    """A finished run's plain embeddings of the evaluation images, their identities and the evaluation pairs."""
+    with open(os.path.join(run, "config.json")) as f:
+        cfg = RunConfig.from_dict(json.load(f))
+    faces = synthetic_faces(cfg)
+    ckpt = load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))
+    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
+    backbone.load_state_dict(ckpt["backbone"])
+    plain, _ = embed(backbone, faces.eval.images, 256, "cpu", flip=False)
+    arrays = load_eval(run)
+    return {"embeddings": plain, "identity": faces.eval.identity, "left": arrays["left"], "right": arrays["right"],
+            "issame": arrays["issame"]}
+
+
+def dbscan_eps(unit: np.ndarray, left, right, issame) -> float:
+    impostor = ~issame.astype(bool)
+    distance = 1 - np.sum(unit[left[impostor]] * unit[right[impostor]], axis=1)
+    return float(np.quantile(distance, IMPOSTOR_SHARE))
+
+
+def identity_resamples(identity: np.ndarray, n_boot: int, seed: int = 0) -> list:
+    """Image index sets of identity resamples (identities drawn with replacement, all their images kept)."""
+    ids = np.unique(identity)
+    members = {i: np.flatnonzero(identity == i) for i in ids}
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([members[i] for i in rng.choice(ids, len(ids))]) for _ in range(n_boot)]
+
+
+def score_heads(data: dict, fractions, n_boot: int = N_BOOT) -> list:
+    """Rows (head, method, discarded share) with BCubed, NMI, the F interval and F minus MagFace's, paired."""
+    identity = data["magface"]["identity"]
+    resamples = identity_resamples(identity, n_boot)
+    rows, f_boot = [], {}
+    for head, d in data.items():
+        norms = np.linalg.norm(d["embeddings"], axis=1)
+        unit = d["embeddings"] / norms[:, None]
+        eps = dbscan_eps(unit, d["left"], d["right"], d["issame"])
+        for method in METHODS:
+            pred = cluster(unit, method, len(np.unique(identity)), eps)
+            boot = np.array([bcubed(identity, pred, items)["f"] for items in resamples])
+            f_boot[head, method] = boot
+            rows.append({"head": head, "method": method, "discard": 0.0, **_scores(identity, pred), "eps": eps,
+                         "bcubed_f_ci_low": float(np.quantile(boot, 0.025)),
+                         "bcubed_f_ci_high": float(np.quantile(boot, 0.975))})
+        for share in (f for f in fractions if f > 0):
+            keep = norms > np.quantile(norms, share)
+            kept_ids = identity[keep]
+            pred = cluster(unit[keep], "kmeans", len(np.unique(kept_ids)))
+            rows.append({"head": head, "method": "kmeans", "discard": float(share), **_scores(kept_ids, pred)})
+    for r in rows:
+        if r["discard"] == 0 and r["head"] != "magface":
+            diff = f_boot[r["head"], r["method"]] - f_boot["magface", r["method"]]
+            low, high = (float(np.quantile(diff, q)) for q in (0.025, 0.975))
+            r.update(f_diff_vs_magface=r["bcubed_f"] - next(x["bcubed_f"] for x in rows if x["head"] == "magface"
+                                                             and x["method"] == r["method"] and x["discard"] == 0),
+                     f_diff_ci_low=low, f_diff_ci_high=high,
+                     f_verdict=interval_verdict(low, high, "better than MagFace", "worse than MagFace"))
+    return rows
+
+
+def _scores(identity, pred) -> dict:
+    b = bcubed(identity, pred)
+    return {"bcubed_precision": b["precision"], "bcubed_recall": b["recall"], "bcubed_f": b["f"],
+            "nmi": nmi(identity, pred), "clusters": int(len(np.unique(pred[pred >= 0]))) + int(np.sum(pred < 0)),
+            "images": int(len(pred))}
+
+
+def print_table(rows: list) -> None:
+    print(f"{'head':<10}{'method':<15}{'discard':>8}{'BCubed P':>10}{'R':>7}{'F [95% CI]':>24}{'NMI':>7}"
+          f"{'F - MagFace [95% CI]':>34}")
+    for r in rows:
+        ci = f" [{r['bcubed_f_ci_low']:.3f}, {r['bcubed_f_ci_high']:.3f}]" if "bcubed_f_ci_low" in r else ""
+        diff = (f"{r['f_diff_vs_magface']:+.3f} [{r['f_diff_ci_low']:+.3f}, {r['f_diff_ci_high']:+.3f}] "
+                f"{r['f_verdict']}" if "f_verdict" in r else "")
+        print(f"{r['head']:<10}{r['method']:<15}{r['discard']:>8.0%}{r['bcubed_precision']:>10.3f}"
+              f"{r['bcubed_recall']:>7.3f}{r['bcubed_f']:>8.3f}{ci:<16}{r['nmi']:>7.3f}  {diff}")
+
+
+def load_rows(out: str) -> list:
+    path = os.path.join(out, "clustering.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no results in {out}; run python benchmarks/clustering.py first")
+    with open(path) as f:
+        return json.load(f)["rows"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", help="the quality benchmark's folder (default results/quality_vs_magnitude, with "
+                                   "--quick results/quality_vs_magnitude_quick)")
+    ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
+    ap.add_argument("--fractions", type=comma_list(float), default=[0.0, 0.1, 0.2, 0.3],
+                    help="shares of lowest-magnitude images discarded before k-means")
+    add_output_args(ap, "clustering")
+    add_publish_args(ap)
+    add_dry_run(ap)
+    args = ap.parse_args(argv)
+    if any(not 0 <= f < 1 for f in args.fractions):
+        raise SystemExit(f"error: --fractions {args.fractions}: each must be in [0, 1)")
+    if args.publish and args.quick:
+        raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
+    runs = args.runs or os.path.join("results", "quality_vs_magnitude" + ("_quick" if args.quick else ""))
+    table = os.path.join(runs, "quality_vs_magnitude.json")
+    if dry_run(args):
+        return
+    if not os.path.isfile(table):
+        raise SystemExit(f"error: no finished quality benchmark in {runs}; run python benchmarks/"
+                         f"quality_vs_magnitude.py{' --quick' if args.quick else ''} first")
+    with open(table) as f:
+        stored = json.load(f)["runs"]
+    folders = {}
+    for r in stored:
+        folders.setdefault(r["head"], run_folder(runs, r))
+    if "magface" not in folders:
+        raise SystemExit(f"error: {runs} has no MagFace run to compare with")
+    data = {head: head_embeddings(folder) for head, folder in folders.items()}
+    rows = score_heads(data, args.fractions)
+    out = output_dir(args, "clustering")
+    atomic_json(os.path.join(out, "clustering.json"), {"runs": runs, "fractions": args.fractions, "rows": rows})
+    write_csv(os.path.join(out, "clustering.csv"), rows)
+    print_table(rows)
+    publish_figure(clustering_figure(rows), out, "clustering.png", args.figures, args.quick)
+    print(f"wrote {out}/clustering.json, clustering.csv, clustering.png")
+    publish_output(args, out)
+
+
+if __name__ == "__main__":
+    main()

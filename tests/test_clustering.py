@@ -1,0 +1,52 @@
+"""harness.clustering: BCubed on hand-made clusterings (noise as singletons), the methods' refusals, and the
+clustering benchmark end to end on the quality benchmark's quick runs (tiny data)."""
+import json
+
+import numpy as np
+import pytest
+
+from harness.clustering import bcubed, bcubed_items, cluster, nmi
+from tiny import TINY
+
+
+def test_bcubed_by_hand():
+    true = np.array([0, 0, 0, 1, 1])
+    assert bcubed(true, np.array([5, 5, 5, 7, 7])) == {"precision": 1.0, "recall": 1.0, "f": 1.0}
+    one = bcubed(true, np.zeros(5, dtype=int))                   # everything in one cluster
+    assert one["recall"] == 1.0 and one["precision"] == pytest.approx((3 * 3 / 5 + 2 * 2 / 5) / 5)
+    prec, rec = bcubed_items(true, np.array([-1, -1, 0, 1, 1]))  # noise: singletons
+    np.testing.assert_allclose(prec, [1, 1, 1, 1, 1])
+    np.testing.assert_allclose(rec, [1 / 3, 1 / 3, 1 / 3, 1, 1])
+    assert bcubed(true, np.array([0, 0, 1, 1, 1]), items=np.array([3, 3, 4]))["precision"] == pytest.approx(2 / 3)
+    assert nmi(true, true) == pytest.approx(1.0)
+
+
+def test_methods_refuse_bad_input():
+    x = np.eye(4)
+    with pytest.raises(ValueError, match="at least 2 identities"):
+        cluster(x, "kmeans", 1)
+    with pytest.raises(ValueError, match="positive cosine distance"):
+        cluster(x, "dbscan", 2)
+    with pytest.raises(ValueError, match="expected one of"):
+        cluster(x, "spectral", 2)
+    with pytest.raises(ValueError, match="two equal 1-d arrays"):
+        bcubed_items(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.slow
+def test_clustering_benchmark_on_quick_runs(tmp_path):
+    from benchmarks import clustering, quality_vs_magnitude   # noqa: PLC0415  (heavy imports: only this test)
+    tiny = [a for s in TINY + ["train.epochs=2", f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)]
+    quality_vs_magnitude.main(["--quick", "--out", str(tmp_path / "qvm"), "--figures", "", *tiny])
+    clustering.main(["--runs", str(tmp_path / "qvm"), "--out", str(tmp_path / "clu"), "--figures", "",
+                     "--fractions", "0,0.25"])
+    rows = json.load(open(tmp_path / "clu" / "clustering.json"))["rows"]
+    heads = {r["head"] for r in rows}
+    assert heads == {"magface", "arcface", "adaface", "softmax"}
+    assert len(rows) == 4 * (3 + 1)   # three methods, and k-means after one discard share
+    for r in rows:
+        assert 0 <= r["bcubed_f"] <= 1 and 0 <= r["nmi"] <= 1
+        if r["discard"] == 0:
+            assert r["bcubed_f_ci_low"] <= r["bcubed_f"] <= r["bcubed_f_ci_high"]
+    assert all("f_verdict" in r for r in rows if r["discard"] == 0 and r["head"] != "magface")
+    assert (tmp_path / "clu" / "clustering.png").stat().st_size > 10_000
