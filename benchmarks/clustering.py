@@ -22,31 +22,15 @@ import numpy as np
 
 from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
 from harness.clustering import METHODS, bcubed, cluster, nmi
-from harness.config import RunConfig
-from harness.data_source import synthetic_faces
-from harness.evaluate import embed, load_eval
+from harness.evaluate import run_embeddings
 from harness.plots import clustering_figure, publish_figure
 from harness.publish import run_folder
-from harness.runstate import atomic_json, build_model, load_checkpoint
+from harness.runstate import atomic_json
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
 N_BOOT = 200
 IMPOSTOR_SHARE = 1e-3   # DBSCAN's eps: the cosine distance within which this share of impostor pairs falls
-
-
-def head_embeddings(run: str) -> dict:
-    """A finished run's plain embeddings of the evaluation images, their identities and the evaluation pairs."""
-    with open(os.path.join(run, "config.json")) as f:
-        cfg = RunConfig.from_dict(json.load(f))
-    faces = synthetic_faces(cfg)
-    ckpt = load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))
-    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
-    backbone.load_state_dict(ckpt["backbone"])
-    plain, _ = embed(backbone, faces.eval.images, 256, "cpu", flip=False)
-    arrays = load_eval(run)
-    return {"embeddings": plain, "identity": faces.eval.identity, "left": arrays["left"], "right": arrays["right"],
-            "issame": arrays["issame"]}
 
 
 def dbscan_eps(unit: np.ndarray, left, right, issame) -> float:
@@ -150,7 +134,7 @@ def main(argv=None):
         folders.setdefault(r["head"], run_folder(runs, r))
     if "magface" not in folders:
         raise SystemExit(f"error: {runs} has no MagFace run to compare with")
-    data = {head: head_embeddings(folder) for head, folder in folders.items()}
+    data = {head: run_embeddings(folder) for head, folder in folders.items()}
     rows = score_heads(data, args.fractions)
     out = output_dir(args, "clustering")
     atomic_json(os.path.join(out, "clustering.json"), {"runs": runs, "fractions": args.fractions, "rows": rows})

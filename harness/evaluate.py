@@ -180,6 +180,20 @@ def summary_line(result: dict) -> str:
     return "; ".join(parts)
 
 
+def run_embeddings(run: str) -> dict:
+    """A finished run's plain (unflipped) embeddings of its synthetic evaluation images, their identities and
+    ground-truth quality, and the evaluation pairs: for analyses that need features, not scores (clustering,
+    templates)."""
+    ckpt = load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))
+    faces = synthetic_faces(ckpt["config_obj"])
+    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
+    backbone.load_state_dict(ckpt["backbone"])
+    plain, _ = embed(backbone, faces.eval.images, 256, "cpu", flip=False)
+    arrays = load_eval(run)
+    return {"embeddings": plain, "identity": faces.eval.identity, "quality": faces.eval.quality,
+            "left": arrays["left"], "right": arrays["right"], "issame": arrays["issame"]}
+
+
 def load_eval(run_dir: str, name: str = "synthetic") -> dict:
     with np.load(os.path.join(run_dir, "eval", f"{name}.npz")) as z:
         return {k: z[k] for k in z.files}
