@@ -45,6 +45,7 @@ TABLES = {
     "dist_memory": ("distributed_memory/distributed_memory.json", ("ranks",)),
     "theory": ("theory/theory.json", ("quantity",)),
     "clustering": ("clustering/clustering.csv", ("head", "method", "discard")),
+    "templates": ("templates/templates.csv", ("head", "weighting")),
     "torchrun": ("torchrun_cpu_default/eval/metrics.json", ()),          # one run: its metrics, row "doc"
     "torchrun_band": ("torchrun_cpu_default/calibration.json", ()),
 }
