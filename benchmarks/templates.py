@@ -21,6 +21,7 @@ import numpy as np
 from harness import metrics
 from harness.evaluate import run_embeddings
 from harness.cli import add_dry_run, add_output_args, add_publish_args, dry_run, output_dir, publish_output
+from harness.plots import publish_figure, templates_figure
 from harness.publish import run_folder
 from harness.runstate import atomic_json
 from harness.stats import interval_verdict
@@ -99,12 +100,20 @@ def print_table(rows: list) -> None:
               f"{diff:>32}  {r.get(k + '_verdict', '')}")
 
 
+def load_rows(out: str) -> list:
+    path = os.path.join(out, "templates.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no results in {out}; run python benchmarks/templates.py first")
+    with open(path) as f:
+        return json.load(f)["rows"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", help="the quality benchmark's folder (default results/quality_vs_magnitude, with "
                                    "--quick results/quality_vs_magnitude_quick)")
     ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
-    add_output_args(ap, "templates", figures=False)
+    add_output_args(ap, "templates")
     add_publish_args(ap)
     add_dry_run(ap)
     args = ap.parse_args(argv)
@@ -130,7 +139,8 @@ def main(argv=None):
     atomic_json(os.path.join(out, "templates.json"), {"runs": runs, "rows": rows})
     write_csv(os.path.join(out, "templates.csv"), rows)
     print_table(rows)
-    print(f"wrote {out}/templates.json, templates.csv")
+    publish_figure(templates_figure(rows), out, "templates.png", args.figures, args.quick)
+    print(f"wrote {out}/templates.json, templates.csv, templates.png")
     publish_output(args, out)
 
 

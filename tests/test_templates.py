@@ -34,9 +34,10 @@ def test_templates_benchmark_on_quick_runs(tmp_path):
     from benchmarks import quality_vs_magnitude, templates   # noqa: PLC0415  (heavy imports: only this test)
     tiny = [a for s in TINY + ["train.epochs=2", f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)]
     quality_vs_magnitude.main(["--quick", "--out", str(tmp_path / "qvm"), "--figures", "", *tiny])
-    templates.main(["--runs", str(tmp_path / "qvm"), "--out", str(tmp_path / "tpl")])
+    templates.main(["--runs", str(tmp_path / "qvm"), "--out", str(tmp_path / "tpl"), "--figures", ""])
     rows = json.load(open(tmp_path / "tpl" / "templates.json"))["rows"]
     assert len(rows) == 4 * 3 and {r["weighting"] for r in rows} == {"mean", "magnitude", "ground_truth"}
     for r in rows:
         assert r["genuine_pairs"] == 20 and 0 <= r["tar_far_0.01"] <= 1
         assert ("tar_far_0.01_verdict" in r) == (r["weighting"] != "mean")
+    assert (tmp_path / "tpl" / "templates.png").stat().st_size > 10_000
