@@ -238,7 +238,7 @@ def templates_figure(rows: list, far: float = 1e-3):
     key = f"tar_far_{far:g}"
     heads = list(dict.fromkeys(r["head"] for r in rows))
     weightings = list(dict.fromkeys(r["weighting"] for r in rows))
-    fig, ax = plt.subplots(figsize=(7.5, 4.0), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.5, 4.3), constrained_layout=True)
     width = 0.8 / len(weightings)
     for i, w in enumerate(weightings):
         by_head = {r["head"]: r for r in rows if r["weighting"] == w}
@@ -254,6 +254,6 @@ def templates_figure(rows: list, far: float = 1e-3):
     ax.set_ylabel(f"TAR @ FAR = {far:g} (95 % CI over identities)")
     ax.set_title("Template aggregation on unseen identities (two templates per identity)", fontsize=10)
     ax.set_ylim(max(0.0, float(np.nanmin([r[f"{key}_ci_low"] or 0 for r in rows])) - 0.05), 1.0)
-    ax.legend(fontsize=8, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(weightings), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
