@@ -12,7 +12,7 @@ import sys
 
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
-from .embed import embed_folder
+from .embed import embed_folder, evaluate_release
 from .evaluate import evaluate_run, summary_line
 from .cli import add_publish_args, publish_result, refresh_outputs, tables_render
 from .publish import publish
@@ -92,9 +92,15 @@ def main(argv=None):
     em.add_argument("--out", required=True, help="folder for embeddings.npy and magnitudes.csv")
     em.add_argument("--batch-size", type=int, default=64)
     em.add_argument("--device", default="cpu")
-    ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint")
-    ev.add_argument("--run", required=True)
-    ev.add_argument("--checkpoint", default="final.pt")
+    ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint, or a released network "
+                                         "(--format) on verification packs")
+    ev.add_argument("--run", help="a run folder of this suite")
+    ev.add_argument("--checkpoint", help="with --run: the checkpoint file name (default final.pt); with --format: "
+                                         "the released checkpoint's path")
+    ev.add_argument("--format", choices=("magface", "insightface"), help="evaluate a released checkpoint")
+    ev.add_argument("--backbone", help="with --format: the released iResNet (iresnet18/34/50/100)")
+    ev.add_argument("--eval-bins", default="", help="with --format: comma-separated verification packs (.bin)")
+    ev.add_argument("--out", help="with --format: folder for metrics.json and the per-pack arrays")
     ev.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
@@ -132,7 +138,18 @@ def main(argv=None):
             print(f"published {args.out} to {dest}")
             refresh_outputs()
         else:
-            print(summary_line(evaluate_run(args.run, args.checkpoint, device=args.device)))
+            if args.format:
+                if args.run or not (args.checkpoint and args.backbone and args.out):
+                    ev.error("--format evaluates a released checkpoint: give --checkpoint PATH, --backbone, "
+                             "--eval-bins and --out, not --run")
+                bins = [b for b in args.eval_bins.split(",") if b]
+                result = evaluate_release(args.checkpoint, args.format, args.backbone, bins, args.out,
+                                          device="cpu" if args.device == "auto" else args.device)
+                print(summary_line(result))
+            else:
+                if not args.run:
+                    ev.error("give --run RUN_FOLDER (a run of this suite) or --format with a released --checkpoint")
+                print(summary_line(evaluate_run(args.run, args.checkpoint or "final.pt", device=args.device)))
     except (ValueError, OSError) as exc:
         sys.exit(f"error: {exc}")
 

@@ -1,5 +1,5 @@
 """Embed a folder of aligned face images with a released checkpoint or a run of this suite: the embeddings and their
-magnitudes (MagFace's quality score), in sorted path order.
+magnitudes (MagFace's quality score), in sorted path order; and evaluate a release on verification packs.
 
     python -m harness embed --checkpoint model.pth --format magface --backbone iresnet100 --images DIR --out OUT
     python -m harness embed --checkpoint results/run --format run --images DIR --out OUT
@@ -18,10 +18,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .data import file_sha256, read_verification_bin
 from .data.folders import IMAGE_EXTENSIONS
 from .data.preprocess import PREPROCESSING
+from .evaluate import cosine, set_metrics
 from .models.pretrained import load_pretrained
-from .runstate import build_model, load_checkpoint
+from .runstate import atomic_json, build_model, load_checkpoint
 
 
 def image_paths(root: str) -> list:
@@ -57,9 +59,14 @@ def to_input(path: str, prep: dict) -> np.ndarray:
     if rgb.shape[:2] != (prep["size"], prep["size"]):
         raise ValueError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; this network takes aligned "
                          f"{prep['size']}x{prep['size']} faces (no resize is done here)")
-    x = rgb[..., ::-1] if prep["channels"] == "BGR" else rgb
+    return network_input(rgb[None], prep)[0]
+
+
+def network_input(rgb_nhwc_uint8: np.ndarray, prep: dict) -> np.ndarray:
+    """RGB uint8 images [N, H, W, 3] as the network's input [N, 3, H, W] float32 under its convention."""
+    x = rgb_nhwc_uint8[..., ::-1] if prep["channels"] == "BGR" else rgb_nhwc_uint8
     x = (x.astype(np.float32) * prep["scale"] - prep["mean"]) / prep["std"]
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def embed_folder(checkpoint: str, format: str, images: str, out: str, backbone: str | None = None,
@@ -88,3 +95,38 @@ def embed_folder(checkpoint: str, format: str, images: str, out: str, backbone: 
         w.writerows((p, f"{m:.6f}") for p, m in zip(rel, magnitudes))
     os.replace(tmp, os.path.join(out, "magnitudes.csv"))
     return {"images": len(paths), "dimension": embeddings.shape[1], "preprocessing": prep}
+
+
+def evaluate_release(checkpoint: str, format: str, backbone: str, bins, out: str, fmr: float = 1e-2,
+                     flip: bool = True, batch_size: int = 64, device: str = "cpu") -> dict:
+    """A released network on verification packs (.bin): the suite's metrics (accuracy, TAR@FAR, ERC/EDC with its
+    magnitude as the quality score, identity-free CIs over pairs) in OUT/metrics.json and per-pack arrays."""
+    if not bins:
+        raise ValueError("--eval-bins: at least one verification pack (.bin) is needed to evaluate a release")
+    model, prep = load_network(checkpoint, format, backbone)
+    model.to(device)
+    result = {"checkpoint": checkpoint, "format": format, "backbone": backbone, "preprocessing": prep, "flip": flip,
+              "sets": {}}
+    os.makedirs(out, exist_ok=True)
+    for path in bins:
+        images, issame = read_verification_bin(path)
+        if images.shape[1:3] != (prep["size"], prep["size"]):
+            raise ValueError(f"{path}: {images.shape[2]}x{images.shape[1]} px images; this network takes "
+                             f"{prep['size']}x{prep['size']}")
+        plain, fused = [], []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(network_input(images[start:start + batch_size], prep)).to(device)
+                e = model(x).float()
+                plain.append(e.cpu().numpy())
+                fused.append((e + model(x.flip(-1)).float()).cpu().numpy() if flip else e.cpu().numpy())
+        plain, fused = np.concatenate(plain), np.concatenate(fused)
+        norms = np.linalg.norm(plain, axis=1)
+        scores, quality_scores = cosine(fused[0::2], fused[1::2]), cosine(plain[0::2], plain[1::2])
+        pair_mag = np.minimum(norms[0::2], norms[1::2])
+        name = os.path.splitext(os.path.basename(path))[0]
+        np.savez(os.path.join(out, f"{name}.npz"), norms=norms, scores=scores, issame=issame)
+        result["sets"][name] = set_metrics(scores, issame, None, quality_scores, pair_mag, fmr=fmr)
+        result["sets"][name]["sha256"] = file_sha256(path)
+    atomic_json(os.path.join(out, "metrics.json"), result)
+    return result

@@ -1,6 +1,7 @@
 """python -m harness embed: a folder of aligned faces -> embeddings.npy and magnitudes.csv, with a release's own
 preprocessing (BGR in [0, 1] for MagFace) or a run of this suite; other files and sizes are errors naming them."""
 import csv
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from harness.config import load_config
+from harness.data import write_verification_bin
 from harness.embed import embed_folder
 from harness.models import iresnet
 from harness.models.iresnet import LAYERS
@@ -81,3 +83,23 @@ def test_bad_folders_and_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"0\.png: 96x96 px; this network takes aligned 112x112"):
         embed_folder(str(tmp_path / "insight.pth"), "insightface", str(tmp_path / "small"), str(tmp_path / "o"),
                      backbone="iresnet18")
+
+
+def test_a_release_is_evaluated_on_a_verification_pack(tmp_path):
+    net = iresnet("iresnet18", 512).eval()
+    torch.save({suite_key_to_release(k, LAYERS["iresnet18"]): v for k, v in net.state_dict().items()},
+               tmp_path / "backbone.pth")
+    rng = np.random.default_rng(1)
+    write_verification_bin(str(tmp_path / "toy.bin"), rng.integers(0, 256, (40, 112, 112, 3), dtype=np.uint8),
+                           np.arange(20) % 2 == 0)
+    res = subprocess.run([sys.executable, "-m", "harness", "evaluate", "--checkpoint", str(tmp_path / "backbone.pth"),
+                          "--format", "insightface", "--backbone", "iresnet18", "--eval-bins",
+                          str(tmp_path / "toy.bin"), "--out", str(tmp_path / "eval")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
+    assert 0 <= metrics["sets"]["toy"]["accuracy"] <= 1 and metrics["preprocessing"]["channels"] == "RGB"
+    assert np.load(tmp_path / "eval" / "toy.npz")["norms"].shape == (40,)
+    bad = subprocess.run([sys.executable, "-m", "harness", "evaluate", "--format", "magface", "--run", "x"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "not --run" in bad.stderr
