@@ -217,19 +217,21 @@ def clustering_figure(rows: list):
         err = np.array([[f[j] - base[m]["bcubed_f_ci_low"], base[m]["bcubed_f_ci_high"] - f[j]]
                         for j, m in enumerate(methods)]).T
         left.bar(x, f, width, yerr=err, capsize=3, color=PALETTE[i % len(PALETTE)], label=head)
-        curve = sorted((r["discard"], r["bcubed_f"]) for r in rows if r["head"] == head and r["method"] == "kmeans")
-        right.plot([100 * d for d, _ in curve], [v for _, v in curve], "o-", color=PALETTE[i % len(PALETTE)],
-                   label=head)
+        for by, style in (("magnitude", "o-"), ("random", "x:")):
+            curve = sorted((r["discard"], r["bcubed_f"]) for r in rows if r["head"] == head and r["method"] == "kmeans"
+                           and r.get("discard_by") in (by, "none"))
+            right.plot([100 * d for d, _ in curve], [v for _, v in curve], style, color=PALETTE[i % len(PALETTE)],
+                       label=f"{head}, {'lowest magnitudes' if by == 'magnitude' else 'at random'}")
     left.set_xticks(np.arange(len(methods)), methods)
     left.set_xlabel("clustering method")
     left.set_ylabel("BCubed F (95 % CI over identities)")
     left.set_title("Clustering unseen identities", fontsize=10)
     left.legend(fontsize=8)
-    right.set_xlabel("lowest-magnitude images discarded (%)")
+    right.set_xlabel("images discarded (%): lowest magnitudes (solid) or at random (dotted)")
     right.set_ylabel("BCubed F, k-means")
     right.set_title("Discarding low-magnitude images before clustering", fontsize=10)
     right.grid(alpha=0.3)
-    right.legend(fontsize=8)
+    right.legend(fontsize=7, ncol=2)
     return fig
 
 

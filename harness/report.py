@@ -44,7 +44,7 @@ TABLES = {
     "head_speed": ("head_speed/head_speed.json", ("case",)),
     "dist_memory": ("distributed_memory/distributed_memory.json", ("ranks",)),
     "theory": ("theory/theory.json", ("quantity",)),
-    "clustering": ("clustering/clustering.csv", ("head", "method", "discard")),
+    "clustering": ("clustering/clustering.csv", ("head", "method", "discard", "discard_by")),
     "templates": ("templates/templates.csv", ("head", "weighting")),
     "torchrun": ("torchrun_cpu_default/eval/metrics.json", ()),          # one run: its metrics, row "doc"
     "torchrun_band": ("torchrun_cpu_default/calibration.json", ()),

@@ -92,7 +92,9 @@ def save_checkpoint(path: str, **state) -> None:
 
 
 # The only non-tensor types a checkpoint of an earlier suite version holds (numpy's RNG state): allowed by name.
-NUMPY_RNG_GLOBALS = [np.dtype, np.ndarray, np._core.multiarray._reconstruct, type(np.dtype(np.uint32))]
+_RECONSTRUCT = (getattr(np, "_core", None) or np.core).multiarray._reconstruct
+NUMPY_RNG_GLOBALS = [np.dtype, np.ndarray, type(np.dtype(np.uint32)), _RECONSTRUCT,   # numpy 2's module path, and
+                     (_RECONSTRUCT, "numpy.core.multiarray._reconstruct")]           # numpy 1's in older files
 
 
 def load_data(path: str, what: str = "checkpoint") -> dict:

@@ -41,14 +41,18 @@ def release_state(model):
     return {suite_key_to_release(k, layers): v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("layout", ["magface_dp", "magface_ddp", "insightface"])
+@pytest.mark.parametrize("layout", ["magface_dp", "magface_ddp", "insightface"])   # DP: the whole model wrapped
 def test_released_layouts_reproduce_the_network(network, layout, tmp_path):
     state = release_state(network)
     if layout == "insightface":
         payload, fmt = state, "insightface"
     else:
-        prefix = "features.module." if layout == "magface_dp" else "module.features."
-        payload, fmt = {"state_dict": {prefix + k: v for k, v in state.items()}, "epoch": 20}, "magface"
+        # the official trainers save the whole model: the backbone beside the classifier, and the optimizer
+        prefix, fc = (("module.features.", "module.fc.weight") if layout == "magface_dp"
+                      else ("features.module.", "parallel_fc.weight"))
+        payload = {"state_dict": {**{prefix + k: v for k, v in state.items()}, fc: torch.zeros(10, 512)},
+                   "epoch": 20, "arch": "iresnet18", "optimizer": {"state": {}, "param_groups": []}}
+        fmt = "magface"
     assert "conv1.weight" in state and "layer4.1.bn3.running_var" in state and "stem.0.weight" not in state
     path = tmp_path / "release.pth"
     torch.save(payload, path)
@@ -60,6 +64,7 @@ def test_released_layouts_reproduce_the_network(network, layout, tmp_path):
     assert not loaded.training and torch.allclose(got, want, atol=1e-5, rtol=1e-5)
     assert loaded.preprocessing["channels"] == ("BGR" if fmt == "magface" else "RGB")
     assert loaded.features.weight.requires_grad == (fmt == "magface")
+    assert loaded.dropped_keys == ([] if fmt == "insightface" else [fc])
 
 
 def test_key_mapping_round_trips_for_every_depth():

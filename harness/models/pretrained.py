@@ -3,8 +3,10 @@
 Both releases name the layers conv1/bn1/prelu, layer1..layer4, bn2, fc, features; this suite's IResNet names them
 stem.0/stem.1/stem.2 and one flat `body`. The mapping is written from that architecture: block j of layer i is
 body[offset_i + j], offset_i = the blocks of the layers before it. Formats (from their descriptions):
-- "magface": a dict with `state_dict`, keys prefixed `features.module.` (DataParallel) or `module.features.` (DDP);
-  BatchNorm eps 2e-5; the final BatchNorm1d learnable; input BGR in [0, 1].
+- "magface": a dict with `state_dict` holding the whole training model: the backbone's keys prefixed
+  `module.features.` (the model wrapped in DataParallel) or `features.module.` (only the backbone in DDP), beside the
+  classifier's (`module.fc.*`, `parallel_fc.*`), which are dropped (listed in `module.dropped_keys`); BatchNorm eps
+  2e-5; the final BatchNorm1d learnable; input BGR in [0, 1].
 - "insightface": a plain state dict (arcface_torch `backbone.pth`); eps 1e-5; the final BatchNorm1d's scale fixed;
   input RGB, (x / 255 - 0.5) / 0.5.
 Loading is data only (weights_only=True); unknown, missing or mis-shaped keys and another depth are errors listing
@@ -81,7 +83,7 @@ def load_pretrained(path: str, format: str, backbone: str, embedding_size: int =
     elif isinstance(state, dict) and "state_dict" in state:
         raise ValueError(f"{path}: holds a 'state_dict' entry, like an official MagFace checkpoint; use "
                          "format='magface'")
-    state = _strip_prefix(state, spec["prefixes"], path, format)
+    state, dropped = _strip_prefix(state, spec["prefixes"], path, format)
     layers = LAYERS[backbone]
     found = release_depth(state)
     if found != layers:
@@ -104,12 +106,15 @@ def load_pretrained(path: str, format: str, backbone: str, embedding_size: int =
     if format == "insightface":
         model.features.weight.requires_grad_(False)   # arcface_torch keeps this scale at its stored value
     model.preprocessing = dict(spec["preprocessing"], format=format)
+    model.dropped_keys = dropped
     return model.eval()
 
 
-def _strip_prefix(state: dict, prefixes, path: str, format: str) -> dict:
-    for prefix in prefixes:
-        if state and all(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
-    raise ValueError(f"{path}: a {format} state dict has keys starting with one of {list(prefixes)}; found e.g. "
-                     f"{sorted(state)[:3]}")
+def _strip_prefix(state: dict, prefixes, path: str, format: str) -> tuple[dict, list]:
+    """(the backbone's entries without the prefix, the other keys): the prefix that the most keys carry."""
+    best = max(prefixes, key=lambda p: sum(k.startswith(p) for k in state)) if state else prefixes[0]
+    kept = {k[len(best):]: v for k, v in state.items() if k.startswith(best)}
+    if not kept:
+        raise ValueError(f"{path}: a {format} state dict has its backbone's keys under one of {list(prefixes)}; "
+                         f"found e.g. {sorted(state)[:3]}")
+    return kept, sorted(k for k in state if not k.startswith(best))
