@@ -16,16 +16,16 @@ lowest-magnitude images, and after discarding as many images at random (the cont
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 
-from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
+from harness.cli import (add_dry_run, add_output_args, add_publish_args, add_quality_runs_args, comma_list, dry_run,
+                         output_dir, publish_output, quality_runs)
+from harness.cli import load_rows as cli_load_rows
 from harness.clustering import METHODS, bcubed, cluster, nmi
 from harness.evaluate import run_embeddings
 from harness.plots import clustering_figure, publish_figure
-from harness.publish import run_folder
 from harness.runstate import atomic_json
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
@@ -111,18 +111,12 @@ def print_table(rows: list) -> None:
 
 
 def load_rows(out: str) -> list:
-    path = os.path.join(out, "clustering.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no results in {out}; run python benchmarks/clustering.py first")
-    with open(path) as f:
-        return json.load(f)["rows"]
+    return cli_load_rows(out, "clustering.json", "python benchmarks/clustering.py")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", help="the quality benchmark's folder (default results/quality_vs_magnitude, with "
-                                   "--quick results/quality_vs_magnitude_quick)")
-    ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
+    add_quality_runs_args(ap)
     ap.add_argument("--fractions", type=comma_list(float), default=[0.0, 0.1, 0.2, 0.3],
                     help="shares of lowest-magnitude images discarded before k-means")
     add_output_args(ap, "clustering")
@@ -133,20 +127,9 @@ def main(argv=None):
         raise SystemExit(f"error: --fractions {args.fractions}: each must be in [0, 1)")
     if args.publish and args.quick:
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
-    runs = args.runs or os.path.join("results", "quality_vs_magnitude" + ("_quick" if args.quick else ""))
-    table = os.path.join(runs, "quality_vs_magnitude.json")
     if dry_run(args):
         return
-    if not os.path.isfile(table):
-        raise SystemExit(f"error: no finished quality benchmark in {runs}; run python benchmarks/"
-                         f"quality_vs_magnitude.py{' --quick' if args.quick else ''} first")
-    with open(table) as f:
-        stored = json.load(f)["runs"]
-    folders = {}
-    for r in stored:
-        folders.setdefault(r["head"], run_folder(runs, r))
-    if "magface" not in folders:
-        raise SystemExit(f"error: {runs} has no MagFace run to compare with")
+    runs, folders = quality_runs(args)
     data = {head: run_embeddings(folder) for head, folder in folders.items()}
     rows = score_heads(data, args.fractions)
     out = output_dir(args, "clustering")

@@ -13,16 +13,16 @@ minus plain averaging on the same resamples.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 
 from harness import metrics
 from harness.evaluate import run_embeddings
-from harness.cli import add_dry_run, add_output_args, add_publish_args, dry_run, output_dir, publish_output
+from harness.cli import (add_dry_run, add_output_args, add_publish_args, add_quality_runs_args, dry_run, output_dir,
+                         publish_output, quality_runs)
+from harness.cli import load_rows as cli_load_rows
 from harness.plots import publish_figure, templates_figure
-from harness.publish import run_folder
 from harness.runstate import atomic_json
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
@@ -101,36 +101,21 @@ def print_table(rows: list) -> None:
 
 
 def load_rows(out: str) -> list:
-    path = os.path.join(out, "templates.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no results in {out}; run python benchmarks/templates.py first")
-    with open(path) as f:
-        return json.load(f)["rows"]
+    return cli_load_rows(out, "templates.json", "python benchmarks/templates.py")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", help="the quality benchmark's folder (default results/quality_vs_magnitude, with "
-                                   "--quick results/quality_vs_magnitude_quick)")
-    ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
+    add_quality_runs_args(ap)
     add_output_args(ap, "templates")
     add_publish_args(ap)
     add_dry_run(ap)
     args = ap.parse_args(argv)
     if args.publish and args.quick:
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
-    runs = args.runs or os.path.join("results", "quality_vs_magnitude" + ("_quick" if args.quick else ""))
     if dry_run(args):
         return
-    table = os.path.join(runs, "quality_vs_magnitude.json")
-    if not os.path.isfile(table):
-        raise SystemExit(f"error: no finished quality benchmark in {runs}; run python benchmarks/"
-                         f"quality_vs_magnitude.py{' --quick' if args.quick else ''} first")
-    with open(table) as f:
-        stored = json.load(f)["runs"]
-    folders = {}
-    for r in stored:
-        folders.setdefault(r["head"], run_folder(runs, r))
+    runs, folders = quality_runs(args)
     rows = []
     for head, folder in folders.items():
         d = run_embeddings(folder)

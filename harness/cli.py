@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from .publish import publish
+from .publish import publish, run_folder
 from .report import report
 from .sweep import SweepSpec, load_spec, run_spec
 
@@ -193,3 +193,40 @@ def refresh_outputs() -> None:
         if done.returncode != 0:
             raise SystemExit(f"error: refreshing the notebooks failed (exit {done.returncode}); the results are "
                              f"published; rerun python figures/refresh_notebooks.py after fixing it")
+
+
+QUALITY = "quality_vs_magnitude"   # the benchmark whose finished runs the feature analyses (clustering, templates) read
+
+
+def add_quality_runs_args(ap) -> None:
+    """--runs / --quick of an analysis on the quality benchmark's finished runs (it trains nothing)."""
+    ap.add_argument("--runs", help=f"the quality benchmark's folder (default results/{QUALITY}, with --quick "
+                                   f"results/{QUALITY}_quick)")
+    ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
+
+
+def quality_runs(args) -> tuple[str, dict]:
+    """(folder, {head: run folder}) of the quality benchmark's finished runs (each head's first seed); SystemExit
+    naming the command when they are missing or lack MagFace."""
+    runs = args.runs or os.path.join("results", QUALITY + ("_quick" if args.quick else ""))
+    table = os.path.join(runs, f"{QUALITY}.json")
+    if not os.path.isfile(table):
+        raise SystemExit(f"error: no finished quality benchmark in {runs}; run python benchmarks/{QUALITY}.py"
+                         f"{' --quick' if args.quick else ''} first")
+    with open(table) as f:
+        stored = json.load(f)["runs"]
+    folders = {}
+    for r in stored:
+        folders.setdefault(r["head"], run_folder(runs, r))
+    if "magface" not in folders:
+        raise SystemExit(f"error: {runs} has no MagFace run to compare with")
+    return runs, folders
+
+
+def load_rows(out: str, table: str, command: str) -> list:
+    """The `rows` of a finished analysis's JSON table in OUT; FileNotFoundError naming the command otherwise."""
+    path = os.path.join(out, table)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no results in {out}; run {command} first")
+    with open(path) as f:
+        return json.load(f)["rows"]

@@ -40,7 +40,9 @@ def test_magnitudes_at_the_optimum_agree_perfectly(tmp_path):
     assert d["margin_span_share_all"] == pytest.approx((hi_all - lo_all) / (HP["u_a"] - HP["l_a"]))
     assert d["margin_span_share_all"] > d["margin_span_share"]   # the margin-less samples sit at u_a
     assert d["theory_margin_span_share"] == pytest.approx(d["margin_span_share"])   # a = a* here
-    assert 0 <= d["theory_margin_span_widest"] <= 1
+    applied = cos > 0   # the ceiling is searched on the margin-carrying samples of the last dump
+    assert d["theory_margin_span_widest"] == pytest.approx(theory.widest_margin_span(
+        cos[applied], lse[applied], s=HP["s"], l_m=HP["l_m"], u_m=HP["u_m"], theta_policy="easy")["span"])
     assert [s["step"] for s in d["theory_by_step"]] == [10]
 
 
