@@ -11,8 +11,17 @@ figure: OUT/compare_losses.png (and a copy in figures/).
 
     python benchmarks/compare_losses.py              # 6 heads x 5 seeds x {clean, noisy}, CPU, about 55 minutes
     python benchmarks/compare_losses.py --quick      # 1 seed, 2 epochs, a few minutes
+    python benchmarks/compare_losses.py --tune 8 --jobs 2   # equal tuning budget per head (see below)
     python benchmarks/compare_losses.py --data /data/faces_emore --eval-bins /data/faces_emore/lfw.bin \\
         --backbone iresnet50 --device cuda --epochs 25 --seeds 0,1,2 --conditions clean
+
+With --tune N every head gets N trials of a seeded TPE search over its own space (the spec's [tune] table, run by
+harness.tune), scored on validation identities (eval.validation_folds); the best configuration per head is retrained
+with the spec's seeds and reported on the test identities only, beside the untuned benchmark's runs (--untuned, the
+same seeds and data): OUT/tuning.csv (one row per trial), OUT/tuning_best.csv (per head: space, trials, best values
+and validation score), OUT/compare_losses_tuned*.csv (the final runs; every head minus MagFace),
+OUT/tuned_vs_untuned.csv (per head, tuned minus untuned, paired by seed); figure OUT/tuning.png. OUT defaults to
+results/compare_losses_tuned.
 """
 from __future__ import annotations
 
@@ -22,10 +31,15 @@ import os
 import time
 
 from harness.cli import (add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result,
-                         run_benchmark_sweep)
-from harness.plots import loss_comparison, publish_figure
+                         run_benchmark_sweep, sweep_overrides)
+from harness.plots import loss_comparison, publish_figure, tuning_figure
+from harness.runstate import atomic_json
 from harness.stats import mean_ci, paired_difference
-from harness.sweep import write_csv
+from harness.sweep import run_spec, write_csv
+from harness.tune import best_table, best_values, load_plan, search, tuned_spec
+
+TEST_METRICS = (("test_accuracy", "accuracy"), ("test_tar_far_0.01", "TAR@FAR=1e-2"), ("map_at_r", "MAP@R"),
+                ("precision_at_1", "P@1"))
 
 SPEC = "configs/sweeps/compare_losses.toml"
 TAR_KEY = "tar_far_0.01"
@@ -36,11 +50,19 @@ def main(argv=None):
     ap.add_argument("--heads", type=comma_list(str), help="subset of the spec's heads (default: all six)")
     ap.add_argument("--conditions", type=comma_list(str),
                     help="clean and/or noisy (10%% wrong labels + 5%% garbage images in the training set)")
+    ap.add_argument("--tune", type=int, metavar="N", help="equal tuning budget: N trials per head on validation "
+                                                           "identities, then the best per head on the seeds")
+    ap.add_argument("--untuned", metavar="DIR", help="with --tune: the untuned benchmark's folder to set beside the "
+                                                    "tuned heads (default results/compare_losses[_quick])")
     add_sweep_args(ap, SPEC)
     add_output_args(ap, "compare_losses")
     args = ap.parse_args(argv)
 
     spec = benchmark_spec(args, SPEC, {"head": args.heads, "condition": args.conditions})
+    if args.tune is not None:
+        return tuned_main(args, spec)
+    if args.untuned:
+        raise SystemExit("error: --untuned goes with --tune")
     t0 = time.perf_counter()
     result = run_benchmark_sweep(args, spec, describe=lambda r: f"{r['condition']}/{r['head']}/seed{r['seed']} "
                                                                 f"acc {r['accuracy']:.3f}")
@@ -58,6 +80,146 @@ def main(argv=None):
     print(f"wrote {result.out}/compare_losses.csv, compare_losses_summary.csv, compare_losses.png "
           f"({time.perf_counter() - t0:.0f} s for {result.trained} new run(s))")
     publish_result(args, result)
+
+
+def tuned_main(args, spec):
+    """--tune N: the search (harness.tune), the final runs of each head's best values, the tables and the figure."""
+    if args.prune:
+        raise SystemExit("error: --prune with --tune is not supported (trials are runs the final sweep does not name)")
+    if args.conditions and len(args.conditions) > 1:
+        raise SystemExit(f"error: --tune tunes one condition, got --conditions {','.join(args.conditions)}")
+    try:
+        plan = load_plan(spec, args.tune)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    if args.conditions:
+        plan.condition = args.conditions[0]
+    out = args.out or os.path.join("results", "compare_losses_tuned" + ("_quick" if spec.quick else ""))
+    print(f"tuning {len(plan.spaces)} head(s) x {plan.trials} trial(s) on validation identities ({plan.objective}, "
+          f"TPE seed {plan.sampler_seed}, {plan.per_round} per round), then {len(spec.axes['seed'])} seed(s) each; "
+          f"results in {out}")
+    if args.dry_run:
+        for label, params in plan.spaces.items():
+            print(f"  {label}: " + "; ".join(p.describe() for p in params))
+        return None
+    t0 = time.perf_counter()
+    try:
+        trials = search(spec, plan, out, sweep_overrides(args), jobs=args.jobs)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
+    best = best_values(plan, trials)
+    table = best_table(plan, trials, best)
+    write_csv(os.path.join(out, "tuning.csv"), trials)
+    write_csv(os.path.join(out, "tuning_best.csv"), table)
+    lost = [t["head"] for t in table if t["best_value"] is None]
+    if lost:
+        print(f"every trial failed for {', '.join(lost)}: left out of the final runs (see {out}/tuning.csv)")
+    result = run_spec(tuned_spec(spec, plan, best), out, sweep_overrides(args), jobs=args.jobs,
+                      retry_failed=args.retry_failed)
+    untuned = untuned_rows(args, spec, plan, result)
+    versus = tuned_vs_untuned(result.rows, untuned)
+    if versus:
+        write_csv(os.path.join(out, "tuned_vs_untuned.csv"), versus)
+    atomic_json(os.path.join(out, "tuning.json"), {
+        "objective": plan.objective, "trials_per_head": plan.trials, "trials_per_round": plan.per_round,
+        "startup_trials": plan.startup, "sampler_seed": plan.sampler_seed, "trial_seed": plan.trial_seed,
+        "condition": plan.condition, "spaces": {h: [p.describe() for p in ps] for h, ps in plan.spaces.items()},
+        "trials": trials, "best": table, "untuned": untuned, "tuned_vs_untuned": versus})
+    print_tuning(table)
+    print_test_summary(result.summary, untuned)
+    print_tuned_comparison(result.comparison, versus)
+    fig = tuning_figure(trials, plan.objective, result.rows, untuned, TEST_METRICS[0], TEST_METRICS[2],
+                        title=f"Equal tuning budget ({plan.trials} trials per head, {plan.objective} on validation "
+                        f"identities); test identities, {len(spec.axes['seed'])} seed(s)")
+    publish_figure(fig, out, "tuning.png", args.figures, args.quick)
+    print(f"wrote {out}/tuning.csv, tuning_best.csv, compare_losses_tuned*.csv, tuning.png "
+          f"({time.perf_counter() - t0:.0f} s)")
+    publish_result(args, result)
+    return result
+
+
+def untuned_rows(args, spec, plan, result) -> list:
+    """The untuned benchmark's runs on the tuned condition and seeds (the same data and budget), or [] with a note
+    saying which command makes them."""
+    folder = args.untuned or ("results/compare_losses_quick" if spec.quick else "results/compare_losses")
+    path = os.path.join(folder, "compare_losses.json")
+    command = f"python benchmarks/compare_losses.py{' --quick' if spec.quick else ''}"
+    if not os.path.isfile(path):
+        print(f"note: no untuned comparison in {folder}; {command} makes it (the tuned-vs-untuned table is skipped)")
+        return []
+    with open(path) as f:
+        stored = json.load(f)
+    setup = result.runs[0].cfg
+    if stored["setup"] != {"data": setup.data.source, "backbone": setup.model.backbone, "epochs": setup.train.epochs}:
+        raise SystemExit(f"error: the untuned runs in {folder} used another setup ({stored['setup']}); run {command} "
+                         f"with the same flags, or point --untuned at the matching folder")
+    seeds = set(spec.axes["seed"])
+    rows = [r for r in stored["runs"] if r.get("condition", plan.condition) == plan.condition and r["seed"] in seeds
+            and r["head"] in plan.spaces]
+    if rows and any(r.get("test_accuracy") is None and not r.get("failed") for r in rows):
+        print(f"note: the untuned runs in {folder} were evaluated before the validation/test split; {command} "
+              "re-evaluates them (no retraining); the tuned-vs-untuned table is skipped")
+        return []
+    return rows
+
+
+def tuned_vs_untuned(tuned: list, untuned: list) -> list:
+    """Per head and test metric: tuned minus untuned, paired by seed, with CI and verdict."""
+    out = []
+    for head in dict.fromkeys(r["head"] for r in tuned):
+        a = {r["seed"]: r for r in tuned if r["head"] == head}
+        b = {r["seed"]: r for r in untuned if r["head"] == head}
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        for metric, _ in TEST_METRICS:
+            d = paired_difference([a[s].get(metric) for s in seeds], [b[s].get(metric) for s in seeds])
+            out.append({"head": head, "metric": metric, "tuned_minus_untuned": d["diff"],
+                        "diff_ci_low": d["diff_ci_low"], "diff_ci_high": d["diff_ci_high"],
+                        "verdict": d["verdict"], "detectable": d["detectable"], "seeds": d["seeds"]})
+    return out
+
+
+def print_tuning(table):
+    print("\nsearch per head (validation identities)")
+    for t in table:
+        best = "every trial failed" if t["best_value"] is None else (
+            f"best {t['objective']} {t['best_value']:.4f} at trial {t['best_trial'] + 1} of {t['trials']}: "
+            f"{t['best_values']}")
+        failed = f", {t['failed']} failed" if t["failed"] else ""
+        print(f"  {t['head']:<12}{t['space']}\n  {'':<12}{best}{failed}")
+
+
+def print_test_summary(summary, untuned):
+    print("\ntest identities only: mean over seeds [95 % t interval], tuned (untuned)")
+    print(f"{'head':<12}{'seeds':>6}" + "".join(f"{label:>30}" for _, label in TEST_METRICS))
+    for s in summary:
+        cells = []
+        for key, _ in TEST_METRICS:
+            mean, low, high = s[f"{key}_mean"], s[f"{key}_ci_low"], s[f"{key}_ci_high"]
+            before = mean_ci([r.get(key) for r in untuned if r["head"] == s["head"]])[0]
+            text = "n/a" if mean is None else f"{100 * mean:.2f}" + (
+                f" [{100 * low:.2f}, {100 * high:.2f}]" if low is not None else "")
+            cells.append(text + ("" if before is None else f" ({100 * before:.2f})"))
+        print(f"{s['head']:<12}{s['seeds']:>6}" + "".join(f"{c:>30}" for c in cells))
+
+
+def print_tuned_comparison(comparison, versus):
+    rows = [c for c in comparison if c["metric"] in dict(TEST_METRICS)]
+    if rows:
+        print("\ntuned head - tuned MagFace, paired by seed (points, test identities) [95 % t interval]: verdict")
+        for c in rows:
+            diff = c["diff_vs_magface"]
+            ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
+            print(f"  {c['head']:<12}{c['metric']:<18}{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: "
+                  f"{verdict_in_points(c)}")
+    if versus:
+        print("\ntuned - untuned, same head, paired by seed (points, test identities) [95 % t interval]: verdict")
+        for c in versus:
+            diff = c["tuned_minus_untuned"]
+            ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
+            print(f"  {c['head']:<12}{c['metric']:<18}{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: "
+                  f"{verdict_in_points(c)}")
 
 
 def load_results(out) -> dict:

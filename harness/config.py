@@ -94,6 +94,11 @@ class EvalConfig:
     bootstrap: int = 200               # resamples of the evaluation identities for 95 % CIs (0: no CIs)
     ci_level: float = 0.95
     batch_size: int = 256
+    # Identity-disjoint validation/test split (for tuning; validation numbers are never reported): the built-in data's
+    # first `validation_folds` folds of evaluation identities are validation, the rest test (0: no split); real
+    # data names its validation packs (paths or names of data.eval_bins), the other packs are test.
+    validation_folds: int = 3
+    validation_bins: list = field(default_factory=list)
 
 
 @dataclass
@@ -267,6 +272,30 @@ def resolved_head(cfg: RunConfig, num_classes: int = 2):
         return build_head(cfg.head.name, num_classes, cfg.model.embedding_size, **cfg.head.params)
 
 
+def pack_name(path: str) -> str:
+    """The name a verification pack's metrics go under: its file name without extension (lfw.bin -> lfw)."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _validate_split(cfg: RunConfig) -> None:
+    k, folds = cfg.eval.validation_folds, cfg.data.synthetic.folds
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0 or k == 1:
+        raise ValueError(f"config key eval.validation_folds={k!r}: expected 0 (no validation split) or an integer "
+                         ">= 2 (accuracy on a split chooses each fold's threshold on its other folds)")
+    if cfg.data.source == "synthetic" and k and k > folds - 2:
+        raise ValueError(f"config key eval.validation_folds={k} leaves {folds - k} of data.synthetic.folds={folds} "
+                         "folds for the test split; it needs at least 2")
+    names = {pack_name(p): p for p in cfg.data.eval_bins}
+    unknown = [v for v in cfg.eval.validation_bins if v not in names and v not in names.values()]
+    if unknown:
+        raise ValueError(f"config key eval.validation_bins={cfg.eval.validation_bins}: {unknown} are not among "
+                         f"data.eval_bins (names {sorted(names)})")
+    validation = {pack_name(v) for v in cfg.eval.validation_bins}
+    if cfg.data.eval_bins and validation and not set(names) - validation:
+        raise ValueError(f"config key eval.validation_bins={cfg.eval.validation_bins} makes every verification pack "
+                         "a validation pack; leave at least one for the test numbers")
+
+
 def validate(cfg: RunConfig) -> None:
     """Impossible values fail here, before any data is touched, naming the key."""
     for (section, key), options in CHOICES.items():
@@ -299,6 +328,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.source != "synthetic" and not cfg.data.eval_bins:
         raise ValueError("config key data.eval_bins: real training data needs verification packs (.bin) to "
                          "evaluate on")
+    _validate_split(cfg)
     if sorted(cfg.optim.milestones) != list(cfg.optim.milestones):
         raise ValueError(f"config key optim.milestones={cfg.optim.milestones} must be increasing")
     resolved_head(cfg)   # the head name and its parameters are checked now, not mid-run

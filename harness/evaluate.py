@@ -14,13 +14,14 @@ import torch
 
 from . import metrics
 from .data import batch_to_tensor, file_sha256, read_verification_bin
+from .config import pack_name
 from .data_source import synthetic_faces
 from .diagnostics import training_diagnostics
 from .stats import interval_verdict
 from .runstate import atomic_json, atomic_npz, build_model, load_checkpoint, pick_device
 
 
-EVAL_VERSION = 4   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
+EVAL_VERSION = 5   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
 
 
 @torch.no_grad()
@@ -101,6 +102,52 @@ def confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fm
     return out
 
 
+def split_metrics(scores, issame, folds, embeddings, identities, pair_identities, n_boot=200, level=0.95) -> dict:
+    """Verification (accuracy over the split's own folds, TAR@FAR) and open-set retrieval among the split's images
+    (MAP@R, Precision@1), with bootstrap CIs over the split's identities (n_boot = 0: none)."""
+    acc = metrics.verification_accuracy(scores, issame, folds)
+    r = metrics.retrieval_per_query(embeddings, identities)
+    ap, hit = r["ap_at_r"], r["hit_at_1"]
+    out = {"identities": int(len(np.unique(identities))), "images": int(len(identities)), "pairs": int(len(scores)),
+           "accuracy": acc["accuracy"], "accuracy_std": acc["accuracy_std"],
+           "tar_at_far": {f"{k:g}": v for k, v in metrics.tar_at_far(scores, issame).items()},
+           "map_at_r": float(ap.mean()), "precision_at_1": float(hit.mean())}
+    if n_boot:
+        boot = lambda f, ids: list(metrics.identity_bootstrap(ids, f, n_boot=n_boot, level=level))  # noqa: E731
+        out["ci"] = {"level": level, "resamples": n_boot, "unit": "identities",
+                     "accuracy": boot(lambda i: metrics.verification_accuracy(scores[i], issame[i], folds[i])
+                                      ["accuracy"], pair_identities),
+                     "tar_far_0.01": boot(lambda i: metrics.tar_at_far(scores[i], issame[i], fars=(1e-2,))[1e-2],
+                                          pair_identities),
+                     "map_at_r": boot(lambda i: ap[i].mean(), identities[r["query"]]),
+                     "precision_at_1": boot(lambda i: hit[i].mean(), identities[r["query"]])}
+    return out
+
+
+def identity_splits(embeddings, identity, pairs, scores, validation_folds: int, n_boot=200, level=0.95) -> dict:
+    """The evaluation identities split by fold (folds hold disjoint identities): validation = the identities of
+    the first `validation_folds` folds, for tuning only (no CIs: never reported); test = every other identity.
+    {} when validation_folds is 0."""
+    if not validation_folds:
+        return {}
+    in_validation = pairs.fold < validation_folds
+    val_ids = np.unique(np.concatenate([identity[pairs.left[in_validation]], identity[pairs.right[in_validation]]]))
+    val_image = np.isin(identity, val_ids)
+    touched = np.isin(identity[pairs.left[~in_validation]], val_ids) | np.isin(identity[pairs.right[~in_validation]],
+                                                                             val_ids)
+    if touched.any():
+        raise ValueError(f"{int(touched.sum())} test pair(s) involve validation identities: the folds are not "
+                         "identity-disjoint")
+    pair_ids = np.stack([identity[pairs.left], identity[pairs.right]], 1)
+    out = {}
+    for name, pair_mask, image_mask, boot in (("validation", in_validation, val_image, 0),
+                                              ("test", ~in_validation, ~val_image, n_boot)):
+        out[name] = split_metrics(scores[pair_mask], pairs.issame[pair_mask], pairs.fold[pair_mask],
+                                  embeddings[image_mask], identity[image_mask], pair_ids[pair_mask], boot, level)
+        out[name]["folds"] = sorted(int(f) for f in np.unique(pairs.fold[pair_mask]))
+    return out
+
+
 def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device: str = "auto",
                  eval_cfg=None, eval_bins=None) -> dict:
     """Evaluate the checkpoint of a run on its evaluation data with the run's evaluation settings and verification
@@ -141,8 +188,10 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
             scores, p.issame, p.fold, quality_scores, pair_mag, pair_identities=np.stack([ident[p.left],
                                                                                          ident[p.right]], 1),
             quality=quality, norms=norms, image_identities=ident, gt=pair_gt, **common)
+        result["sets"]["synthetic"]["splits"] = identity_splits(fused, ident, p, scores, e.validation_folds,
+                                                                e.bootstrap, e.ci_level)
     for path in bins:
-        name = os.path.splitext(os.path.basename(path))[0]
+        name = pack_name(path)
         images, issame = read_verification_bin(path)
         plain, fused = embed(backbone, images, e.batch_size, dev, e.flip)
         norms = np.linalg.norm(plain, axis=1)
@@ -154,6 +203,8 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
                                      "issame": issame, "pair_quality_norm": pair_mag})
         m = set_metrics(scores, issame, None, quality_scores, pair_mag, **common)
         m["sha256"] = file_sha256(path)
+        validation = {pack_name(v) for v in e.validation_bins}
+        m["role"] = "validation" if name in validation else "test"
         result["sets"][name] = m
     result["training"] = training_diagnostics(run_dir, cfg)
     atomic_json(os.path.join(out_dir, "metrics.json"), result)

@@ -47,8 +47,10 @@ def verification_accuracy(scores, issame, folds=None, n_folds: int = 10) -> dict
 def tar_at_far(scores, issame, fars=FARS) -> dict:
     """TAR at each FAR read off the ROC; NaN where there are too few impostor pairs to measure that FAR."""
     issame = np.asarray(issame, bool)
-    fpr, tpr, _ = roc_curve(issame, scores)
     n_impostor = int((~issame).sum())
+    if n_impostor == 0 or issame.all() or not issame.any():   # no ROC (e.g. a bootstrap resample of one identity)
+        return {far: float("nan") for far in fars}
+    fpr, tpr, _ = roc_curve(issame, scores)
     out = {}
     for far in fars:
         if far * n_impostor < 1:
@@ -133,6 +135,36 @@ def partial_area(fractions, fnmr, limit: float) -> float:
     x = np.append(fractions[inside], limit)
     y = np.append(fnmr[inside], np.interp(limit, fractions, fnmr))
     return float(trapezoid(y, x))
+
+
+def retrieval_per_query(embeddings, labels, chunk: int = 1024) -> dict:
+    """Exact cosine retrieval of every image against all the others (itself excluded), per query: the average
+    precision at R of MAP@R (R = the other images of its identity; Musgrave, Belongie and Lim, ECCV 2020) and
+    whether its nearest neighbour shares its identity (Precision@1). Queries whose identity has no other image
+    (R = 0) are dropped: {"ap_at_r", "hit_at_1", "query"} (query: the kept images' indices)."""
+    x = np.asarray(embeddings, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(labels)
+    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    r = counts[codes] - 1
+    query = np.flatnonzero(r > 0)
+    if len(query) == 0:
+        raise ValueError(f"retrieval needs an identity with at least 2 images; got {len(labels)} images of "
+                         f"{len(counts)} identities, one image each")
+    depth = int(r.max())
+    ap, hit = [], []
+    for start in range(0, len(query), chunk):
+        q = query[start:start + chunk]
+        sim = x[q] @ x.T
+        sim[np.arange(len(q)), q] = -np.inf                           # never retrieve the query itself
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :depth]
+        relevant = codes[top] == codes[q][:, None]
+        ranks = np.arange(1, depth + 1)
+        within = ranks[None, :] <= r[q][:, None]
+        precision = np.cumsum(relevant, axis=1) / ranks
+        ap.append((precision * relevant * within).sum(axis=1) / r[q])
+        hit.append(relevant[:, 0])
+    return {"ap_at_r": np.concatenate(ap), "hit_at_1": np.concatenate(hit).astype(float), "query": query}
 
 
 def identity_bootstrap(identities, statistic, *, n_boot: int = 200, level: float = 0.95, seed: int = 0):

@@ -259,3 +259,51 @@ def templates_figure(rows: list, far: float = 1e-3):
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(weightings), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def tuning_figure(trials: list, objective: str, tuned: list, untuned: list, *metrics, title: str = ""):
+    """Left: each head's validation objective per trial (dots) and best so far (line): a curve still rising at the
+    last trial says the budget had not saturated. Then one panel per test metric: untuned (hatched) and tuned bars,
+    mean over seeds with its 95 % t interval, each seed a dot. metrics: (column, label) pairs."""
+    from .stats import mean_ci
+    heads = list(dict.fromkeys(r["head"] for r in trials))
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(5.0 * (1 + len(metrics)), 4.2), constrained_layout=True)
+    ax = axes[0]
+    for i, head in enumerate(heads):
+        mine = [r for r in trials if r["head"] == head]
+        x = np.array([r["trial"] + 1 for r in mine])
+        v = np.array([np.nan if r["value"] is None else r["value"] for r in mine], float)
+        best = np.array([np.nan if r["best_so_far"] is None else r["best_so_far"] for r in mine], float)
+        colour = PALETTE[i % len(PALETTE)]
+        ax.plot(x, v, "o", color=colour, alpha=0.5, markersize=4)
+        ax.step(x, best, where="post", color=colour, label=head)
+    ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_ylabel(f"{objective} (validation identities)")
+    ax.set_title("search: trials (dots), best so far (line)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    for ax, (key, label) in zip(axes[1:], metrics):
+        for j, (rows, name) in enumerate(((untuned, "untuned"), (tuned, "tuned"))):
+            for i, head in enumerate(heads):
+                values = [100 * r[key] for r in rows if r["head"] == head and r.get(key) is not None]
+                if not values:
+                    continue
+                mean, low, high = mean_ci(values)
+                x = i + (j - 0.5) * 0.38
+                err = None if low is None else [[mean - low], [high - mean]]
+                ax.bar(x, mean, 0.36, yerr=err, capsize=3, color=PALETTE[i % len(PALETTE)], alpha=0.35 + 0.4 * j,
+                       hatch="//" if j == 0 else None, edgecolor="k", linewidth=0.5,
+                       label=name if i == 0 else None)
+                ax.plot(np.full(len(values), x), values, "k.", markersize=4)
+        ax.set_xticks(np.arange(len(heads)), heads, rotation=20)
+        ax.set_xlabel("head")
+        ax.set_ylabel(f"{label} (%), test identities")
+        ax.set_title(f"{label}: untuned vs tuned, mean and 95 % CI over seeds", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        values = [100 * r[key] for r in untuned + tuned if r.get(key) is not None]
+        if values:
+            ax.set_ylim(max(0.0, min(values) - 5), min(100.0, max(values) + 3))
+    fig.suptitle(title, fontsize=11)
+    return fig

@@ -61,8 +61,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "conditions", "overrides", "reference",
-             "quick")
-QUICK_KEYS = ("base", "set", "axes")
+             "quick", "tune")
+QUICK_KEYS = ("base", "set", "axes", "tune")
 SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
 RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
 FAILED_FILE = "failed.json"     # a run that raised (e.g. diverged): its error; retried only when asked
@@ -83,6 +83,7 @@ class SweepSpec:
     overrides: list = field(default_factory=list)
     reference: str = ""        # the head label the comparison table pairs every other head with
     quick: bool = False
+    tune: dict = field(default_factory=dict)   # the equal-budget search of the heads (harness.tune reads it)
 
     def with_axis(self, axis: str, values) -> "SweepSpec":
         """A copy with one axis's values replaced (e.g. from a benchmark flag), checked like the file's."""
@@ -130,7 +131,7 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
                      description=raw.get("description", ""), columns=list(raw.get("columns", [])),
                      set=dict(raw.get("set", {})), axes=dict(raw["axes"]), heads=dict(raw.get("heads", {})),
                      conditions=dict(raw.get("conditions", {})), overrides=list(raw.get("overrides", [])),
-                     reference=raw.get("reference", ""))
+                     reference=raw.get("reference", ""), tune=dict(raw.get("tune", {})))
     if quick:
         q = raw.get("quick", {})
         _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
@@ -139,6 +140,7 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
             spec.base = os.path.join(os.path.dirname(path), q["base"])
         spec.set = {**spec.set, **q.get("set", {})}
         spec.axes = {**spec.axes, **q.get("axes", {})}
+        spec.tune = {**spec.tune, **q.get("tune", {})}
     if not os.path.isfile(spec.base):
         raise ValueError(f"{where}: base config {spec.base!r} not found")
     for label, h in spec.heads.items():
@@ -395,6 +397,24 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
         for r in runs:
             say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}")
         return None
+    t0 = time.perf_counter()
+    trained = execute(runs, spec.name, out, status, jobs=jobs, retry_failed=retry_failed, describe=describe,
+                      say=say, quiet=quiet)
+    rows = [load_row(r) for r in runs]
+    result = SweepResult(spec, out, runs, rows, trained, summarise(rows, list(spec.axes)),
+                         compare(rows, list(spec.axes), spec.reference) if spec.reference else [])
+    write_tables(result)
+    say(f"{trained} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
+        f"{f', {spec.name}_summary.csv' if result.summary else ''}, {spec.name}.json")
+    return result
+
+
+def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs: int = 1,
+            retry_failed: bool = False, describe=None, say=print, quiet: bool = False) -> int:
+    """Bring every run to 'done' or 'failed': re-evaluate the stale, reuse the finished, resume the started, train the
+    rest (`jobs` at once), recording each result (RUN/result.json) or failure (RUN/failed.json). Returns the number
+    of runs trained now."""
+    status = status or {r.folder: run_status(r) for r in runs}
     for r in runs:
         if status[r.folder] == "re-evaluate":
             say(f"{r.name}: evaluated by an older version or with other eval settings; evaluating its checkpoint again")
@@ -416,14 +436,13 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
         if status[r.folder] == "resume":
             say(f"{r.name}: resuming an unfinished run")
         os.makedirs(r.folder, exist_ok=True)
-        atomic_json(os.path.join(r.folder, META_FILE), {"sweep": spec.name, "axes": r.axes, "name": r.name,
+        atomic_json(os.path.join(r.folder, META_FILE), {"sweep": name, "axes": r.axes, "name": r.name,
                                                          "fingerprint": r.fingerprint})
     for cfg in {json.dumps(r.cfg.data.synthetic.__dict__, sort_keys=True): r.cfg for r in todo
                 if r.cfg.data.source == "synthetic"}.values():
         synthetic_faces(cfg)   # each data set once, before the workers need it
     by_folder = {r.folder: r for r in runs}
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(runs), initial=reused, desc=f"{spec.name} runs", unit="run", file=sys.stdout,
+    bar = tqdm(total=len(runs), initial=reused, desc=f"{name} runs", unit="run", file=sys.stdout,
                disable=quiet)
     for cfg, metrics, seconds, error in run_all([r.cfg for r in todo], jobs):
         run = by_folder[cfg.out]
@@ -437,13 +456,7 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
                 bar.set_postfix(last=describe(row))
         bar.update(1)
     bar.close()
-    rows = [load_row(r) for r in runs]
-    result = SweepResult(spec, out, runs, rows, len(todo), summarise(rows, list(spec.axes)),
-                         compare(rows, list(spec.axes), spec.reference) if spec.reference else [])
-    write_tables(result)
-    say(f"{len(todo)} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
-        f"{f', {spec.name}_summary.csv' if result.summary else ''}, {spec.name}.json")
-    return result
+    return len(todo)
 
 
 def prune_runs(out: str, keep: list, say=print) -> list:
@@ -502,9 +515,11 @@ NO_GROUND_TRUTH = "no ground-truth quality on this data (real data)"
 def metric_columns(metrics: dict) -> dict:
     """The table columns of a run's evaluation (its first evaluation set): accuracy, TAR@FAR, quality metrics.
     A metric the data cannot give is None (an empty CSV cell), and `not_computable` says which and why."""
-    name, m = next(iter(metrics["sets"].items()))
+    sets = metrics["sets"]
+    name = next((n for n, m in sets.items() if m.get("role") != "validation"), next(iter(sets)))
+    m = sets[name]
     row = {"eval_set": name, "accuracy": m["accuracy"], "accuracy_std_folds": m["accuracy_std"]}
-    why = {}
+    why = split_columns(row, m, sets)
     for far, tar in m["tar_at_far"].items():
         row[f"tar_far_{far}"] = tar
         why[f"tar_far_{far}"] = f"fewer than 1/{far} impostor pairs"
@@ -529,7 +544,39 @@ def metric_columns(metrics: dict) -> dict:
     return row
 
 
-SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface", "edc_pauc_20")
+SPLIT_METRICS = ("accuracy", "tar_far_0.01", "map_at_r", "precision_at_1")
+
+
+def split_columns(row: dict, main: dict, sets: dict) -> dict:
+    """Validation columns (val_*: tuning only) and test columns (test_accuracy, test_tar_far_0.01, map_at_r,
+    precision_at_1, with CIs) of the identity-disjoint split (harness.evaluate.identity_splits); for real data the
+    first validation pack and the main (test) pack. Returns {column: why it is empty} for the columns that are."""
+    splits = main.get("splits") or {}
+    validation = splits.get("validation") or next((m for m in sets.values() if m.get("role") == "validation"), None)
+    test = splits.get("test") or (main if validation is not None else None)
+    why = {}
+    for prefix, part in (("val_", validation), ("test_", test)):
+        for metric in SPLIT_METRICS:
+            column = (metric if metric in ("map_at_r", "precision_at_1") and prefix == "test_" else prefix + metric)
+            value = None
+            if part is not None:
+                value = part["tar_at_far"].get("0.01") if metric == "tar_far_0.01" else part.get(metric)
+            value = None if value is None or value != value else value      # NaN: too few impostors
+            row[column] = value
+            if part is None:
+                why[column] = "no validation/test split (eval.validation_folds = 0, or no eval.validation_bins)"
+            elif value is None and metric in ("map_at_r", "precision_at_1"):
+                why[column] = "retrieval needs identity labels, which verification packs do not have"
+            elif value is None:
+                why[column] = why[f"{column}_ci_low"] = why[f"{column}_ci_high"] = "fewer than 100 impostor pairs"
+            if prefix == "test_" and part is not None:
+                low, high = (part.get("ci") or {}).get(metric, (None, None))
+                row[f"{column}_ci_low"], row[f"{column}_ci_high"] = low, high
+    return why
+
+
+SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface", "edc_pauc_20", "test_accuracy",
+                   "test_tar_far_0.01", "map_at_r", "precision_at_1")
 LOWER_IS_BETTER = {"erc_area_magface", "edc_pauc_20"}
 
 
