@@ -104,7 +104,7 @@ def tuned_main(args, spec):
         return None
     t0 = time.perf_counter()
     try:
-        trials = search(spec, plan, out, sweep_overrides(args), jobs=args.jobs)
+        trials = search(spec, plan, out, sweep_overrides(args), jobs=args.jobs, retry_failed=args.retry_failed)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     best = best_values(plan, trials)
@@ -184,7 +184,7 @@ def print_tuning(table):
     print("\nsearch per head (validation identities)")
     for t in table:
         best = "every trial failed" if t["best_value"] is None else (
-            f"best {t['objective']} {t['best_value']:.4f} at trial {t['best_trial'] + 1} of {t['trials']}: "
+            f"best {t['objective']} {t['best_value']:.4f} at trial {t['best_trial']} of {t['trials']}: "
             f"{t['best_values']}")
         failed = f", {t['failed']} failed" if t["failed"] else ""
         print(f"  {t['head']:<12}{t['space']}\n  {'':<12}{best}{failed}")

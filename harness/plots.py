@@ -10,6 +10,8 @@ import pandas as pd
 import seaborn as sns
 from scipy.stats import spearmanr
 
+from .stats import mean_ci
+
 
 GRID_SHAPE = (4, 10)
 
@@ -265,13 +267,12 @@ def tuning_figure(trials: list, objective: str, tuned: list, untuned: list, *met
     """Left: each head's validation objective per trial (dots) and best so far (line): a curve still rising at the
     last trial says the budget had not saturated. Then one panel per test metric: untuned (hatched) and tuned bars,
     mean over seeds with its 95 % t interval, each seed a dot. metrics: (column, label) pairs."""
-    from .stats import mean_ci
     heads = list(dict.fromkeys(r["head"] for r in trials))
     fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(5.0 * (1 + len(metrics)), 4.2), constrained_layout=True)
     ax = axes[0]
     for i, head in enumerate(heads):
         mine = [r for r in trials if r["head"] == head]
-        x = np.array([r["trial"] + 1 for r in mine])
+        x = np.array([r["trial"] for r in mine])
         v = np.array([np.nan if r["value"] is None else r["value"] for r in mine], float)
         best = np.array([np.nan if r["best_so_far"] is None else r["best_so_far"] for r in mine], float)
         colour = PALETTE[i % len(PALETTE)]

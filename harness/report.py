@@ -46,6 +46,11 @@ TABLES = {
     "theory": ("theory/theory.json", ("quantity",)),
     "clustering": ("clustering/clustering.csv", ("head", "method", "discard", "discard_by")),
     "templates": ("templates/templates.csv", ("head", "weighting")),
+    "tuning": ("compare_losses_tuned/tuning_best.csv", ("head",)),
+    "tuned": ("compare_losses_tuned/compare_losses_tuned_summary.csv", ("condition", "head")),
+    "tuned_runs": ("compare_losses_tuned/compare_losses_tuned.csv", ("condition", "head", "seed")),
+    "tuned_vs": ("compare_losses_tuned/compare_losses_tuned_comparison.csv", ("condition", "head", "metric")),
+    "tuned_gain": ("compare_losses_tuned/tuned_vs_untuned.csv", ("head", "metric")),
     "torchrun": ("torchrun_cpu_default/eval/metrics.json", ()),          # one run: its metrics, row "doc"
     "torchrun_band": ("torchrun_cpu_default/calibration.json", ()),
 }
@@ -127,7 +132,7 @@ def _number(row: dict, field: str) -> float:
     return float("nan") if text in ("", None) else float(text)
 
 
-CI_PREFIX = {"drop_minus_magface": "did"}   # where a difference keeps its interval, if not at <prefix>_vs_<reference>
+CI_PREFIX = {"drop_minus_magface": "did", "tuned_minus_untuned": "diff"}   # where a difference keeps its interval, if not at <prefix>_vs_<reference>
 
 
 def _ci(row, field, scale, spec, signed=False) -> str:

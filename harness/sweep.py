@@ -20,8 +20,9 @@ A spec (configs/sweeps/*.toml):
     [[overrides]]                          # per-run overrides for the runs whose axis values match
     match = { head = "softmax" }
     set = { "optim.lr" = 0.05 }
-    [quick]                                # the --quick variant: base, set (merged) and axes (per axis) replaced
-    base = "../cpu_synthetic_quick.toml"
+    [tune]                                 # optional: the equal-budget search per head (harness.tune reads it)
+    [quick]                                # the --quick variant: base, set (merged), axes (per axis) and tune
+    base = "../cpu_synthetic_quick.toml"   #   (per key) replaced
 
 A run's config is: base file <- [set] <- the caller's overrides (--set, real-data flags) <- condition <- head <-
 the other axes <- matching [[overrides]].

@@ -102,6 +102,8 @@ def load_plan(spec: SweepSpec, trials: int | None = None) -> TunePlan:
         if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "trials_per_round" else 0):
             raise ValueError(f"{where}: {k} = {v!r}: expected an integer >= {1 if k == 'trials_per_round' else 0}")
     condition = t.get("condition")
+    if condition and "condition" not in spec.axes:
+        raise ValueError(f"{where}: condition = {condition!r}, but the spec has no condition axis")
     if "condition" in spec.axes:
         condition = condition or spec.axes["condition"][0]
         if condition not in spec.conditions:
@@ -187,11 +189,12 @@ def trial_run(spec: SweepSpec, plan: TunePlan, label: str, values: dict, out: st
     return expand(trial, out, overrides)[0]
 
 
-def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int = 1, say=print) -> list:
+def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int = 1, retry_failed: bool = False,
+           say=print) -> list:
     """Run the search; returns one row per trial (head, trial, every tuned value, objective, state, validation
     metrics, run folder), in the order the trials were asked."""
-    import optuna
-    from optuna.trial import TrialState
+    import optuna   # loads in about a second (SQLAlchemy): only when a search runs, not on every benchmark start
+    from optuna.trial import TrialState   # same reason
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_validation([trial_run(spec, plan, label, {}, out, overrides) for label in list(plan.spaces)[:1]],
                      plan.objective)
@@ -211,7 +214,7 @@ def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int
                 values = {p.key: p.suggest(trial) for p in plan.spaces[label]}
                 batch.append((label, trial, values, trial_run(spec, plan, label, values, out, overrides)))
         unique = list({run.folder: run for *_, run in batch}.values())
-        execute(unique, f"{spec.name}_tuning", out, jobs=jobs, say=say, quiet=True)
+        execute(unique, f"{spec.name}_tuning", out, jobs=jobs, retry_failed=retry_failed, say=say, quiet=True)
         for label, trial, values, run in batch:
             row = load_row(run)
             value = row.get(plan.objective)
@@ -219,7 +222,7 @@ def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int
             studies[label].tell(trial, value if ok else None, state=TrialState.COMPLETE if ok else TrialState.FAIL)
             if ok:
                 best[label] = max(best.get(label, -math.inf), value)
-            rows.append({"head": label, "trial": trial.number, "round": round_,
+            rows.append({"head": label, "trial": trial.number + 1, "round": round_ + 1,
                          **{p.column: json.dumps(values[p.key]) if p.choices else values[p.key]
                             for p in plan.spaces[label]},
                          "objective": plan.objective, "value": value if ok else None,
@@ -257,8 +260,17 @@ def best_table(plan: TunePlan, rows: list, best: dict) -> list:
                       "failed": sum(r["state"] == "failed" for r in mine), "objective": plan.objective,
                       "best_value": b["row"]["value"] if b else None,
                       "best_trial": b["row"]["trial"] if b else None,
-                      "best_values": json.dumps({column_name(k): v for k, v in b["values"].items()}) if b else None})
+                      "best_values": json.dumps({column_name(k): v for k, v in b["values"].items()}) if b else None,
+                      "best_values_text": ", ".join(f"{column_name(k)} {_short(v)}" for k, v in b["values"].items())
+                      if b else None})
     return table
+
+
+def _short(value) -> str:
+    """A tuned value for reading: 3 significant digits (lists element-wise)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def tuned_spec(spec: SweepSpec, plan: TunePlan, best: dict) -> SweepSpec:

@@ -213,3 +213,36 @@ def test_paired_accuracy_difference_on_the_same_pairs(tmp_path):
     other = _fake_eval(tmp_path / "c", good, (right, left))
     with pytest.raises(ValueError, match="different pairs \\(left differs\\)"):
         paired_accuracy_difference(a, other)
+
+
+def test_map_at_r_and_precision_at_1_by_hand():
+    # identity 0: images 0, 1, 2; identity 1: images 3, 4; identity 2: image 5 (no other image: not a query)
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.95, 0.05], [0.1, 0.9], [-1.0, 0.0]])
+    r = metrics.retrieval_per_query(x, np.array([0, 0, 0, 1, 1, 2]))
+    assert r["query"].tolist() == [0, 1, 2, 3, 4]
+    # query 0 (R = 2): neighbours by cosine 3 (id 1), 1 (id 0): precision at rank 2 is 1/2, relevant there -> AP 1/4
+    # query 2 (R = 2): 4 (id 1), then 1 (id 0) -> 1/4; query 3 (R = 1): 0 (id 0) -> 0; query 4 (R = 1): 2 -> 0
+    # query 1 (R = 2): 3 (id 1), 0 (id 0) -> 1/4
+    assert r["ap_at_r"].tolist() == pytest.approx([0.25, 0.25, 0.25, 0.0, 0.0])
+    assert r["hit_at_1"].tolist() == [0, 0, 0, 0, 0]
+    perfect = metrics.retrieval_per_query(np.array([[1, 0], [1, 0.01], [0, 1], [0.01, 1]]), np.array([5, 5, 7, 7]))
+    assert perfect["ap_at_r"].tolist() == [1, 1, 1, 1] and perfect["hit_at_1"].tolist() == [1, 1, 1, 1]
+
+
+def test_map_at_r_matches_brute_force_and_needs_a_repeated_identity():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 12, 200)
+    x = rng.standard_normal((200, 8)) + 1.5 * rng.standard_normal((12, 8))[labels]
+    r = metrics.retrieval_per_query(x, labels, chunk=37)           # chunks must not change the result
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for k, q in enumerate(r["query"]):
+        sim = u @ u[q]
+        sim[q] = -np.inf
+        order = np.argsort(-sim, kind="stable")
+        big_r = int((labels == labels[q]).sum()) - 1
+        rel = labels[order[:big_r]] == labels[q]
+        expected = sum(rel[:i + 1].sum() / (i + 1) for i in range(big_r) if rel[i]) / big_r
+        assert r["ap_at_r"][k] == pytest.approx(expected)
+        assert r["hit_at_1"][k] == rel[0]
+    with pytest.raises(ValueError, match="at least 2 images"):
+        metrics.retrieval_per_query(x[:3], np.array([0, 1, 2]))
