@@ -29,10 +29,13 @@ import argparse
 import json
 import os
 import time
+from dataclasses import asdict
 
 from harness.cli import (add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result,
                          run_benchmark_sweep, sweep_overrides)
 from harness.plots import loss_comparison, publish_figure, tuning_figure
+from harness.config import RunConfig
+from harness.publish import run_folder
 from harness.runstate import atomic_json
 from harness.stats import mean_ci, paired_difference
 from harness.sweep import run_spec, write_csv
@@ -114,8 +117,11 @@ def tuned_main(args, spec):
     lost = [t["head"] for t in table if t["best_value"] is None]
     if lost:
         print(f"every trial failed for {', '.join(lost)}: left out of the final runs (see {out}/tuning.csv)")
-    result = run_spec(tuned_spec(spec, plan, best), out, sweep_overrides(args), jobs=args.jobs,
-                      retry_failed=args.retry_failed)
+    try:
+        result = run_spec(tuned_spec(spec, plan, best), out, sweep_overrides(args), jobs=args.jobs,
+                          retry_failed=args.retry_failed)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
     untuned = untuned_rows(args, spec, plan, result)
     versus = tuned_vs_untuned(result.rows, untuned)
     if versus:
@@ -149,18 +155,42 @@ def untuned_rows(args, spec, plan, result) -> list:
         return []
     with open(path) as f:
         stored = json.load(f)
-    setup = result.runs[0].cfg
-    if stored["setup"] != {"data": setup.data.source, "backbone": setup.model.backbone, "epochs": setup.train.epochs}:
-        raise SystemExit(f"error: the untuned runs in {folder} used another setup ({stored['setup']}); run {command} "
-                         f"with the same flags, or point --untuned at the matching folder")
     seeds = set(spec.axes["seed"])
     rows = [r for r in stored["runs"] if r.get("condition", plan.condition) == plan.condition and r["seed"] in seeds
             and r["head"] in plan.spaces]
+    ours = protocol(result.runs[0].cfg.to_dict(), asdict(result.runs[0].cfg.eval))
+    for r in rows:
+        path, evaluated = (os.path.join(run_folder(folder, r), name) for name in ("config.json", "eval/metrics.json"))
+        if not (os.path.isfile(path) and os.path.isfile(evaluated)):
+            raise SystemExit(f"error: {path} or its eval/metrics.json is missing: the untuned runs in {folder} cannot "
+                             "be checked against the tuned ones; point --untuned at a benchmark folder with its runs")
+        with open(path) as f, open(evaluated) as g:
+            try:
+                theirs = protocol(RunConfig.from_dict(json.load(f)).to_dict(), json.load(g)["eval_config"])
+            except ValueError as exc:
+                raise SystemExit(f"error: {path}: {exc}")
+        differ = sorted(f"{section}.{k}" for section in ours for k in set(ours[section]) | set(theirs[section])
+                        if ours[section].get(k) != theirs[section].get(k))
+        if differ:
+            raise SystemExit(f"error: the untuned run {r['run']} differs from the tuned runs in {', '.join(differ)}: "
+                             f"not the same data, budget or evaluation; run {command} with the same flags, or point "
+                             "--untuned at the matching folder")
     if rows and any(r.get("test_accuracy") is None and not r.get("failed") for r in rows):
         print(f"note: the untuned runs in {folder} were evaluated before the validation/test split; {command} "
               "re-evaluates them (no retraining); the tuned-vs-untuned table is skipped")
         return []
     return rows
+
+
+def protocol(cfg: dict, evaluation: dict) -> dict:
+    """What two runs must share to be paired by seed: data, model, training budget and the evaluation their stored
+    metrics were made with (not the head, the optimiser, the seed or where files live)."""
+    out = {k: dict(cfg[k]) for k in ("data", "model", "train")}
+    out["eval"] = dict(evaluation)
+    for key in ("cache_dir", "workers"):
+        out["data"].pop(key, None)
+    out["train"].pop("seed", None)
+    return out
 
 
 def tuned_vs_untuned(tuned: list, untuned: list) -> list:

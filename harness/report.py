@@ -132,7 +132,8 @@ def _number(row: dict, field: str) -> float:
     return float("nan") if text in ("", None) else float(text)
 
 
-CI_PREFIX = {"drop_minus_magface": "did", "tuned_minus_untuned": "diff"}   # where a difference keeps its interval, if not at <prefix>_vs_<reference>
+# where a difference keeps its interval, if not at <prefix>_vs_<reference>
+CI_PREFIX = {"drop_minus_magface": "did", "tuned_minus_untuned": "diff"}
 
 
 def _ci(row, field, scale, spec, signed=False) -> str:

@@ -85,6 +85,7 @@ class SweepSpec:
     reference: str = ""        # the head label the comparison table pairs every other head with
     quick: bool = False
     tune: dict = field(default_factory=dict)   # the equal-budget search of the heads (harness.tune reads it)
+    summary_metrics: tuple = ()   # metrics of the summary and comparison tables (empty: SUMMARY_METRICS)
 
     def with_axis(self, axis: str, values) -> "SweepSpec":
         """A copy with one axis's values replaced (e.g. from a benchmark flag), checked like the file's."""
@@ -402,8 +403,9 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     trained = execute(runs, spec.name, out, status, jobs=jobs, retry_failed=retry_failed, describe=describe,
                       say=say, quiet=quiet)
     rows = [load_row(r) for r in runs]
-    result = SweepResult(spec, out, runs, rows, trained, summarise(rows, list(spec.axes)),
-                         compare(rows, list(spec.axes), spec.reference) if spec.reference else [])
+    metrics = spec.summary_metrics or SUMMARY_METRICS
+    result = SweepResult(spec, out, runs, rows, trained, summarise(rows, list(spec.axes), metrics),
+                         compare(rows, list(spec.axes), spec.reference, metrics) if spec.reference else [])
     write_tables(result)
     say(f"{trained} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
         f"{f', {spec.name}_summary.csv' if result.summary else ''}, {spec.name}.json")
@@ -415,6 +417,8 @@ def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs
     """Bring every run to 'done' or 'failed': re-evaluate the stale, reuse the finished, resume the started, train the
     rest (`jobs` at once), recording each result (RUN/result.json) or failure (RUN/failed.json). Returns the number
     of runs trained now."""
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: expected a number of processes >= 1")
     status = status or {r.folder: run_status(r) for r in runs}
     for r in runs:
         if status[r.folder] == "re-evaluate":
@@ -581,7 +585,7 @@ SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface
 LOWER_IS_BETTER = {"erc_area_magface", "edc_pauc_20"}
 
 
-def summarise(rows: list, axes: list) -> list:
+def summarise(rows: list, axes: list, metrics=SUMMARY_METRICS) -> list:
     """Per combination of the other axes: mean, sample std and 95 % t interval over seeds (empty without a seed
     axis)."""
     if "seed" not in axes:
@@ -590,7 +594,7 @@ def summarise(rows: list, axes: list) -> list:
     for key, rs in _groups(rows, [column_name(a) for a in axes if a != "seed"]).items():
         s = dict(key)
         s["seeds"] = len(rs)
-        for metric in SUMMARY_METRICS:
+        for metric in metrics:
             values = [r.get(metric) for r in rs]
             mean, low, high = mean_ci(values)
             finite = [v for v in values if v is not None and np.isfinite(v)]
@@ -600,7 +604,7 @@ def summarise(rows: list, axes: list) -> list:
     return out
 
 
-def compare(rows: list, axes: list, reference: str) -> list:
+def compare(rows: list, axes: list, reference: str, metrics=SUMMARY_METRICS) -> list:
     """Paired by seed, every head against `reference` within each combination of the other axes: the difference
     (head - reference, in the metric's units) with its 95 % t interval, a verdict that knows which direction is
     better, and the smallest difference the seeds could detect (harness.stats.paired_difference)."""
@@ -617,7 +621,7 @@ def compare(rows: list, axes: list, reference: str) -> list:
             if head == reference:
                 continue
             seeds = sorted(set(runs) & set(ref))
-            for metric in SUMMARY_METRICS:
+            for metric in metrics:
                 sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
                 a = [None if runs[s].get(metric) is None else sign * runs[s][metric] for s in seeds]
                 b = [None if ref[s].get(metric) is None else sign * ref[s][metric] for s in seeds]

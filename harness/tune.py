@@ -36,6 +36,7 @@ from losses import HEADS
 
 from .sweep import SweepSpec, _check_key, column_name, execute, expand, load_row
 
+TEST_COLUMNS = ("test_accuracy", "test_tar_far_0.01", "map_at_r", "precision_at_1")   # what a tuned head reports
 OBJECTIVES = ("val_map_at_r", "val_precision_at_1", "val_accuracy", "val_tar_far_0.01")
 RETRIEVAL = ("val_map_at_r", "val_precision_at_1")
 PLAN_KEYS = ("objective", "trials", "trials_per_round", "startup_trials", "sampler_seed", "trial_seed", "condition",
@@ -116,6 +117,10 @@ def load_plan(spec: SweepSpec, trials: int | None = None) -> TunePlan:
     labels = spec.axes.get("head", [])
     if not labels:
         raise ValueError(f"{where}: the spec has no head axis to tune")
+    unknown = sorted(set(spaces) - set(spec.heads) - set(HEADS))
+    if unknown:
+        raise ValueError(f"{where}: [tune.space] names {unknown}, which are neither [heads] labels "
+                         f"({', '.join(spec.heads)}) nor head names")
     plan_spaces = {label: _space(spec, label, spaces.get(label), where) for label in labels}
     return TunePlan(objective, n, ints["trials_per_round"], ints["startup_trials"], ints["sampler_seed"],
                     ints["trial_seed"], condition, plan_spaces)
@@ -140,10 +145,12 @@ def _space(spec: SweepSpec, label: str, table, where: str) -> list:
             if key[len("head.params."):] not in takes:
                 raise ValueError(f"{here}: the space names {key[len('head.params.'):]!r}, which head {name} does not "
                                  f"take (it takes {', '.join(takes)})")
-        elif key.startswith("head."):
-            raise ValueError(f"{here}: {key!r} cannot be searched (the head is the axis, not a value)")
-        else:
+        elif key.startswith("optim."):
             _check_key(key, here)
+        else:
+            raise ValueError(f"{here}: {key!r} cannot be searched: only optim.* and head.params.* can; the data, the "
+                             "validation/test split, the budget (epochs, batch) and the seed are the protocol, the "
+                             "same for every head")
         if "choices" in p:
             choices = p["choices"]
             if set(p) - {"choices"} or not isinstance(choices, list) or len(choices) < 2 or \
@@ -159,6 +166,10 @@ def _space(spec: SweepSpec, label: str, table, where: str) -> list:
             raise ValueError(f"{here}: {key!r} range low={low!r}, high={high!r}, log={log!r}: expected finite numbers "
                              "with low < high (and low > 0 for log = true)")
         params.append(Param(key, float(low), float(high), log))
+    columns = [p.column for p in params]
+    if len(set(columns)) < len(columns):
+        raise ValueError(f"{here}: two searched keys share a column name ({columns}); tuning.csv could not tell them "
+                         "apart")
     return params
 
 
@@ -212,11 +223,15 @@ def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int
             for _ in range(min(plan.per_round, plan.trials - round_ * plan.per_round)):
                 trial = study.ask()
                 values = {p.key: p.suggest(trial) for p in plan.spaces[label]}
-                batch.append((label, trial, values, trial_run(spec, plan, label, values, out, overrides)))
-        unique = list({run.folder: run for *_, run in batch}.values())
+                try:
+                    run = trial_run(spec, plan, label, values, out, overrides)
+                except ValueError as exc:   # values the head refuses (e.g. l_m >= u_m): a failed trial, not a crash
+                    run = str(exc)
+                batch.append((label, trial, values, run))
+        unique = list({run.folder: run for *_, run in batch if not isinstance(run, str)}.values())
         execute(unique, f"{spec.name}_tuning", out, jobs=jobs, retry_failed=retry_failed, say=say, quiet=True)
         for label, trial, values, run in batch:
-            row = load_row(run)
+            row = {"failed": f"refused before training: {run}"} if isinstance(run, str) else load_row(run)
             value = row.get(plan.objective)
             ok = not row.get("failed") and value is not None and math.isfinite(value)
             studies[label].tell(trial, value if ok else None, state=TrialState.COMPLETE if ok else TrialState.FAIL)
@@ -229,7 +244,7 @@ def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int
                          "best_so_far": best.get(label), "state": "complete" if ok else "failed",
                          "error": row.get("failed") or ("" if ok else f"no {plan.objective} in the run's evaluation"),
                          **{k: row.get(k) for k in OBJECTIVES if k != plan.objective},
-                         "seconds": row.get("seconds"), "run": run.folder})
+                         "seconds": row.get("seconds"), "run": None if isinstance(run, str) else run.folder})
         say(f"round {round_ + 1}: " + ", ".join(f"{label} best {best[label]:.4f}" if label in best else
                                                   f"{label} none yet" for label in studies))
     return rows
@@ -277,5 +292,8 @@ def tuned_spec(spec: SweepSpec, plan: TunePlan, best: dict) -> SweepSpec:
     """The final sweep: each head's best values, the spec's seeds, the tuned condition; named <name>_tuned."""
     axes = {"condition": [plan.condition]} if plan.condition else {}
     overrides = [*spec.overrides, *({"match": {"head": label}, "set": b["values"]} for label, b in best.items())]
+    if not best:
+        raise ValueError("every trial of every head failed (tuning.csv has their errors): nothing to retrain")
     return replace(spec, name=f"{spec.name}_tuned", axes={**axes, "head": list(best), "seed": spec.axes["seed"]},
-                   overrides=overrides, reference=spec.reference if spec.reference in best else "")
+                   overrides=overrides, reference=spec.reference if spec.reference in best else "",
+                   summary_metrics=TEST_COLUMNS)

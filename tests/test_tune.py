@@ -37,8 +37,12 @@ def test_validation_and_test_identities_are_disjoint_and_cover_the_pairs():
     assert splits["validation"]["pairs"] + splits["test"]["pairs"] == len(scores)
     assert splits["test"]["images"] == int(np.isin(ident, list(test_ids)).sum()) + int(
         (~np.isin(ident, list(val_ids | test_ids))).sum())          # identities in no pair count as test
+    assert splits["validation"]["images"] == int(np.isin(ident, list(val_ids)).sum())
     assert "ci" in splits["test"] and "ci" not in splits["validation"]   # validation numbers are never reported
     assert identity_splits(emb, ident, p, scores, validation_folds=0) == {}
+    leaky = replace(p, fold=np.where(np.arange(len(p.fold)) == np.flatnonzero(val_pairs)[0], 5, p.fold))
+    with pytest.raises(ValueError, match="test pair.s. involve validation identities"):
+        identity_splits(emb, ident, leaky, scores, validation_folds=3)   # a validation pair moved into a test fold
 
 
 def test_bad_split_settings_are_refused():
@@ -85,6 +89,10 @@ GOOD = """[tune]
     (GOOD.replace("[tune]\n", '[tune]\nobjective = "test_accuracy"\n'), None, "a test number never chooses"),
     (GOOD.replace("[tune]\n", "[tune]\ntrial_seed = 3\n"), None, "trial_seed 3 is one of the final seeds"),
     (GOOD.replace('"optim.lr"', '"optim.lrate"'), None, "'optim.lrate' is not a config key"),
+    (GOOD.replace('"optim.lr"', '"train.seed"'), None, "'train.seed' cannot be searched: only optim.* and head.params"),
+    (GOOD.replace('"optim.lr"', '"eval.validation_folds"'), None, "'eval.validation_folds' cannot be searched"),
+    (GOOD + '[tune.space.cosfce]\n"optim.lr" = { low = 0.1, high = 0.2 }\n', None,
+     "names ['cosfce'], which are neither"),
 ])
 def test_bad_search_plans_are_refused_before_training(tmp_path, tune_text, trials, message):
     assert message in plan_error(tmp_path, tune_text, trials)
@@ -109,6 +117,20 @@ def test_the_shipped_plan_names_every_head_and_checks_the_validation_split(tmp_p
         check_validation([replace(run, cfg=replace(run.cfg, data=real))], plan.objective)
 
 
+def test_trials_a_head_refuses_fail_without_training_and_all_failed_is_an_error(tmp_path):
+    from harness.tune import search, tuned_spec
+    spec = load_spec(SPEC, quick=True).with_axis("head", ["magface"])
+    spec = replace(spec, tune={**spec.tune, "space": {"magface": {"head.params.l_m": {"low": 0.85, "high": 0.9},
+                                                                  "head.params.u_m": {"low": 0.5, "high": 0.8}}}})
+    plan = load_plan(spec, 2)
+    rows = search(spec, plan, str(tmp_path), TINY + [f'data.cache_dir="{tmp_path}"'], say=lambda *a: None)
+    assert [r["state"] for r in rows] == ["failed", "failed"] and all(r["run"] is None for r in rows)
+    assert all("refused before training" in r["error"] and "u_m" in r["error"] for r in rows)
+    assert not (tmp_path / "runs").exists()                                      # nothing was trained
+    with pytest.raises(ValueError, match="every trial of every head failed"):
+        tuned_spec(spec, plan, {})
+
+
 def compare(tmp_path, *extra):
     args = [sys.executable, "benchmarks/compare_losses.py", "--quick", "--heads", "softmax,magface", "--figures",
             str(tmp_path / "fig"),
@@ -129,7 +151,8 @@ def test_tune_end_to_end_then_the_same_search_again(tmp_path):
     tuned = ["--tune", "3", "--out", str(tmp_path / "tuned"), "--untuned", str(tmp_path / "untuned")]
     out = compare(tmp_path, *tuned)
     trials = read(tmp_path / "tuned" / "tuning.csv")
-    assert [(t["head"], t["trial"]) for t in trials] == [(h, str(i)) for i in range(1, 4) for h in ("softmax", "magface")]
+    assert [(t["head"], t["trial"]) for t in trials] == [(h, str(i)) for i in range(1, 4)
+                                                         for h in ("softmax", "magface")]
     assert all(t["state"] == "complete" and 0 <= float(t["value"]) <= 1 for t in trials)
     assert len({t["lr"] for t in trials}) == 6                                          # every trial its own lr
     best = {b["head"]: b for b in read(tmp_path / "tuned" / "tuning_best.csv")}
