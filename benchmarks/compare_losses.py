@@ -134,14 +134,25 @@ def tuned_main(args, spec):
     print_tuning(table)
     print_test_summary(result.summary, untuned)
     print_tuned_comparison(result.comparison, versus)
-    fig = tuning_figure(trials, plan.objective, result.rows, untuned, TEST_METRICS[0], TEST_METRICS[2],
-                        title=f"Equal tuning budget ({plan.trials} trials per head, {plan.objective} on validation "
-                        f"identities); test identities, {len(spec.axes['seed'])} seed(s)")
-    publish_figure(fig, out, "tuning.png", args.figures, args.quick)
+    publish_figure(tuned_figure(load_tuned(out)), out, "tuning.png", args.figures, args.quick)
     print(f"wrote {out}/tuning.csv, tuning_best.csv, compare_losses_tuned*.csv, tuning.png "
           f"({time.perf_counter() - t0:.0f} s)")
     publish_result(args, result)
     return result
+
+
+def load_tuned(out) -> dict:
+    """The stored tables of a finished --tune run in `out`: the search (tuning.json) and the final runs."""
+    with open(os.path.join(out, "tuning.json")) as f, open(os.path.join(out, "compare_losses_tuned.json")) as g:
+        return {"tuning": json.load(f), **json.load(g)}
+
+
+def tuned_figure(stored):
+    """The search per head and the untuned-vs-tuned test metrics (harness.plots.tuning_figure)."""
+    t = stored["tuning"]
+    return tuning_figure(t["trials"], t["objective"], stored["runs"], t["untuned"], TEST_METRICS[0], TEST_METRICS[2],
+                         title=f"Equal tuning budget ({t['trials_per_head']} trials per head, {t['objective']} on "
+                               f"validation identities); test identities, {len(stored['axes']['seed'])} seed(s)")
 
 
 def untuned_rows(args, spec, plan, result) -> list:

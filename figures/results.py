@@ -30,6 +30,14 @@ if str(ROOT) not in sys.path:
 from harness.plots import FIGURE_DPI  # noqa: E402  (needs the repository root on sys.path)
 
 SOURCES = ("published", "local", "quick")
+# results that a benchmark script makes under another name: folder -> (script, its flags, its flags with --quick)
+SCRIPTS = {"compare_losses_tuned": ("compare_losses", ["--tune", "8"], ["--tune", "2"])}
+
+
+def command(benchmark: str, *flags: str, quick: bool = False) -> list:
+    """The benchmark command (script and flags) that makes the results folder `benchmark`."""
+    script, full, small = SCRIPTS.get(benchmark, (benchmark, [], []))
+    return [f"benchmarks/{script}.py", *(small if quick else full), *flags]
 
 
 def results_dir(benchmark: str, done_file: str) -> Path:
@@ -43,14 +51,14 @@ def results_dir(benchmark: str, done_file: str) -> Path:
         if not (folder / done_file).is_file():
             raise FileNotFoundError(
                 f"no published results for {benchmark} in {folder}; publish them with: python "
-                f"benchmarks/{benchmark}.py --publish (or set MAGFACE_NOTEBOOK_RESULTS=quick to run its small "
+                f"{' '.join(command(benchmark, '--publish'))} (or set MAGFACE_NOTEBOOK_RESULTS=quick to run its small "
                 "version here)")
         print(f"drawing from the published results in {_shown(folder)}: {_provenance(folder)}")
         return folder
     if source == "local":
         folder = root / benchmark
         if not (folder / done_file).is_file():
-            raise FileNotFoundError(f"no results in {folder}; make them with: python benchmarks/{benchmark}.py")
+            raise FileNotFoundError(f"no results in {folder}; make them with: python {' '.join(command(benchmark))}")
         print(f"drawing from your own results in {_shown(folder)}")
         return folder
     quick = root / f"{benchmark}_quick"
@@ -60,8 +68,8 @@ def results_dir(benchmark: str, done_file: str) -> Path:
     extra = json.loads(os.environ.get("MAGFACE_BENCH_ARGS", "[]"))
     if isinstance(extra, dict):
         extra = extra.get("*", []) + extra.get(benchmark, [])
-    cmd = [sys.executable, str(ROOT / "benchmarks" / f"{benchmark}.py"), "--quick", "--out", str(quick),
-           "--figures", "", *extra]
+    script, *own = command(benchmark, quick=True)
+    cmd = [sys.executable, str(ROOT / script), *own, "--quick", "--out", str(quick), "--figures", "", *extra]
     print(f"no stored --quick results for {benchmark}; running (asked by MAGFACE_NOTEBOOK_RESULTS=quick): "
           f"{' '.join(cmd)}", flush=True)
     done = subprocess.run(cmd, cwd=ROOT)   # its progress shows in the cell as it runs
