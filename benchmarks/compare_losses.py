@@ -246,21 +246,21 @@ def print_test_summary(summary, untuned):
 
 
 def print_tuned_comparison(comparison, versus):
-    rows = [c for c in comparison if c["metric"] in dict(TEST_METRICS)]
-    if rows:
-        print("\ntuned head - tuned MagFace, paired by seed (points, test identities) [95 % t interval]: verdict")
-        for c in rows:
-            diff = c["diff_vs_magface"]
-            ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
-            print(f"  {c['head']:<12}{c['metric']:<18}{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: "
-                  f"{verdict_in_points(c)}")
-    if versus:
-        print("\ntuned - untuned, same head, paired by seed (points, test identities) [95 % t interval]: verdict")
-        for c in versus:
-            diff = c["tuned_minus_untuned"]
-            ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
-            print(f"  {c['head']:<12}{c['metric']:<18}{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: "
-                  f"{verdict_in_points(c)}")
+    print_paired("tuned head - tuned MagFace", [c for c in comparison if c["metric"] in dict(TEST_METRICS)],
+                 "diff_vs_magface")
+    print_paired("tuned - untuned, same head", versus, "tuned_minus_untuned")
+
+
+def print_paired(title, rows, key):
+    """Paired differences (points, test identities) with interval and verdict, one line per head and metric."""
+    if not rows:
+        return
+    print(f"\n{title}, paired by seed (points, test identities) [95 % t interval]: verdict")
+    for c in rows:
+        diff = c[key]
+        ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
+        print(f"  {c['head']:<12}{c['metric']:<18}{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: "
+              f"{verdict_in_points(c)}")
 
 
 def load_results(out) -> dict:
