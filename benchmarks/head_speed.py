@@ -2,7 +2,9 @@
 
 The bare cost is what any classifier over C centres must pay: logits = x @ W^T, then grad_x = G @ W and
 grad_W = G^T @ x. Cases are interleaved in a shuffled order each round so machine noise hits all alike;
-the table reports medians. A textbook (unfused) ArcFace is timed beside them as a reference point.
+the table reports medians. A textbook (unfused) ArcFace is timed beside them as a reference point, under the same
+autocast dtype as the heads. With --dtype bfloat16/float16 the embeddings arrive in that dtype and the heads compute
+in float32 (their numerics contract), so the bare matmuls are timed in both precisions and both ratios are printed.
 
     python benchmarks/head_speed.py                          # CPU, B=256, d=512, C=20000, float32
     python benchmarks/head_speed.py --device cuda --dtype bfloat16
@@ -31,6 +33,7 @@ from losses import HEADS, build_head
 
 
 def bare_step(x, weight, labels):
+    """Forward and backward matmuls of a plain linear classifier (x and W as given: no graph, no gradients kept)."""
     logits = torch.mm(x, weight.t())
     grad = torch.empty_like(logits).fill_(1.0 / x.shape[0])
     return torch.mm(grad, weight), torch.mm(grad.t(), x)
@@ -47,27 +50,37 @@ def textbook_arcface(x, weight, labels, s=64.0, m=0.5):
     return F.cross_entropy(logits, labels)
 
 
+class Case:
+    """One timed case: `reset` (drop the previous call's gradients) runs outside the timed and measured region,
+    so each call is charged for the gradient it creates and never credited with freeing the last one."""
+
+    def __init__(self, run, grads_of=()):
+        self.run, self.grads_of = run, grads_of
+
+    def reset(self):
+        for t in self.grads_of:
+            t.grad = None
+
+
 def make_cases(args, device):
     B, d, C = args.batch, args.dim, args.classes
     gen = torch.Generator().manual_seed(0)
     x32 = (torch.randn(B, d, generator=gen) * 20).to(device)
     labels = torch.randint(0, C, (B,), generator=gen).to(device)
     emb_dtype = getattr(torch, args.dtype)
-    cases = {}
+    low_precision = emb_dtype != torch.float32
     weight = torch.randn(C, d, generator=gen).to(device).requires_grad_()
-    xb = x32.clone().requires_grad_()
-
-    def bare():
-        bare_step(xb.detach(), weight.detach(), labels)
-    cases["bare 3 matmuls"] = bare
+    cases = {"bare 3 matmuls": Case(lambda: bare_step(x32, weight.detach(), labels))}
+    if low_precision:   # what a classifier costs when its matmuls run in the backbone's precision
+        x_low, w_low = x32.to(emb_dtype), weight.detach().to(emb_dtype)
+        cases[f"bare 3 matmuls {args.dtype}"] = Case(lambda: bare_step(x_low, w_low, labels))
 
     def textbook():
         x = x32.to(emb_dtype).requires_grad_()
-        weight.grad = None
-        with torch.autocast(device_type=device.type, enabled=device.type == "cuda" and emb_dtype != torch.float32):
+        with torch.autocast(device_type=device.type, dtype=emb_dtype, enabled=low_precision):
             loss = textbook_arcface(x.float(), weight, labels)
         loss.backward()
-    cases["textbook arcface (unfused)"] = textbook
+    cases["textbook arcface (unfused)"] = Case(textbook, [weight])
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -77,39 +90,41 @@ def make_cases(args, device):
 
             def run(head=head):
                 x = x32.to(emb_dtype).requires_grad_()
-                head.weight.grad = None
-                with torch.autocast(device_type=device.type, dtype=emb_dtype, enabled=emb_dtype != torch.float32):
+                with torch.autocast(device_type=device.type, dtype=emb_dtype, enabled=low_precision):
                     out = head(x, labels)
                 out.loss.backward()
-            cases[name] = run
+            cases[name] = Case(run, list(head.parameters()))
     return cases
 
 
 def sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def peak_bytes(fn, device) -> int:
-    """Peak bytes allocated while fn runs, above what was allocated before it."""
+def peak_bytes(case: Case, device) -> int:
+    """Peak bytes allocated while the case runs, above what was allocated before it (after its reset)."""
+    case.reset()
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        case.run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+        case.run()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
         prof.export_chrome_trace(path)
         with open(path) as f:
             events = json.load(f)["traceEvents"]
     totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    if not totals:
+        return 0
     first = next(e["args"] for e in events if e.get("name") == "[memory]")
     start = first["Total Allocated"] - first["Bytes"]
-    return int(max(totals) - start) if totals else 0
+    return int(max(totals) - start)
 
 
 def main(argv=None):
@@ -135,38 +150,48 @@ def main(argv=None):
         return []
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda asked for, but torch.cuda.is_available() is False")
+        sys.exit(f"--device {args.device} asked for, but torch.cuda.is_available() is False")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        sys.exit(f"--device {args.device}: only {torch.cuda.device_count()} GPU(s) visible")
     torch.manual_seed(0)
     cases = make_cases(args, device)
     for _ in range(args.warmup):
-        for fn in cases.values():
-            fn()
+        for case in cases.values():
+            case.reset()
+            case.run()
     times = {name: [] for name in cases}
     order = list(cases)
     rng = random.Random(0)
     for _ in range(args.repeats):
         rng.shuffle(order)
         for name in order:
+            cases[name].reset()
             sync(device)
             t0 = time.perf_counter()
-            cases[name]()
+            cases[name].run()
             sync(device)
             times[name].append(time.perf_counter() - t0)
-    peaks = {name: peak_bytes(fn, device) for name, fn in cases.items()}
+    peaks = {name: peak_bytes(case, device) for name, case in cases.items()}
     base_t = statistics.median(times["bare 3 matmuls"])
     base_m = peaks["bare 3 matmuls"]
+    low = f"bare 3 matmuls {args.dtype}"
     rows = []
     for name in cases:
         med = statistics.median(times[name])
-        rows.append({"case": name, "median_ms": 1e3 * med, "time_ratio": med / base_t,
-                     "peak_MiB": peaks[name] / 2**20, "memory_ratio": peaks[name] / base_m})
+        row = {"case": name, "median_ms": 1e3 * med, "time_ratio": med / base_t,
+               "peak_MiB": peaks[name] / 2**20, "memory_ratio": peaks[name] / base_m}
+        if low in times:
+            row[f"time_ratio_{args.dtype}"] = med / statistics.median(times[low])
+        rows.append(row)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     print(f"head forward+backward vs bare matmuls: B={args.batch} d={args.dim} C={args.classes} "
           f"embeddings {args.dtype}, sample_rate {args.sample_rate}, {args.repeats} rounds, {where}, "
           f"torch {torch.__version__}")
-    print(f"{'case':<28}{'median ms':>11}{'time ratio':>12}{'peak MiB':>10}{'mem ratio':>11}")
+    extra = f"vs {args.dtype}" if low in times else ""
+    print(f"{'case':<30}{'median ms':>11}{'time ratio':>12}{extra:>18}{'peak MiB':>10}{'mem ratio':>11}")
     for r in rows:
-        print(f"{r['case']:<28}{r['median_ms']:>11.1f}{r['time_ratio']:>12.2f}{r['peak_MiB']:>10.1f}"
+        vs_low = f"{r[f'time_ratio_{args.dtype}']:.2f}" if extra else ""
+        print(f"{r['case']:<30}{r['median_ms']:>11.1f}{r['time_ratio']:>12.2f}{vs_low:>18}{r['peak_MiB']:>10.1f}"
               f"{r['memory_ratio']:>11.2f}")
     out = output_dir(args, "head_speed")
     atomic_json(os.path.join(out, "head_speed.json"), {"args": vars(args), "device": where, "rows": rows})

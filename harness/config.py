@@ -84,6 +84,7 @@ class TrainConfig:
     max_steps: int = 0                 # stop early after this many steps in total (0: run all epochs)
     shard_centres: bool = True         # under torchrun: split the class centres over the ranks (else replicate)
     calibrate_at_epoch: float = 1.0    # MagFace with l_a = u_a = "auto": when the band is measured (see losses/magface)
+    deterministic: bool = False        # GPU: deterministic algorithms, bitwise exact resume (harness/determinism.py)
 
 
 @dataclass
@@ -133,8 +134,14 @@ class RunConfig:
             d["data"].pop(key)
         d["data"]["synthetic_key"] = self.data.synthetic.key()   # includes the generator's version
         d["head"]["params"] = resolved_head(self).hparams
+        for section, key in LATER_KEYS:   # at their default, keys added later leave stored runs' hashes unchanged
+            if d[section][key] == getattr(type(getattr(self, section))(), key):
+                d[section].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+# Keys added after runs were stored: they enter the fingerprint only when set away from their default.
+LATER_KEYS = (("train", "deterministic"),)
 
 CHOICES = {("data", "source"): ("synthetic", "recordio", "folder", "list"),
            ("optim", "schedule"): ("step", "poly"), ("train", "amp"): ("none", "bf16", "fp16"),

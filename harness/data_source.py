@@ -32,25 +32,36 @@ class TrainSource:
             raise ValueError(f"train.batch_size={batch_size} is larger than the training set ({len(self)} images)")
         return steps
 
-    def batches(self, epoch: int, start_step: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        """Yield (step, images float [b, 3, H, W], labels int64 [b]) from start_step to the end of the epoch.
-        batch_size is the global batch; rank r of world_size N gets rows [r*b, (r+1)*b) of it (b = B/N), with the
-        same images and flips those rows have in a single-process run, so N ranks together see exactly its batch."""
+    def batches(self, epoch: int, start_step: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                device: torch.device = torch.device("cpu")):
+        """Yield (step, images float [b, 3, H, W], labels int64 [b]) on `device`, from start_step to the end of the
+        epoch. batch_size is the global batch; rank r of world_size N gets rows [r*b, (r+1)*b) of it (b = B/N), with
+        the same images and flips those rows have in a single-process run, so N ranks together see exactly its batch.
+        For a GPU the batch travels from pinned memory without blocking, and the built-in data's uint8 pixels are
+        converted and flipped there (4x fewer bytes to copy, no float work on the main thread); the same operations
+        in the same order on the CPU, so a CPU run is unchanged."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         steps = self.steps_per_epoch(batch_size)
         b = batch_size // world_size
         rows = slice(rank * b, (rank + 1) * b)
         index_batches = [order[s * batch_size:(s + 1) * batch_size][rows] for s in range(start_step, steps)]
+        pin = device.type == "cuda"
         if self.dataset is None:
-            loaded = ((batch_to_tensor(self.split.images[idx.numpy()]),
-                       torch.as_tensor(self.split.labels[idx.numpy()])) for idx in index_batches)
+            split = self.split
+            loaded = ((torch.from_numpy(split.images[idx.numpy()]), torch.as_tensor(split.labels[idx.numpy()]))
+                      for idx in index_batches)
         else:
             loaded = iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches],
-                                                      num_workers=self.cfg.data.workers))
+                                                      num_workers=self.cfg.data.workers, pin_memory=pin))
         for step, (images, labels) in zip(range(start_step, steps), loaded):
             flips = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
             flip = (torch.rand(batch_size, generator=flips) < 0.5)[rows]
-            yield step, random_hflip(images, flip=flip), labels.long()
+            if pin and self.dataset is None:
+                images = images.pin_memory()
+            images = images.to(device, non_blocking=True)
+            if self.dataset is None:
+                images = batch_to_tensor(images)
+            yield step, random_hflip(images, flip=flip.to(device, non_blocking=True)), labels.long().to(device)
 
 
 def synthetic_faces(cfg):

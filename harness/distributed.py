@@ -4,6 +4,7 @@ torch.distributed (no NCCL or gloo initialisation for one device)."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -44,8 +45,8 @@ def from_environment(cfg) -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     device = pick_device(cfg.train.device)
     if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        device = rank_gpu(local_rank, torch.cuda.device_count(), cfg.train.device)
+        torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     ctx = DistContext(rank, world, local_rank, device)
@@ -59,6 +60,16 @@ def from_environment(cfg) -> DistContext:
     return ctx
 
 
+def rank_gpu(local_rank: int, gpus: int, asked: str) -> torch.device:
+    """The GPU of this rank: NCCL needs one GPU per rank on a node, so a rank beyond the visible GPUs is an error
+    that names both ways out (instead of CUDA's "invalid device ordinal" or NCCL's duplicate-GPU failure)."""
+    if local_rank >= gpus:
+        raise ValueError(f"LOCAL_RANK={local_rank} needs a GPU of its own, but this node has {gpus} visible "
+                         f"(train.device={asked!r}, NCCL: one GPU per rank); start at most --nproc-per-node={gpus} "
+                         f"ranks, or train as CPU processes over gloo with --set train.device='\"cpu\"'")
+    return torch.device("cuda", local_rank)
+
+
 def check_same_config(cfg, ctx: DistContext) -> None:
     """Every rank gathers every rank's config hash, so a mismatch raises on all ranks at once (no hang)."""
     hashes = ctx.agree(cfg.fingerprint())
@@ -67,18 +78,44 @@ def check_same_config(cfg, ctx: DistContext) -> None:
                          f"rank with the same --config and --set values")
 
 
-def clip_gradients(backbone_params, head_params, max_norm: float, head_sharded: bool) -> float:
+def share_replicated_gradients(params) -> None:
+    """Replicated class centres (train.shard_centres = false): every rank computes the head's gradient from the
+    same gathered batch, but GPU kernels need not add in the same order on every rank, so the copies would drift
+    apart step by step. Rank 0's gradient is used everywhere: one broadcast of the head per step (the all-reduce
+    DDP would spend on it), bitwise the single-process gradient on the CPU."""
+    for p in params:
+        if p.grad is not None:
+            dist.broadcast(p.grad, src=0)
+
+
+def check_replicas_agree(ctx: DistContext, state: dict) -> None:
+    """Before final.pt keeps rank 0's copy of replicated centres: every rank's copy must be bitwise the same."""
+    digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                     for _, t in sorted(state.items()) if isinstance(t, torch.Tensor))).hexdigest()
+    digests = ctx.agree(digest)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the replicated head differs between ranks (digest per rank: {digests}); final.pt would "
+                           "keep rank 0's copy only")
+
+
+def clip_gradients(backbone_params, head_params, max_norm: float, head_sharded: bool) -> torch.Tensor:
     """Clip by the global gradient norm: backbone gradients are already equal on every rank, head shards are
-    not, so their squares are summed over ranks. Same rule as torch.nn.utils.clip_grad_norm_."""
-    def sq(params):
-        grads = [p.grad for p in params if p.grad is not None]
-        return torch.stack([g.float().pow(2).sum() for g in grads]).sum() if grads else torch.zeros(())
+    not, so their squares are summed over ranks. Same rule as torch.nn.utils.clip_grad_norm_. Returns the norm as
+    a tensor on the gradients' device (no host sync); a rank whose head shard has no gradient contributes a zero
+    created on that device, since NCCL all-reduces device tensors only."""
+    params = list(backbone_params) + list(head_params)
+    device = next((p.grad.device for p in params if p.grad is not None), torch.device("cpu"))
+
+    def sq(group):
+        grads = [p.grad for p in group if p.grad is not None]
+        return (torch.stack([g.float().pow(2).sum() for g in grads]).sum() if grads
+                else torch.zeros((), device=device))
     head_sq = sq(head_params)
     if head_sharded:
         dist.all_reduce(head_sq)
     total = (sq(backbone_params) + head_sq).sqrt()
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for p in list(backbone_params) + list(head_params):
+    for p in params:
         if p.grad is not None:
             p.grad.mul_(coef.to(p.grad.device))
-    return float(total)
+    return total

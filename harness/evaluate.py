@@ -31,7 +31,7 @@ def embed(backbone, images_uint8: np.ndarray, batch_size: int, device, flip: boo
     backbone.eval()
     plain, fused = [], []
     for start in range(0, len(images_uint8), batch_size):
-        x = batch_to_tensor(images_uint8[start:start + batch_size]).to(device)
+        x = batch_to_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[start:start + batch_size])).to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         e = backbone(x).float()
@@ -158,6 +158,9 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     e = eval_cfg or cfg.eval
     bins = cfg.data.eval_bins if eval_bins is None else list(eval_bins)
     dev = pick_device(device if device != "auto" else cfg.train.device)
+    # Embeddings in float32 (no autocast): evaluation numbers stay comparable across the runs' amp settings. The
+    # run's channels_last layout on a GPU only (on the CPU it would change the numbers of stored evaluations).
+    layout = {"channels_last": cfg.train.channels_last and dev.type == "cuda"}
     backbone, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     backbone.load_state_dict(ckpt["backbone"])
     backbone.to(dev)
@@ -170,7 +173,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     common = dict(fmr=e.fmr, n_boot=e.bootstrap, level=e.ci_level)
     if cfg.data.source == "synthetic":
         faces = faces or synthetic_faces(cfg)
-        plain, fused = embed(backbone, faces.eval.images, e.batch_size, dev, e.flip)
+        plain, fused = embed(backbone, faces.eval.images, e.batch_size, dev, e.flip, **layout)
         norms = np.linalg.norm(plain, axis=1)
         p = faces.pairs
         scores = cosine(fused[p.left], fused[p.right])
@@ -193,7 +196,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     for path in bins:
         name = pack_name(path)
         images, issame = read_verification_bin(path)
-        plain, fused = embed(backbone, images, e.batch_size, dev, e.flip)
+        plain, fused = embed(backbone, images, e.batch_size, dev, e.flip, **layout)
         norms = np.linalg.norm(plain, axis=1)
         scores = cosine(fused[0::2], fused[1::2])
         q_feats = fused if e.flip_for_quality else plain

@@ -60,18 +60,20 @@ def build_model(cfg: RunConfig, num_classes: int, image_size: int):
     return backbone, head
 
 
-def rng_state() -> dict:
-    """Every generator's state as plain data (numpy's as a tensor), so checkpoints load with weights_only=True."""
+def rng_state(device: torch.device) -> dict:
+    """Every generator the run draws from, as plain data (numpy's as a tensor), so checkpoints load with
+    weights_only=True. On a GPU only the run's own device's generator: a rank saves its GPU, and a resume may see
+    fewer GPUs than the run that wrote the checkpoint. A CPU run never touches CUDA (no context initialised)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     numpy_state = {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                    "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
     if isinstance(n, dict):
@@ -80,8 +82,16 @@ def set_rng_state(state: dict) -> None:
     else:                           # checkpoints written before: numpy's own tuple (loaded through NUMPY_RNG_GLOBALS)
         np.random.set_state(n)
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type != "cuda":
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+    elif "cuda" in state:           # written by an earlier suite version: one state per GPU visible then
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= len(state["cuda"]):
+            raise ValueError(f"the checkpoint holds CUDA RNG states for {len(state['cuda'])} GPU(s), none for "
+                             f"{device}; resume with the same visible GPUs (CUDA_VISIBLE_DEVICES)")
+        torch.cuda.set_rng_state(state["cuda"][index], device)
 
 
 def save_checkpoint(path: str, **state) -> None:
@@ -131,13 +141,14 @@ def git_state(cwd: str | None = None) -> tuple[str | None, list]:
     return commit, [line[3:] for line in status.splitlines() if line.strip()]
 
 
-def environment() -> dict:
-    """Package versions, git commit and machine: written next to every run's resolved config."""
+def environment(device: torch.device | None = None) -> dict:
+    """Package versions, git commit and machine: written next to every run's resolved config. The GPU's name only
+    for a run on one (reading it would start CUDA in a CPU run on a GPU machine)."""
     commit, changed = git_state()
     dirty = bool(changed) if commit else None
     commit = commit or "unknown"
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "scipy": version("scipy"), "sklearn": version("scikit-learn"), "git_commit": commit, "git_dirty": dirty,
             "machine": platform.machine(), "cpus": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cuda": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None,
             "preprocessing": PREPROCESSING}

@@ -31,9 +31,12 @@ import torch.distributed as dist  # already loaded by `import torch`; no process
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from losses.checks import NonFiniteInput
+
 from .checkpoints import CheckpointStore
 from .config import RunConfig, validate
 from .data_source import TrainSource, synthetic_faces
+from .determinism import determinism
 from .evaluate import evaluate_run, summary_line
 from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, rng_state,
                        save_checkpoint, set_rng_state)
@@ -165,6 +168,11 @@ class _Run:
 def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, evaluate: bool = True) -> dict:
     """Train (or resume) the run in cfg.out; returns {'run_dir', 'steps', 'metrics' (if evaluated)}."""
     validate(cfg)
+    with determinism(cfg.train.deterministic, pick_device(cfg.train.device)):
+        return _train(cfg, resume, faces, quiet, evaluate)
+
+
+def _train(cfg: RunConfig, resume: bool, faces, quiet: bool, evaluate: bool) -> dict:
     run = _setup(cfg, faces, verbose=not quiet)
     if getattr(run.head, "auto_band", False) and run.calibrate_step >= run.total_steps:
         raise ValueError(f"train.calibrate_at_epoch={cfg.train.calibrate_at_epoch} puts the calibration of the 'auto' "
@@ -247,7 +255,7 @@ def _restore(run: _Run, resume: bool) -> None:
         run.head.load_state_dict(ckpt["head"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], run.device)
         run.epoch, run.step_in_epoch, run.global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
         run.say(f"resuming {run.cfg.out} at epoch {run.epoch}, step {run.global_step}")
     run.last_good = (run.global_step, path)
@@ -261,7 +269,7 @@ def _write_run_info(run: _Run) -> None:
             os.remove(stale)
         atomic_json(os.path.join(run.cfg.out, "config.json"), run.cfg.to_dict())
         atomic_json(os.path.join(run.cfg.out, "environment.json"),
-                    {**environment(), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,
+                    {**environment(run.device), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,
                      "device": str(run.device), "world_size": run.world})
     line = feasibility_line(run.head)
     if line:
@@ -290,7 +298,7 @@ def _train_epoch(run: _Run, progress: _Progress) -> bool:
     """The rest of the current epoch; False when the run reached total_steps before the epoch's end."""
     cfg = run.cfg
     for step, images, labels in run.source.batches(run.epoch, run.step_in_epoch, cfg.train.batch_size,
-                                                   cfg.train.seed, run.rank, run.world):
+                                                   cfg.train.seed, run.rank, run.world, run.device):
         lr = _set_learning_rate(run)
         if getattr(run.head, "needs_calibration", False) and run.global_step >= run.calibrate_step:
             _calibrate(run)
@@ -328,18 +336,20 @@ def _set_learning_rate(run: _Run) -> float:
 def _step(run: _Run, images, labels):
     """One optimizer step on a batch; stops the run on a non-finite embedding or loss. Returns the HeadOutput."""
     cfg = run.cfg
-    images, labels = images.to(run.device, non_blocking=True), labels.to(run.device, non_blocking=True)
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     with _autocast(run.device, cfg.train.amp):
         embeddings = run.model(images)
-    if run.ctx is None and not bool(torch.isfinite(embeddings).all()):   # (under torchrun: the global loss)
+    try:   # the head's batch check is the one sync that finds non-finite embeddings (on every rank at once)
+        out = run.head(embeddings, labels)
+    except NonFiniteInput:
         _diverged("embeddings", run)
-    out = run.head(embeddings, labels)
-    if not torch.isfinite(out.loss):
+    if not torch.isfinite(out.loss):   # the step's second and last host-device sync
         _diverged(f"loss {out.loss.item()}", run)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(out.loss).backward()
+    if run.ctx and not run.head.shard:
+        _torchrun()[0].share_replicated_gradients(run.head.parameters())
     if cfg.optim.grad_clip > 0:
         _clip_gradients(run)
     run.scaler.step(run.optimizer)
@@ -429,7 +439,7 @@ def _dump(run_dir, step, out, all_logits: bool = True):
 def _state(run: _Run, head_state: dict) -> dict:
     """Everything a resume needs, plus what a reader of the checkpoint needs to use the model."""
     return {"backbone": run.backbone.state_dict(), "head": head_state, "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict(), "rng": rng_state(), "epoch": run.epoch,
+            "scaler": run.scaler.state_dict(), "rng": rng_state(run.device), "epoch": run.epoch,
             "step_in_epoch": run.step_in_epoch, "global_step": run.global_step, "config": run.cfg.to_dict(),
             "head_hparams": run.head.hparams, "num_classes": run.source.num_classes,
             "image_size": run.source.image_size, "preprocessing": run.source.preprocessing,
@@ -444,6 +454,8 @@ def _checkpoint(run: _Run) -> str:
 def _final_checkpoint(run: _Run) -> None:
     """checkpoints/final.pt by rank 0, with the head gathered (a collective: every rank calls this)."""
     head_state = run.head.full_state_dict() if run.ctx else run.head.state_dict()
+    if run.ctx and not run.head.shard:
+        _torchrun()[0].check_replicas_agree(run.ctx, head_state)
     state = _state(run, head_state)
     if run.main:
         save_checkpoint(os.path.join(run.cfg.out, "checkpoints", "final.pt"), **state)

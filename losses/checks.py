@@ -37,6 +37,10 @@ def choice(name: str, value, options) -> str:
     return value
 
 
+class NonFiniteInput(ValueError):
+    """Embeddings holding NaN or inf: a ValueError a trainer can tell apart (it is divergence, not a wrong call)."""
+
+
 def check_batch(embeddings, labels, embedding_size: int, num_classes: int) -> None:
     """Validate a (embeddings, labels) batch with a single device synchronisation on the good path."""
     if not isinstance(embeddings, torch.Tensor) or not isinstance(labels, torch.Tensor):
@@ -60,4 +64,4 @@ def check_batch(embeddings, labels, embedding_size: int, num_classes: int) -> No
         raise ValueError(f"label {offending} is outside the valid class range [0, {num_classes})")
     if bad:
         row = int(torch.nonzero(~torch.isfinite(embeddings).all(dim=1))[0, 0])
-        raise ValueError(f"embeddings contain {int(bad)} non-finite value(s) (NaN or inf), first in row {row}")
+        raise NonFiniteInput(f"embeddings contain {int(bad)} non-finite value(s) (NaN or inf), first in row {row}")

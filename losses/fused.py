@@ -70,10 +70,11 @@ class FusedMarginCE(torch.autograd.Function):
             grad_w = None
             if ctx.needs_input_grad[2]:
                 grad_w = torch.mm(grad.t(), x_unit)
-                # d/dW_j of W_j/||W_j|| removes the radial part: r_j * sum_b H_bj cos_bj * W_j
-                h_y = grad.gather(1, idx).squeeze(1)
-                correction = h_y * (cos_y - logits.gather(1, idx).squeeze(1) / s)
-                colsum = grad.mul_(logits).sum(dim=0).div_(s)
-                colsum.index_add_(0, labels, correction)
+                # d/dW_j of W_j/||W_j|| removes the radial part: r_j * sum_b H_bj cos_bj * W_j. The target column
+                # holds the margin logit, so its product is overwritten with the plain cosine's; scatter_ writes one
+                # entry per row (no accumulation, unlike index_add_, whose CUDA atomics add duplicate labels in
+                # varying order), and the column sum is a deterministic reduction.
+                h_y = grad.gather(1, idx)
+                colsum = grad.mul_(logits).scatter_(1, idx, h_y * (cos_y[:, None] * s)).sum(dim=0).div_(s)
                 grad_w.addcmul_(weight, (colsum * inv_wnorm)[:, None], value=-1.0)
         return grad_x, dn, grad_w, None, None, None

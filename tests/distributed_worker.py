@@ -127,8 +127,9 @@ def too_many_ranks_main(rank, world, store_path, out_dir, classes):
 
 def clip_main(rank, world, store_path, out_dir, max_norm):
     """Global gradient clipping with sharded centres: a stand-in backbone gradient (equal on every rank, as after
-    DDP's all-reduce) plus this rank's MagFace centre-shard gradient of step 0."""
-    from harness.distributed import clip_gradients
+    DDP's all-reduce) plus this rank's MagFace centre-shard gradient of step 0. Then replicated centres' gradients
+    shared from rank 0."""
+    from harness.distributed import clip_gradients, share_replicated_gradients
     from losses.distributed import DistributedHead
     init(rank, world, store_path)
     head = DistributedHead(make_head("magface"), shard=True)
@@ -138,6 +139,9 @@ def clip_main(rank, world, store_path, out_dir, max_norm):
     backbone = torch.nn.Parameter(torch.zeros(5))
     backbone.grad = torch.arange(5.0)
     total = clip_gradients([backbone], list(head.parameters()), max_norm, head_sharded=True)
-    torch.save({"total": total, "backbone": backbone.grad, "weight": head.weight.grad},
+    replica = torch.nn.Parameter(torch.zeros(3))       # replicated centres whose gradients came out differently
+    replica.grad = torch.full((3,), float(rank + 1))
+    share_replicated_gradients([replica])
+    torch.save({"total": total, "backbone": backbone.grad, "weight": head.weight.grad, "replica": replica.grad},
                os.path.join(out_dir, f"clip{rank}.pt"))
     dist.destroy_process_group()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from test_benchmarks_quality import ROOT
 from tiny import TINY
@@ -24,6 +25,27 @@ def test_head_speed(tmp_path):
     assert {"bare 3 matmuls", "magface", "arcface"} <= set(rows) and "magface" in out
     assert rows["bare 3 matmuls"]["time_ratio"] == 1.0
     assert all(r["median_ms"] > 0 and r["time_ratio"] > 0 for r in rows.values())
+    own = (500 * 32 + 2 * 16 * 500) * 4   # each head call makes its centres' gradient and two [B, C] buffers
+    assert all(rows[h]["peak_MiB"] * 2**20 >= own for h in ("magface", "arcface"))
+
+
+def test_head_speed_charges_each_call_on_the_asked_gpu(monkeypatch):
+    """The CUDA accounting, with torch.cuda faked: every call names the asked device (cuda:1), and the previous
+    call's gradients are dropped before the baseline is read, so freeing them never hides the new ones."""
+    from benchmarks.head_speed import Case, peak_bytes
+    events = []
+    param = torch.nn.Parameter(torch.zeros(3))
+    param.grad = torch.ones(3)
+
+    def fake(name):
+        return lambda device=None: events.append((name, device)) or 0
+    for name in ("synchronize", "reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, fake(name))
+    case = Case(lambda: events.append(("run", param.grad)), [param])
+    peak_bytes(case, torch.device("cuda", 1))
+    names = [n for n, _ in events]
+    assert names.index("memory_allocated") < names.index("run") and ("run", None) in events
+    assert all(d == torch.device("cuda", 1) for n, d in events if n != "run")
 
 
 def test_synthetic_data(tmp_path):

@@ -72,3 +72,37 @@ def test_a_released_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pretrained checkpoint .* holds more than plain data"):
         load_pretrained(str(path), "insightface", "iresnet18")
     assert not marker.exists()
+
+
+def test_cpu_run_state_never_touches_cuda(monkeypatch):
+    """A CPU run on a GPU machine saves no CUDA generator and starts no CUDA context (GPUs shown as present)."""
+    from harness.runstate import environment, rng_state, set_rng_state
+
+    def cuda_touched(*args, **kwargs):
+        raise AssertionError("CUDA was touched by a CPU run")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("get_rng_state", "get_rng_state_all", "set_rng_state", "set_rng_state_all", "get_device_name",
+                 "current_device"):
+        monkeypatch.setattr(torch.cuda, name, cuda_touched)
+    state = rng_state(torch.device("cpu"))
+    assert not any(k.startswith("cuda") for k in state)
+    set_rng_state({**state, "cuda": [torch.zeros(8, dtype=torch.uint8)]}, torch.device("cpu"))
+    assert environment(torch.device("cpu"))["cuda"] is None
+
+
+def test_gpu_rng_state_is_the_run_devices_own(monkeypatch):
+    """On a GPU the run's own device's generator is saved and restored; an older checkpoint (one state per visible
+    GPU) restores the state of the run's device, and one without it says how to resume."""
+    from harness.runstate import rng_state, set_rng_state
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.full((4,), device.index, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((int(s[0]), device.index)))
+    state = rng_state(torch.device("cuda", 1))
+    assert state["cuda_device"].tolist() == [1] * 4
+    set_rng_state(state, torch.device("cuda", 1))
+    old = {**state, "cuda": [torch.full((4,), 7, dtype=torch.uint8), torch.full((4,), 9, dtype=torch.uint8)]}
+    del old["cuda_device"]
+    set_rng_state(old, torch.device("cuda", 1))
+    assert restored == [(1, 1), (9, 1)]
+    with pytest.raises(ValueError, match="CUDA RNG states for 2 GPU.*none for cuda:3.*CUDA_VISIBLE_DEVICES"):
+        set_rng_state(old, torch.device("cuda", 3))

@@ -72,7 +72,7 @@ def test_partial_fc_on_shards(tmp_path):
         assert torch.isfinite(r["loss"]) and r["grad_w_rows"] == len(classes)
 
 
-def test_gradient_clipping_uses_the_global_norm(tmp_path):
+def test_gradient_clipping_uses_the_global_norm_and_replicas_share_rank0s_gradient(tmp_path):
     mp.start_processes(w.clip_main, args=(2, str(tmp_path / "store"), str(tmp_path), 0.5), nprocs=2,
                        start_method="spawn")
     head = w.make_head("magface")
@@ -87,3 +87,29 @@ def test_gradient_clipping_uses_the_global_norm(tmp_path):
         assert abs(r["total"] - float(total)) < 1e-4
         close(r["backbone"], backbone.grad)
     close(torch.cat([r0["weight"], r1["weight"]]), head.weight.grad)
+    assert r0["replica"].tolist() == r1["replica"].tolist() == [1.0] * 3   # rank 0's gradient on every rank
+
+
+def test_clipping_keeps_every_tensor_on_the_gradients_device(monkeypatch):
+    """A rank whose head shard got no gradient adds a zero made on the gradients' device, and the all-reduce gets a
+    device tensor (NCCL refuses CPU tensors); the norm comes back as a tensor there (no host sync). 'meta' stands
+    in for a GPU: any tensor made without a device would land on the CPU and fail the check."""
+    import harness.distributed as hd
+    reduced = []
+    monkeypatch.setattr(hd.dist, "all_reduce", lambda t: reduced.append(t.device))
+    backbone = torch.nn.Parameter(torch.zeros(5, device="meta"))
+    backbone.grad = torch.ones(5, device="meta")
+    idle_head = torch.nn.Parameter(torch.zeros(3, device="meta"))      # no gradient on this rank
+    total = hd.clip_gradients([backbone], [idle_head], 1.0, head_sharded=True)
+    assert reduced == [torch.device("meta")]
+    assert isinstance(total, torch.Tensor) and total.device.type == "meta"
+
+
+def test_a_rank_without_a_gpu_of_its_own_is_refused():
+    """NCCL needs one GPU per rank: rank 1 on a one-GPU node gets an error naming both ways out, not CUDA's
+    'invalid device ordinal'."""
+    from harness.distributed import rank_gpu
+    assert rank_gpu(1, 2, "auto") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=1 needs a GPU.*has 1 visible.*--nproc-per-node=1.*"
+                                         r"train.device='\"cpu\"'"):
+        rank_gpu(1, 1, "auto")

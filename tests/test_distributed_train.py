@@ -30,7 +30,8 @@ TRANSPORT_ERRORS = ("gloo/transport", "connectFullMesh", "Connection reset by pe
 
 
 def cmd(out, tmp_path, nproc=2, *extra):
-    base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=4", "train.checkpoint_every=1",
+    base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', 'train.device="cpu"', "train.epochs=4",
+                   "train.checkpoint_every=1",
                    "train.calibrate_at_epoch=1.0",
                    'head.params={s = 16.0, l_a = "auto", u_a = "auto", lambda_g = "auto", lambda_g_ratio = 2.0}',
                    *extra]
@@ -109,6 +110,18 @@ def test_torchrun_kill_and_resume_is_exact(tmp_path):
     assert one.returncode != 0 and "torchrun checkpoint of 2 ranks" in one.stderr
     four = subprocess.run(cmd(killed, tmp_path, 4), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert four.returncode != 0 and "written by 2 ranks, this run has 4" in four.stdout + four.stderr
+
+
+def test_torchrun_with_replicated_centres_keeps_one_head(tmp_path):
+    """train.shard_centres = false: rank 0's head gradient is broadcast each step and the copies are compared before
+    final.pt keeps rank 0's; both ranks' last checkpoints hold the same full head."""
+    out = tmp_path / "replicated"
+    run_ok(cmd(out, tmp_path, 2, "train.shard_centres=false", "train.max_steps=6"), fresh=True)
+    heads = [torch.load(out / "checkpoints" / f"step00000006.rank{r}.pt", map_location="cpu")["head"]
+             for r in range(2)]
+    assert heads[0]["inner.weight"].shape == (8, 16)
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    assert torch.equal(torch.load(out / "checkpoints" / "final.pt")["head"]["weight"], heads[0]["inner.weight"])
 
 
 def test_torchrun_refuses_a_batch_that_does_not_split(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import load_config
+from harness.config import RunConfig, load_config
 from harness.data_source import synthetic_faces
 from harness.evaluate import evaluate_run, load_eval, load_metrics
 from harness.runstate import load_checkpoint
@@ -212,3 +212,37 @@ def test_fixed_band_magface_trains_without_calibration(tmp_path, faces):
     losses = [json.loads(line)["identity_loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) and all(np.isfinite(losses))
     assert not (tmp_path / "run" / "calibration.json").exists()
+
+
+def test_deterministic_mode_trains_the_same_run_and_restores_the_switches(tmp_path, faces):
+    """On the CPU deterministic mode changes nothing (bitwise); the process-wide switches are restored afterwards;
+    it is recorded in the fingerprint only when on (stored runs keep their folders)."""
+    plain = tiny(tmp_path / "a", "train.max_steps=6")
+    strict = tiny(tmp_path / "b", "train.max_steps=6", "train.deterministic=true")
+    for cfg in (plain, strict):
+        train(cfg, faces=faces, quiet=True, evaluate=False)
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    a, b = (load_checkpoint(os.path.join(c.out, "checkpoints", "final.pt")) for c in (plain, strict))
+    assert all(torch.equal(a["backbone"][k], b["backbone"][k]) for k in a["backbone"])
+    assert torch.equal(a["head"]["weight"], b["head"]["weight"])
+    assert plain.fingerprint() != strict.fingerprint()
+    stored = os.path.join(ROOT, "results", "published", "compare_losses", "runs", "clean_magface_seed0-9fb87feaad")
+    config = json.load(open(os.path.join(stored, "config.json")))
+    assert "deterministic" not in config["train"]
+    assert RunConfig.from_dict(config).fingerprint() == json.load(open(os.path.join(stored, "sweep_run.json")))[
+        "fingerprint"]
+
+
+def test_deterministic_mode_on_a_gpu_needs_the_cublas_setting(monkeypatch):
+    from harness.determinism import determinism
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs CUBLAS_WORKSPACE_CONFIG=:4096:8.*before Python starts"):
+        with determinism(True, torch.device("cuda", 0)):
+            pass
+    assert not torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    with determinism(True, torch.device("cuda", 0)):
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    with determinism(False, torch.device("cuda", 0)):
+        assert torch.backends.cudnn.benchmark
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark

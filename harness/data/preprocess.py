@@ -34,12 +34,11 @@ def batch_to_tensor(images_nhwc_uint8) -> torch.Tensor:
 
 def random_hflip(batch_nchw: torch.Tensor, generator: torch.Generator | None = None,
                  flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Flip each image horizontally with probability 1/2 (or where the given bool mask `flip` is True)."""
+    """Flip each image horizontally with probability 1/2 (or where the given bool mask `flip` is True). A select,
+    not a masked assignment: no host sync on a GPU."""
     if flip is None:
         flip = torch.rand(batch_nchw.shape[0], generator=generator) < 0.5
-    out = batch_nchw.clone()
-    out[flip] = out[flip].flip(-1)
-    return out
+    return torch.where(flip.to(batch_nchw.device)[:, None, None, None], batch_nchw.flip(-1), batch_nchw)
 
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
