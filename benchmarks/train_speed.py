@@ -70,14 +70,18 @@ def bare_loop(cfg, faces, steps: int, device) -> list[float]:
     return times
 
 
-def harness_run(cfg, faces, steps: int, out: str) -> list[float]:
+def harness_run(cfg, faces, steps: int, out: str, device) -> tuple[list[float], int | None]:
+    """(seconds per step, peak GPU bytes of the run or None on the CPU) of a harness training run."""
     cfg.out = out
     cfg.train.max_steps = steps
     cfg.train.log_every = 1
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     train(cfg, resume=False, faces=faces, quiet=True, evaluate=False)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    return [cfg.train.batch_size / r["images_per_s"] for r in rows]
+    return [cfg.train.batch_size / r["images_per_s"] for r in rows], peak
 
 
 def main(argv=None):
@@ -100,25 +104,33 @@ def main(argv=None):
         return
     device = pick_device(cfg.train.device)
     faces = synthetic_faces(cfg)
-    harness_t, bare_t = [], []
+    harness_t, bare_t, peaks = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            harness_t += harness_run(load_config(args.config, args.set), faces, args.steps, f"{tmp}/run{r}")[5:]
+            times, peak = harness_run(load_config(args.config, args.set), faces, args.steps, f"{tmp}/run{r}", device)
+            harness_t += times[5:]
+            peaks.append(peak)
             bare_t += bare_loop(cfg, faces, args.steps, device)[5:]
     B = cfg.train.batch_size
     h, b = B / statistics.median(harness_t), B / statistics.median(bare_t)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    t = cfg.train
     print(f"training throughput: {cfg.model.backbone} + {cfg.head.name}, batch {B}, {faces.config.size}-px "
-          f"synthetic, amp={cfg.train.amp}, {args.rounds} alternating rounds x {args.steps - 5} steady steps, "
-          f"{where}, torch {torch.__version__}")
+          f"synthetic, amp={t.amp}, channels_last={t.channels_last}, compile={t.compile}, {args.rounds} "
+          f"alternating rounds x {args.steps - 5} steady steps, {where}, torch {torch.__version__}")
     print(f"{'loop':<10}{'images/s (median)':>20}")
     print(f"{'bare':<10}{b:>20.1f}")
     print(f"{'harness':<10}{h:>20.1f}")
     print(f"harness overhead: {100 * (b / h - 1):+.1f}% (target <= 10%)")
+    peak = max(peaks) if peaks[0] is not None else None
+    if peak is not None:
+        print(f"harness peak GPU memory: {peak / 2**20:.0f} MiB")
     out = output_dir(args, "train_speed")
-    atomic_json(os.path.join(out, "train_speed.json"), {"args": vars(args), "device": where, "bare_images_per_s": b,
-                                                        "harness_images_per_s": h, "overhead": b / h - 1})
+    result = {"args": vars(args), "device": where, "bare_images_per_s": b, "harness_images_per_s": h,
+              "overhead": b / h - 1, "harness_peak_MiB": None if peak is None else peak / 2**20}
+    atomic_json(os.path.join(out, "train_speed.json"), result)
     print(f"wrote {out}/train_speed.json")
+    return result
 
 
 if __name__ == "__main__":

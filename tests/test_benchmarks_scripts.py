@@ -71,3 +71,21 @@ def test_distributed_memory_falls_with_the_ranks(tmp_path):
     assert rows[1]["weight_bytes"] * 2 == rows[0]["weight_bytes"]
     assert rows[1]["logits_bytes"] * 2 == rows[0]["logits_bytes"]
     assert all(r["max_loss_gap"] < 1e-4 for r in rows) and "Glint360K" in out
+
+
+def test_gpu_check_runs_its_code_path_on_the_cpu(tmp_path):
+    """The prepared GPU check at tiny sizes: every phase runs, the crashed-and-resumed deterministic run equals the
+    uninterrupted one bitwise, and one JSON holds it all; asking for CUDA without it names the way out."""
+    out = run("benchmarks/gpu_check.py", "--device", "cpu", "--tiny", "--out", str(tmp_path / "g"),
+              "--cache", str(tmp_path / "cache"))
+    report = json.load(open(tmp_path / "g" / "gpu_check.json"))
+    phases = report["phases"]
+    assert all(p["ok"] for p in phases.values()) and phases["train_compile"]["skipped"] == "--tiny"
+    assert phases["resume"]["bitwise_equal"] and phases["resume"]["died_after_step"] == 4
+    assert {"bare 3 matmuls bfloat16", "magface"} <= {r["case"] for r in phases["head_bfloat16"]["rows"]}
+    assert phases["train"]["harness_images_per_s"] > 0 and 0 <= phases["evaluation"]["accuracy"] <= 1
+    assert "bitwise equal" in out and (tmp_path / "g" / "head_float32" / "head_speed.json").exists()
+    if not torch.cuda.is_available():
+        res = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path / "x")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and "--device cuda, but torch.cuda.is_available() is False" in res.stderr
