@@ -56,12 +56,13 @@ class TrainSource:
         for step, (images, labels) in zip(range(start_step, steps), loaded):
             flips = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
             flip = (torch.rand(batch_size, generator=flips) < 0.5)[rows]
-            if pin and self.dataset is None:
-                images = images.pin_memory()
-            images = images.to(device, non_blocking=True)
+            labels = labels.long()
+            if pin:   # a copy from pageable memory would block until the GPU finished the previous step
+                images, labels, flip = (t if t.is_pinned() else t.pin_memory() for t in (images, labels, flip))
+            images, labels, flip = (t.to(device, non_blocking=True) for t in (images, labels, flip))
             if self.dataset is None:
                 images = batch_to_tensor(images)
-            yield step, random_hflip(images, flip=flip.to(device, non_blocking=True)), labels.long().to(device)
+            yield step, random_hflip(images, flip=flip), labels
 
 
 def synthetic_faces(cfg):

@@ -4,7 +4,8 @@ Why a switch and not always on: deterministic algorithms cost speed on a GPU (cu
 kernels run slower), and the CPU is deterministic without them. With it, a killed and resumed run on one GPU ends
 bitwise where an uninterrupted one does (as on the CPU); without it, cuDNN autotunes (`cudnn.benchmark`) and a
 resumed GPU run agrees with the uninterrupted one only to rounding. cuBLAS reads its workspace setting when it
-starts, so it cannot be set from inside a running process: a missing setting is an error naming the fix.
+starts (the process's first CUDA matrix product), so the trainer does not set it behind the user's back: a missing
+setting is an error naming the fix.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ CUBLAS_VALUES = (":4096:8", ":16:8")   # the values under which cuBLAS is determ
 def check_cublas(deterministic: bool, device: torch.device) -> None:
     if deterministic and device.type == "cuda" and os.environ.get(CUBLAS_ENV) not in CUBLAS_VALUES:
         raise ValueError(f"train.deterministic = true on {device} needs {CUBLAS_ENV}=:4096:8 (or :16:8) in the "
-                         f"environment before Python starts (now {os.environ.get(CUBLAS_ENV)!r}); run "
+                         f"environment before the first CUDA call (now {os.environ.get(CUBLAS_ENV)!r}); run "
                          f"`{CUBLAS_ENV}=:4096:8 python -m harness train ...`")
 
 

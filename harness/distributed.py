@@ -88,14 +88,18 @@ def share_replicated_gradients(params) -> None:
             dist.broadcast(p.grad, src=0)
 
 
-def check_replicas_agree(ctx: DistContext, state: dict) -> None:
-    """Before final.pt keeps rank 0's copy of replicated centres: every rank's copy must be bitwise the same."""
-    digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
-                                     for _, t in sorted(state.items()) if isinstance(t, torch.Tensor))).hexdigest()
-    digests = ctx.agree(digest)
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"the replicated head differs between ranks (digest per rank: {digests}); final.pt would "
-                           "keep rank 0's copy only")
+def sync_replicas(ctx: DistContext, module: torch.nn.Module) -> bool:
+    """Replicated centres, at every checkpoint: compare every rank's head (parameters and buffers: AdaFace's and
+    MagFace's statistics are computed on each rank from the gathered batch) by digest; if the copies differ, make
+    rank 0's everyone's, so the checkpoints and final.pt hold one head. Returns whether they differed."""
+    tensors = list(module.state_dict().values())
+    digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in tensors)).hexdigest()
+    if len(set(ctx.agree(digest))) == 1:
+        return False
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t, src=0)
+    return True
 
 
 def clip_gradients(backbone_params, head_params, max_norm: float, head_sharded: bool) -> torch.Tensor:
@@ -104,7 +108,7 @@ def clip_gradients(backbone_params, head_params, max_norm: float, head_sharded: 
     a tensor on the gradients' device (no host sync); a rank whose head shard has no gradient contributes a zero
     created on that device, since NCCL all-reduces device tensors only."""
     params = list(backbone_params) + list(head_params)
-    device = next((p.grad.device for p in params if p.grad is not None), torch.device("cpu"))
+    device = params[0].device if params else torch.device("cpu")
 
     def sq(group):
         grads = [p.grad for p in group if p.grad is not None]

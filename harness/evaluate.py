@@ -34,6 +34,8 @@ def embed(backbone, images_uint8: np.ndarray, batch_size: int, device, flip: boo
         x = batch_to_tensor(torch.from_numpy(np.ascontiguousarray(images_uint8[start:start + batch_size])).to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        elif x.device.type == "cuda":
+            x = x.contiguous()
         e = backbone(x).float()
         plain.append(e.cpu())
         fused.append((e + backbone(x.flip(-1)).float()).cpu() if flip else e.cpu())
@@ -158,12 +160,14 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     e = eval_cfg or cfg.eval
     bins = cfg.data.eval_bins if eval_bins is None else list(eval_bins)
     dev = pick_device(device if device != "auto" else cfg.train.device)
-    # Embeddings in float32 (no autocast): evaluation numbers stay comparable across the runs' amp settings. The
-    # run's channels_last layout on a GPU only (on the CPU it would change the numbers of stored evaluations).
+    # Embeddings in float32 (no autocast): evaluation numbers stay comparable across the runs' amp settings. On a GPU
+    # the network takes the run's layout (channels_last or not); the CPU path stays as stored evaluations were made.
     layout = {"channels_last": cfg.train.channels_last and dev.type == "cuda"}
     backbone, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     backbone.load_state_dict(ckpt["backbone"])
     backbone.to(dev)
+    if layout["channels_last"]:
+        backbone.to(memory_format=torch.channels_last)
     out_dir = os.path.join(run_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     result = {"eval_version": EVAL_VERSION, "eval_config": dataclasses.asdict(e), "eval_bins": bins,
@@ -234,17 +238,24 @@ def summary_line(result: dict) -> str:
     return "; ".join(parts)
 
 
-def run_embeddings(run: str) -> dict:
-    """A finished run's plain (unflipped) embeddings of its synthetic evaluation images, their identities and
-    ground-truth quality, and the evaluation pairs: for analyses that need features, not scores (clustering,
-    templates)."""
+def run_embeddings(run: str, split: str = "eval") -> dict:
+    """A finished run's plain (unflipped) embeddings of its synthetic images with their identities and ground-truth
+    quality: for analyses that need features, not scores. split "eval": the unseen identities and the evaluation
+    pairs (clustering, templates); "train": the training images, their labels and the head's class centres (the
+    geometry of the trained feature space)."""
+    if split not in ("eval", "train"):
+        raise ValueError(f"split={split!r}: expected 'eval' or 'train'")
     ckpt = load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))
     faces = synthetic_faces(ckpt["config_obj"])
     backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
     backbone.load_state_dict(ckpt["backbone"])
-    plain, _ = embed(backbone, faces.eval.images, 256, "cpu", flip=False)
+    images = faces.train if split == "train" else faces.eval
+    plain, _ = embed(backbone, images.images, 256, "cpu", flip=False)
+    if split == "train":
+        return {"embeddings": plain, "labels": images.labels, "identity": images.identity, "quality": images.quality,
+                "centres": ckpt["head"]["weight"].float().numpy()}
     arrays = load_eval(run)
-    return {"embeddings": plain, "identity": faces.eval.identity, "quality": faces.eval.quality,
+    return {"embeddings": plain, "identity": images.identity, "quality": images.quality,
             "left": arrays["left"], "right": arrays["right"], "issame": arrays["issame"]}
 
 

@@ -308,3 +308,45 @@ def tuning_figure(trials: list, objective: str, tuned: list, untuned: list, *met
             ax.set_ylim(max(0.0, min(values) - 5), min(100.0, max(values) + 3))
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def geometry_figure(panels: dict, title: str = ""):
+    """Paper Figs. 1-2 on a trained 2-D feature space, one column per head. Top: the features coloured by identity,
+    larger and more opaque with higher ground-truth quality, each class centre drawn as a ray from the origin.
+    Bottom: magnitude against the cosine to the own centre, coloured by quality (MagFace's band [l_a, u_a] dashed).
+    panels: head -> {embeddings [N, 2], labels [N], quality [N], centres [C, 2], cos [N], magnitude [N], band}."""
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 9.6), constrained_layout=True,
+                             squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for col, (head, p) in enumerate(panels.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        x, labels, q = p["embeddings"], p["labels"], p["quality"]
+        rgba = np.array([colours(int(c) % 10) for c in labels])
+        rgba[:, 3] = 0.15 + 0.8 * q
+        top.scatter(x[:, 0], x[:, 1], s=3 + 30 * q ** 2, c=rgba, linewidths=0)
+        reach = 1.08 * np.max(np.linalg.norm(x, axis=1))
+        for c, w in enumerate(p["centres"]):
+            end = reach * w / np.linalg.norm(w)
+            top.plot([0, end[0]], [0, end[1]], "--", color=colours(c % 10), lw=1.2)
+            top.plot(*end, marker="*", ms=13, color=colours(c % 10), mec="black", mew=0.6)
+        top.plot(0, 0, "k+", ms=10)
+        top.set_aspect("equal")
+        top.set_xlabel("feature 1")
+        top.set_ylabel("feature 2")
+        top.set_title(f"{head}: training features (colour: identity; size and opacity: quality; ★ class centre)",
+                      fontsize=9)
+        points = bottom.scatter(p["cos"], p["magnitude"], c=q, cmap="viridis", s=6, vmin=0, vmax=1, alpha=0.8)
+        if p.get("band"):
+            for level in p["band"]:
+                bottom.axhline(level, color="grey", ls="--", lw=1)
+        rho_q = spearmanr(q, p["magnitude"])[0]
+        rho_c = spearmanr(p["cos"], p["magnitude"])[0]
+        bottom.set_title(f"{head}: Spearman ρ(quality, ‖f‖) = {rho_q:+.2f}, ρ(cos θ_y, ‖f‖) = {rho_c:+.2f}",
+                         fontsize=9)
+        bottom.set_xlabel("cos θ_y to own class centre  (near the boundary → near the centre)")
+        bottom.set_ylabel("feature magnitude ‖f‖" + ("  (dashed: calibrated band)" if p.get("band") else ""))
+        bottom.grid(alpha=0.3)
+    fig.colorbar(points, ax=axes[1, :].tolist(), label="ground-truth quality", shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

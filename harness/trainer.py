@@ -338,6 +338,8 @@ def _step(run: _Run, images, labels):
     cfg = run.cfg
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
+    elif run.device.type == "cuda":   # the uint8 NHWC pixels come out channels_last-strided; NCHW as the weights are
+        images = images.contiguous()
     with _autocast(run.device, cfg.train.amp):
         embeddings = run.model(images)
     try:   # the head's batch check is the one sync that finds non-finite embeddings (on every rank at once)
@@ -448,14 +450,21 @@ def _state(run: _Run, head_state: dict) -> dict:
 
 def _checkpoint(run: _Run) -> str:
     """The resumable checkpoint (one per rank under torchrun); returns its path."""
+    _sync_replicas(run)
     return run.store.save(run.global_step, **_state(run, run.head.state_dict()))
+
+
+def _sync_replicas(run: _Run) -> None:
+    """Replicated centres: one head on every rank before it is saved (see harness.distributed.sync_replicas)."""
+    if run.ctx and not run.head.shard and _torchrun()[0].sync_replicas(run.ctx, run.head):
+        run.say(f"warning: the ranks' copies of the replicated head differed at step {run.global_step}; rank 0's "
+                "copy now holds on every rank (GPU arithmetic that differs between ranks)")
 
 
 def _final_checkpoint(run: _Run) -> None:
     """checkpoints/final.pt by rank 0, with the head gathered (a collective: every rank calls this)."""
+    _sync_replicas(run)
     head_state = run.head.full_state_dict() if run.ctx else run.head.state_dict()
-    if run.ctx and not run.head.shard:
-        _torchrun()[0].check_replicas_agree(run.ctx, head_state)
     state = _state(run, head_state)
     if run.main:
         save_checkpoint(os.path.join(run.cfg.out, "checkpoints", "final.pt"), **state)

@@ -129,7 +129,7 @@ def clip_main(rank, world, store_path, out_dir, max_norm):
     """Global gradient clipping with sharded centres: a stand-in backbone gradient (equal on every rank, as after
     DDP's all-reduce) plus this rank's MagFace centre-shard gradient of step 0. Then replicated centres' gradients
     shared from rank 0."""
-    from harness.distributed import clip_gradients, share_replicated_gradients
+    from harness.distributed import DistContext, clip_gradients, share_replicated_gradients, sync_replicas
     from losses.distributed import DistributedHead
     init(rank, world, store_path)
     head = DistributedHead(make_head("magface"), shard=True)
@@ -142,6 +142,13 @@ def clip_main(rank, world, store_path, out_dir, max_norm):
     replica = torch.nn.Parameter(torch.zeros(3))       # replicated centres whose gradients came out differently
     replica.grad = torch.full((3,), float(rank + 1))
     share_replicated_gradients([replica])
-    torch.save({"total": total, "backbone": backbone.grad, "weight": head.weight.grad, "replica": replica.grad},
+    drifted = torch.nn.BatchNorm1d(3)                  # a replicated head whose copies drifted apart
+    with torch.no_grad():
+        drifted.weight.fill_(rank + 1.0)
+        drifted.running_mean.fill_(rank + 5.0)
+    ctx = DistContext(rank, world, rank, torch.device("cpu"))
+    synced = [sync_replicas(ctx, drifted), sync_replicas(ctx, drifted)]
+    torch.save({"total": total, "backbone": backbone.grad, "weight": head.weight.grad, "replica": replica.grad,
+                "drifted": drifted.state_dict(), "synced": synced},
                os.path.join(out_dir, f"clip{rank}.pt"))
     dist.destroy_process_group()

@@ -85,6 +85,7 @@ def test_gpu_check_runs_its_code_path_on_the_cpu(tmp_path):
     assert {"bare 3 matmuls bfloat16", "magface"} <= {r["case"] for r in phases["head_bfloat16"]["rows"]}
     assert phases["train"]["harness_images_per_s"] > 0 and 0 <= phases["evaluation"]["accuracy"] <= 1
     assert "bitwise equal" in out and (tmp_path / "g" / "head_float32" / "head_speed.json").exists()
+    assert not list((tmp_path / "g").rglob("*.pt")), "the resume runs' checkpoints belong in a temporary folder"
     if not torch.cuda.is_available():
         res = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path / "x")], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)

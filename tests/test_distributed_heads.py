@@ -88,6 +88,9 @@ def test_gradient_clipping_uses_the_global_norm_and_replicas_share_rank0s_gradie
         close(r["backbone"], backbone.grad)
     close(torch.cat([r0["weight"], r1["weight"]]), head.weight.grad)
     assert r0["replica"].tolist() == r1["replica"].tolist() == [1.0] * 3   # rank 0's gradient on every rank
+    for r in (r0, r1):   # drifted copies: rank 0's parameters and buffers everywhere; then nothing to do
+        assert r["synced"] == [True, False]
+        assert r["drifted"]["weight"].tolist() == [1.0] * 3 and r["drifted"]["running_mean"].tolist() == [5.0] * 3
 
 
 def test_clipping_keeps_every_tensor_on_the_gradients_device(monkeypatch):

@@ -30,8 +30,7 @@ TRANSPORT_ERRORS = ("gloo/transport", "connectFullMesh", "Connection reset by pe
 
 
 def cmd(out, tmp_path, nproc=2, *extra):
-    base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', 'train.device="cpu"', "train.epochs=4",
-                   "train.checkpoint_every=1",
+    base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=4", "train.checkpoint_every=1",
                    "train.calibrate_at_epoch=1.0",
                    'head.params={s = 16.0, l_a = "auto", u_a = "auto", lambda_g = "auto", lambda_g_ratio = 2.0}',
                    *extra]
@@ -113,8 +112,8 @@ def test_torchrun_kill_and_resume_is_exact(tmp_path):
 
 
 def test_torchrun_with_replicated_centres_keeps_one_head(tmp_path):
-    """train.shard_centres = false: rank 0's head gradient is broadcast each step and the copies are compared before
-    final.pt keeps rank 0's; both ranks' last checkpoints hold the same full head."""
+    """train.shard_centres = false: rank 0's head gradient is broadcast each step and the copies are compared at
+    every checkpoint; both ranks' last checkpoints and final.pt hold the same full head."""
     out = tmp_path / "replicated"
     run_ok(cmd(out, tmp_path, 2, "train.shard_centres=false", "train.max_steps=6"), fresh=True)
     heads = [torch.load(out / "checkpoints" / f"step00000006.rank{r}.pt", map_location="cpu")["head"]

@@ -1,0 +1,182 @@
+"""Is the trained feature space cone-shaped (paper Figs. 1-2)? ArcFace and MagFace with a 2-D embedding, side by side.
+
+The toy of the paper's Fig. 2: 6 identities of the built-in data (ground-truth quality known), a 2-D embedding, the
+same data, seeds and budget for both heads (configs/sweeps/geometry.toml, through the sweep runner). For every
+training image of the final model: its magnitude a = ||f||, the cosine to its own class centre, and its quality.
+The paper's claims, each a Spearman correlation per run, averaged over seeds with a t interval:
+- rho(quality, a) > 0 under MagFace (high quality at large magnitude, low quality near the origin; Fig. 2d), and
+  larger than under ArcFace, whose magnitude is unconstrained (Fig. 2a): paired by seed, MagFace minus ArcFace;
+- rho(quality, cos) > 0 (high quality near the centre, low quality near the boundary; both heads);
+- rho(cos, a) > 0 under MagFace (Fig. 1b's inset: the magnitude grows with the cosine to the centre).
+Each run also reports its angular training accuracy (share of images nearest their own centre), so a head that did
+not train is seen before it is compared.
+
+    python benchmarks/geometry.py            # 2 heads x 5 seeds, about 5 minutes on 2 cores
+    python benchmarks/geometry.py --quick    # 2 seeds, fewer epochs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from harness.cli import add_output_args, add_sweep_args, benchmark_spec, publish_result, run_benchmark_sweep
+from harness.evaluate import run_embeddings
+from harness.plots import geometry_figure, publish_figure
+from harness.publish import run_folder
+from harness.runstate import atomic_json, atomic_npz
+from harness.stats import interval_verdict, mean_ci, paired_difference
+from harness.sweep import write_csv
+
+SPEC = "configs/sweeps/geometry.toml"
+MEASURES = {"rho_quality_magnitude": ("quality", "magnitude"), "rho_quality_cos": ("quality", "cos"),
+            "rho_cos_magnitude": ("cos", "magnitude")}
+CLAIMS = {"rho_quality_magnitude": "high quality at large magnitude (MagFace; Fig. 2d)",
+          "rho_quality_cos": "high quality near the class centre (Fig. 2d)",
+          "rho_cos_magnitude": "magnitude grows with the cosine to the centre (Fig. 1b)"}
+FEATURES_FILE = "geometry_features.npz"
+
+
+def feature_geometry(features: dict) -> dict:
+    """Per training image: magnitude, cosine to its own class centre, quality; plus whether its nearest centre (by
+    angle) is its own."""
+    x, labels = features["embeddings"], features["labels"]
+    magnitude = np.linalg.norm(x, axis=1)
+    centres = features["centres"] / np.linalg.norm(features["centres"], axis=1, keepdims=True)
+    cosines = (x / np.maximum(magnitude, 1e-12)[:, None]) @ centres.T
+    return {**features, "magnitude": magnitude, "cos": cosines[np.arange(len(labels)), labels],
+            "nearest_own": cosines.argmax(axis=1) == labels}
+
+
+def run_measures(g: dict) -> dict:
+    row = {name: float(spearmanr(g[a], g[b])[0]) for name, (a, b) in MEASURES.items()}
+    row.update(angular_train_accuracy=float(g["nearest_own"].mean()), magnitude_median=float(np.median(g["magnitude"])),
+               images=int(len(g["labels"])))
+    return row
+
+
+def summarise(rows: list, reference: str = "magface") -> list:
+    """Per head and measure: the mean over seeds with its t interval and a sign verdict; for the other heads, the
+    reference head minus this head paired by seed, with its interval, verdict and the smallest detectable effect."""
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    by = {h: {r["seed"]: r for r in rows if r["head"] == h} for h in heads}
+    out = []
+    for head in heads:
+        for name, claim in CLAIMS.items():
+            mean, low, high = mean_ci([r[name] for r in by[head].values()])
+            row = {"head": head, "measure": name, "claim": claim, "seeds": len(by[head]), "mean": mean,
+                   "ci_low": low, "ci_high": high,
+                   "sign": interval_verdict(low, high, "positive", "negative", "not distinguishable from 0")}
+            if head != reference and reference in by:
+                seeds = sorted(set(by[head]) & set(by[reference]))
+                d = paired_difference([by[reference][s][name] for s in seeds], [by[head][s][name] for s in seeds])
+                verdict = d["verdict"].replace("better", f"higher under {reference}").replace(
+                    "worse", f"lower under {reference}")
+                row.update({f"{reference}_minus_this": d["diff"], "diff_ci_low": d["diff_ci_low"],
+                            "diff_ci_high": d["diff_ci_high"], "diff_verdict": verdict,
+                            "diff_detectable": d["detectable"]})
+            out.append(row)
+    return out
+
+
+def measure_runs(out: str, runs: list) -> tuple[list, dict]:
+    """The per-run measures and, for the figure, the geometry arrays of every run (keyed head_seedN)."""
+    rows, arrays = [], {}
+    for r in runs:
+        g = feature_geometry(run_embeddings(run_folder(out, r), split="train"))
+        band = [r.get("calibrated_l_a"), r.get("calibrated_u_a")]
+        rows.append({"head": r["head"], "seed": r["seed"], **run_measures(g),
+                     "train_cos_median": r.get("train_cos_median"), "margin_span_share": r.get("margin_span_share"),
+                     "band_low": band[0], "band_high": band[1], "run": r["run"]})
+        for key in ("embeddings", "labels", "quality", "centres", "cos", "magnitude"):
+            arrays[f"{r['head']}_seed{r['seed']}_{key}"] = g[key]
+    return rows, arrays
+
+
+def panels(out: str, seed: int | None = None) -> dict:
+    """The figure's panels from OUT/geometry_features.npz and the per-run table: the first seed of each head."""
+    with open(os.path.join(out, "geometry_quality.json")) as f:
+        rows = json.load(f)["runs"]
+    seed = min(r["seed"] for r in rows) if seed is None else seed
+    with np.load(os.path.join(out, FEATURES_FILE)) as z:
+        found = {}
+        for r in rows:
+            if r["seed"] != seed:
+                continue
+            key = f"{r['head']}_seed{seed}"
+            found[r["head"]] = {k: z[f"{key}_{k}"] for k in ("embeddings", "labels", "quality", "centres", "cos",
+                                                              "magnitude")}
+            found[r["head"]]["band"] = [b for b in (r["band_low"], r["band_high"]) if b is not None]
+    return found
+
+
+def figure(out: str, seed: int | None = None):
+    p = panels(out, seed)
+    with open(os.path.join(out, "geometry_quality.json")) as f:
+        stored = json.load(f)
+    first = stored["runs"][0]
+    return geometry_figure(p, title=f"Trained 2-D feature space, {first['images']} training images of "
+                                    f"{len(p[next(iter(p))]['centres'])} identities, seed "
+                                    f"{seed if seed is not None else min(r['seed'] for r in stored['runs'])} "
+                                    "(the paper's Figs. 1-2)")
+
+
+def load_tables(out: str) -> tuple[list, list]:
+    path = os.path.join(out, "geometry_quality.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no results in {out}; run python benchmarks/geometry.py first")
+    with open(path) as f:
+        stored = json.load(f)
+    return stored["runs"], stored["summary"]
+
+
+def print_tables(rows: list, summary: list) -> None:
+    print(f"{'head':<9}{'seed':>5}{'rho(q, a)':>11}{'rho(q, cos)':>13}{'rho(cos, a)':>13}{'angular acc':>13}"
+          f"{'median a':>10}{'margin span':>13}")
+    for r in rows:
+        span = "" if r["margin_span_share"] is None else f"{100 * r['margin_span_share']:.0f} %"
+        print(f"{r['head']:<9}{r['seed']:>5}{r['rho_quality_magnitude']:>+11.3f}{r['rho_quality_cos']:>+13.3f}"
+              f"{r['rho_cos_magnitude']:>+13.3f}{100 * r['angular_train_accuracy']:>12.1f}%"
+              f"{r['magnitude_median']:>10.2f}{span:>13}")
+    print(f"\n{'head':<9}{'measure':<24}{'mean [95 % t CI] over seeds':<32}{'sign':<28}"
+          f"{'MagFace minus this [95 % CI]: verdict'}")
+    for s in summary:
+        ci = f"{s['mean']:+.3f} [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]" if s["ci_low"] is not None else \
+            f"{s['mean']:+.3f}"
+        diff = (f"{s['magface_minus_this']:+.3f} [{s['diff_ci_low']:+.3f}, {s['diff_ci_high']:+.3f}]: "
+                f"{s['diff_verdict']}" if s.get("diff_ci_low") is not None else "")
+        print(f"{s['head']:<9}{s['measure']:<24}{ci:<32}{s['sign']:<28}{diff}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_sweep_args(ap, SPEC)
+    add_output_args(ap, "geometry")
+    args = ap.parse_args(argv)
+    if args.data:
+        raise SystemExit("error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data "
+                         "(no --data)")
+    spec = benchmark_spec(args, SPEC)
+    result = run_benchmark_sweep(args, spec, describe=lambda r: f"{r['head']} seed {r['seed']}")
+    if result is None:   # --dry-run or --prune
+        return
+    if result.runs[0].cfg.model.embedding_size != 2:
+        print(f"note: a {result.runs[0].cfg.model.embedding_size}-D embedding; the figure shows its first two "
+              "coordinates only")
+    rows, arrays = measure_runs(result.out, result.rows)
+    summary = summarise(rows)
+    atomic_npz(os.path.join(result.out, FEATURES_FILE), **arrays)
+    atomic_json(os.path.join(result.out, "geometry_quality.json"), {"runs": rows, "summary": summary})
+    write_csv(os.path.join(result.out, "geometry_quality.csv"), rows)
+    write_csv(os.path.join(result.out, "geometry_quality_summary.csv"), summary)
+    print_tables(rows, summary)
+    publish_figure(figure(result.out), result.out, "geometry.png", args.figures, args.quick)
+    print(f"figure and tables in {result.out}")
+    publish_result(args, result)
+
+
+if __name__ == "__main__":
+    main()
