@@ -4,7 +4,9 @@ then draw the paper's quality figures from the stored arrays.
 Figures (in OUT and figures/): magnitude vs ground-truth quality per head; MagFace magnitude histograms per
 quality quartile; evaluation images ordered by MagFace magnitude; magnitude vs target cosine in the last
 training batch (Fig. 3); error-versus-reject curves on MagFace's scores with pairs ranked by MagFace's
-magnitude, ArcFace's and AdaFace's norms, the ground-truth quality (the ideal) and at random.
+magnitude, ArcFace's and AdaFace's norms, SER-FIQ on MagFace's network and image sharpness (the paper's Fig. 6
+baselines that need no other trained model; harness/quality_estimators.py), the ground-truth quality (the ideal)
+and at random.
 The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweep: reused when finished,
 never deleted by another configuration). Tables: OUT/quality_vs_magnitude.csv (one row per run), OUT/erc.csv (areas
 with CIs and paired differences to MagFace's magnitude) and OUT/magnitude_vs_quality.csv (rho per head and its paired
@@ -31,7 +33,8 @@ from harness.evaluate import load_eval
 from harness.plots import (GRID_SHAPE, erc_curves, grid_pick, magnitude_histograms, magnitude_vs_cosine,
                            magnitude_vs_quality, publish_figure, sorted_image_grid)
 from harness.publish import run_folder
-from harness.runstate import atomic_json, atomic_npz
+from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
+from harness.runstate import atomic_json, atomic_npz, build_model, load_checkpoint
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
@@ -78,7 +81,9 @@ def load_results(out):
     scores, issame = mag.get("quality_scores", mag["scores"]), mag["issame"]   # unflipped unless eval.flip_for_quality
     pair_q = lambda n: np.minimum(n[mag["left"]], n[mag["right"]])  # noqa: E731
     estimates = {"MagFace magnitude": pair_q(mag["norms"]), "ArcFace norm": pair_q(ev["arcface"]["norms"]),
-                 "AdaFace norm": pair_q(ev["adaface"]["norms"]), "ground-truth quality (ideal)": mag["pair_quality_gt"],
+                 "AdaFace norm": pair_q(ev["adaface"]["norms"]),
+                 **{name: pair_q(q) for name, q in other_estimates(out).items()},
+                 "ground-truth quality (ideal)": mag["pair_quality_gt"],
                  "random": np.random.default_rng(0).random(len(scores))}
     curves, erc_rows = {title: {} for title in PROTOCOLS.values()}, []
     for name, q in estimates.items():
@@ -103,6 +108,30 @@ def load_results(out):
 
 
 IMAGE_GRID = "images_by_magnitude.npz"   # the evaluation images the grid figure shows, so it redraws without the data
+ESTIMATES = "quality_estimates.npz"      # per evaluation image: the other quality estimators' scores
+ESTIMATOR_NAMES = {"serfiq": f"SER-FIQ (MagFace network; m={SERFIQ_PASSES}; p={SERFIQ_DROPOUT})",   # no commas:
+                   "sharpness": "sharpness (variance of the Laplacian)"}              # report row keys
+
+
+def save_quality_estimates(out: str, magface_run: str) -> None:
+    """SER-FIQ on MagFace's own network (the "same model" variant) and the images' sharpness, per evaluation image
+    (harness.quality_estimators), stored so the figures and notebooks redraw without the network or the data."""
+    with open(os.path.join(magface_run, "config.json")) as f:
+        faces = synthetic_faces(RunConfig.from_dict(json.load(f)))
+    ckpt = load_checkpoint(os.path.join(magface_run, "checkpoints", "final.pt"))
+    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
+    backbone.load_state_dict(ckpt["backbone"])
+    atomic_npz(os.path.join(out, ESTIMATES), serfiq=serfiq(backbone, faces.eval.images),
+               sharpness=laplacian_sharpness(faces.eval.images))
+
+
+def other_estimates(out: str) -> dict:
+    """The stored estimators' per-image scores by display name ({} for results made before they existed)."""
+    path = os.path.join(out, ESTIMATES)
+    if not os.path.isfile(path):
+        return {}
+    with np.load(path) as z:
+        return {ESTIMATOR_NAMES[k]: z[k] for k in ESTIMATOR_NAMES if k in z.files}
 
 
 def save_image_grid(out: str, magface_run: str) -> None:
@@ -142,7 +171,9 @@ def main(argv=None):
         return
     if result.runs[0].cfg.data.source != "synthetic":
         raise SystemExit("error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data")
-    save_image_grid(result.out, next(r.folder for r in result.runs if r.cfg.head.name == "magface"))
+    magface_run = next(r.folder for r in result.runs if r.cfg.head.name == "magface")
+    save_image_grid(result.out, magface_run)
+    save_quality_estimates(result.out, magface_run)
     res = load_results(result.out)
     for name, fig in quality_figures(res).items():
         publish_figure(fig, result.out, name, args.figures, args.quick)
@@ -224,18 +255,18 @@ def print_tables(res):
                   f"{ci(r, 'rho_diff', 1, '+.3f')}: {r['rho_verdict']} (same images, identity resamples)")
     print(f"Error versus discard at FMR={ERC_FMR:g} on MagFace's scores (lower is better; 95 % CIs over identities "
           "where computed):")
-    print(f"  {'quality estimate':<30}{'ERC area (MagFace protocol)':>34}{'EDC area (ISO)':>16}"
+    print(f"  {'quality estimate':<42}{'ERC area (MagFace protocol)':>34}{'EDC area (ISO)':>16}"
           f"{'EDC pAUC20 (ISO)':>30}")
     for r in res["erc_rows"]:
         fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
-        print(f"  {r['quality estimate']:<30}{fmt(r['erc_area_magface']):>14}{ci(r, 'erc_area_magface'):<20}"
+        print(f"  {r['quality estimate']:<42}{fmt(r['erc_area_magface']):>14}{ci(r, 'erc_area_magface'):<20}"
               f"{fmt(r['edc_area_iso']):>16}{fmt(r['edc_pauc_20']):>14}{ci(r, 'edc_pauc_20'):<16}")
     paired = [r for r in res["erc_rows"] if "erc_area_magface_verdict" in r]
     if paired:
         print("  paired with MagFace's magnitude on the same identity resamples (estimate minus MagFace):")
     for r in paired:
         signed = lambda v: "n/a" if v is None or v != v else f"{v:+.4f}"  # noqa: E731   (NaN: stored as null)
-        print(f"  {r['quality estimate']:<30}" + "; ".join(
+        print(f"  {r['quality estimate']:<42}" + "; ".join(
             f"{name} {signed(r.get(f'{k}_diff_vs_magface'))}{ci(r, f'{k}_diff', 1, '+.4f')} {r.get(f'{k}_verdict')}"
             for k, name in (("erc_area_magface", "ERC"), ("edc_pauc_20", "pAUC20"))))
 

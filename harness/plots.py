@@ -160,8 +160,9 @@ def erc_curves(panels: dict, fmr: float, title: str):
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), constrained_layout=True,
                              squeeze=False)
     for ax, (panel, curves) in zip(axes[0], panels.items()):
-        for (name, (fractions, fnmr)), colour, ls in zip(curves.items(), PALETTE, ["-", "-", "-", "--", ":", "-."]):
-            ax.plot(100 * np.asarray(fractions), fnmr, ls, color=colour, lw=1.8, label=name)
+        for i, (name, (fractions, fnmr)) in enumerate(curves.items()):
+            ls = "--" if "ideal" in name else ":" if name == "random" else "-"
+            ax.plot(100 * np.asarray(fractions), fnmr, ls, color=PALETTE[i % len(PALETTE)], lw=1.8, label=name)
         ax.set_xlabel("share discarded, lowest quality first (%)")
         ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
         ax.set_title(panel, fontsize=10)
