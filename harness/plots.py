@@ -312,42 +312,42 @@ def tuning_figure(trials: list, objective: str, tuned: list, untuned: list, *met
 
 
 def geometry_figure(panels: dict, title: str = ""):
-    """Paper Figs. 1-2 on a trained 2-D feature space, one column per head. Top: the features coloured by identity,
-    larger and more opaque with higher ground-truth quality, each class centre drawn as a ray from the origin.
-    Bottom: magnitude against the cosine to the own centre, coloured by quality (MagFace's band [l_a, u_a] dashed).
-    panels: head -> {embeddings [N, 2], labels [N], quality [N], centres [C, 2], cos [N], magnitude [N], band}."""
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 9.6), constrained_layout=True,
+    """Paper Figs. 1-2 on a trained feature space, one column per head. Top, the cone view of the paper's schematics:
+    every training image at (a sin θ, a cos θ), a its magnitude and θ its angle to its own class centre (all classes
+    folded onto one vertical centre line), coloured by ground-truth quality. Bottom: magnitude against quality.
+    MagFace's calibrated band [l_a, u_a] dashed. panels: head -> {quality [N], cos [N], magnitude [N], band}."""
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 9.4), constrained_layout=True,
                              squeeze=False)
-    colours = plt.get_cmap("tab10")
+    reach = 1.05 * max(float(np.max(p["magnitude"])) for p in panels.values())
     for col, (head, p) in enumerate(panels.items()):
         top, bottom = axes[0, col], axes[1, col]
-        x, labels, q = p["embeddings"], p["labels"], p["quality"]
-        rgba = np.array([colours(int(c) % 10) for c in labels])
-        rgba[:, 3] = 0.15 + 0.8 * q
-        top.scatter(x[:, 0], x[:, 1], s=3 + 30 * q ** 2, c=rgba, linewidths=0)
-        reach = 1.08 * np.max(np.linalg.norm(x, axis=1))
-        for c, w in enumerate(p["centres"]):
-            end = reach * w / np.linalg.norm(w)
-            top.plot([0, end[0]], [0, end[1]], "--", color=colours(c % 10), lw=1.2)
-            top.plot(*end, marker="*", ms=13, color=colours(c % 10), mec="black", mew=0.6)
-        top.plot(0, 0, "k+", ms=10)
+        q, a = p["quality"], p["magnitude"]
+        theta = np.arccos(np.clip(p["cos"], -1, 1))
+        order = np.argsort(q)                                   # high quality drawn last (on top)
+        points = top.scatter((a * np.sin(theta))[order], (a * np.cos(theta))[order], c=q[order], cmap="viridis",
+                             s=7, vmin=0, vmax=1, alpha=0.8)
+        top.plot([0, 0], [0, reach], "k--", lw=1)
+        top.plot(0, reach, marker="*", ms=14, color="crimson", mec="black", mew=0.6, label="own class centre")
+        for level in p.get("band") or []:
+            arc = np.linspace(0, np.pi, 100)
+            top.plot(level * np.sin(arc), level * np.cos(arc), color="grey", ls=":", lw=1)
+        top.set_xlim(0, 0.75 * reach)
+        top.set_ylim(min(0.0, float(np.min(a * np.cos(theta)))) - 0.3, 1.04 * reach)
         top.set_aspect("equal")
-        top.set_xlabel("feature 1")
-        top.set_ylabel("feature 2")
-        top.set_title(f"{head}: training features (colour: identity; size and opacity: quality; ★ class centre)",
-                      fontsize=9)
-        points = bottom.scatter(p["cos"], p["magnitude"], c=q, cmap="viridis", s=6, vmin=0, vmax=1, alpha=0.8)
-        if p.get("band"):
-            for level in p["band"]:
-                bottom.axhline(level, color="grey", ls="--", lw=1)
-        rho_q = spearmanr(q, p["magnitude"])[0]
-        rho_c = spearmanr(p["cos"], p["magnitude"])[0]
-        bottom.set_title(f"{head}: Spearman ρ(quality, ‖f‖) = {rho_q:+.2f}, ρ(cos θ_y, ‖f‖) = {rho_c:+.2f}",
-                         fontsize=9)
-        bottom.set_xlabel("cos θ_y to own class centre  (near the boundary → near the centre)")
-        bottom.set_ylabel("feature magnitude ‖f‖" + ("  (dashed: calibrated band)" if p.get("band") else ""))
+        top.set_xlabel("a · sin θ  (away from the centre line)")
+        top.set_ylabel("a · cos θ  (along the own class centre)")
+        top.legend(loc="lower right", fontsize=8)
+        rho_c = spearmanr(p["cos"], a)[0]
+        top.set_title(f"{head}: cone view, θ = angle to own centre; ρ(cos θ, a) = {rho_c:+.2f}", fontsize=9)
+        bottom.scatter(q, a, c=q, cmap="viridis", s=6, vmin=0, vmax=1, alpha=0.6)
+        for level in p.get("band") or []:
+            bottom.axhline(level, color="grey", ls="--", lw=1)
+        bottom.set_title(f"{head}: ρ(quality, a) = {spearmanr(q, a)[0]:+.2f}, ρ(quality, cos θ) = "
+                         f"{spearmanr(q, p['cos'])[0]:+.2f}", fontsize=9)
+        bottom.set_xlabel("ground-truth quality")
+        bottom.set_ylabel("feature magnitude a = ‖f‖" + ("  (dashed: calibrated band)" if p.get("band") else ""))
         bottom.grid(alpha=0.3)
-    fig.colorbar(points, ax=axes[1, :].tolist(), label="ground-truth quality", shrink=0.8)
+    fig.colorbar(points, ax=axes[0, :].tolist(), label="ground-truth quality", shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

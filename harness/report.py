@@ -46,6 +46,8 @@ TABLES = {
     "theory": ("theory/theory.json", ("quantity",)),
     "clustering": ("clustering/clustering.csv", ("head", "method", "discard", "discard_by")),
     "templates": ("templates/templates.csv", ("head", "weighting")),
+    "geometry": ("geometry/geometry_quality_summary.csv", ("selection", "head", "measure")),
+    "geometry_runs": ("geometry/geometry_quality.csv", ("head", "seed")),
     "tuning": ("compare_losses_tuned/tuning_best.csv", ("head",)),
     "tuned": ("compare_losses_tuned/compare_losses_tuned_summary.csv", ("condition", "head")),
     "tuned_runs": ("compare_losses_tuned/compare_losses_tuned.csv", ("condition", "head", "seed")),

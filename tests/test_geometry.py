@@ -22,15 +22,19 @@ def test_geometry_measures_angles_to_the_own_centre_and_their_ranks():
 
 
 def test_summary_pairs_seeds_and_says_when_it_cannot_tell():
-    rows = [{"head": h, "seed": s, "rho_quality_magnitude": v, "rho_quality_cos": 0.1, "rho_cos_magnitude": -v}
+    rows = [{"head": h, "seed": s, "rho_quality_magnitude": v, "rho_quality_cos": 0.1, "rho_cos_magnitude": -v,
+             "angular_train_accuracy": 0.5 if (h, s) == ("arcface", 2) else 1.0}
             for h, vals in (("magface", [0.5, 0.6, 0.55]), ("arcface", [0.0, 0.1, 0.02]), ("softmax", [0.3]))
             for s, v in enumerate(vals)]
-    summary = {(r["head"], r["measure"]): r for r in summarise(rows)}
+    out = summarise(rows)
+    summary = {(r["head"], r["measure"]): r for r in out if r["selection"] == "all"}
+    trained = [r for r in out if r["selection"] == "trained"]          # seed 0 only: softmax has no seed 1
+    assert {r["seed_list"] for r in trained} == {"0"} and all(r["seeds"] == 1 for r in trained)
     assert summary["magface", "rho_quality_magnitude"]["sign"] == "positive"
     assert summary["magface", "rho_cos_magnitude"]["sign"] == "negative"
     assert summary["arcface", "rho_quality_magnitude"]["sign"] == "not distinguishable from 0"
     arc = summary["arcface", "rho_quality_magnitude"]
-    assert arc["magface_minus_this"] == pytest.approx(0.51) and arc["diff_verdict"] == "higher under magface"
+    assert arc["diff_vs_magface"] == pytest.approx(-0.51) and arc["diff_verdict"] == "lower than under magface"
     one = summary["softmax", "rho_quality_magnitude"]                  # one seed: no interval, no verdict
     assert one["sign"] == "not computable" and one["diff_verdict"].startswith("not computable")
 
@@ -40,17 +44,16 @@ def test_geometry_benchmark_end_to_end(tmp_path):
     from benchmarks import geometry   # noqa: PLC0415  (trains: only this test)
     sets = [s for s in TINY if not s.startswith("model.embedding_size")] + [
         "train.epochs=2", "train.calibrate_at_epoch=0.5", f'data.cache_dir="{tmp_path / "cache"}"']
-    geometry.main(["--quick", "--seeds", "0,1", "--out", str(tmp_path / "g"), "--figures", "",
+    geometry.main(["--quick", "--seeds", "0", "--out", str(tmp_path / "g"), "--figures", "",
                    *[a for s in sets for a in ("--set", s)]])
     stored = json.load(open(tmp_path / "g" / "geometry_quality.json"))
-    assert sorted((r["head"], r["seed"]) for r in stored["runs"]) == [("arcface", 0), ("arcface", 1),
-                                                                       ("magface", 0), ("magface", 1)]
+    assert sorted((r["head"], r["seed"]) for r in stored["runs"]) == [("arcface", 0), ("magface", 0)]
     assert all(-1 <= r["rho_quality_magnitude"] <= 1 and r["images"] == 80 for r in stored["runs"])
     assert {(s["head"], s["measure"]) for s in stored["summary"]} == {
         (h, m) for h in ("arcface", "magface") for m in ("rho_quality_magnitude", "rho_quality_cos",
                                                          "rho_cos_magnitude")}
     with np.load(tmp_path / "g" / "geometry_features.npz") as z:
-        assert z["magface_seed0_embeddings"].shape == (80, 2) and z["arcface_seed1_centres"].shape == (8, 2)
+        assert z["magface_seed0_embeddings"].shape == (80, 8) and z["arcface_seed0_centres"].shape == (8, 8)
     assert (tmp_path / "g" / "geometry.png").stat().st_size > 20_000
     with pytest.raises(SystemExit, match="ground-truth quality"):
         geometry.main(["--data", str(tmp_path), "--out", str(tmp_path / "x")])

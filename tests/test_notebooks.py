@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow   # starts kernels: deselect with -m "not slow"
 
 NOTEBOOKS = sorted(FIGURES.glob("*.ipynb"))
 FIGURES_DRAWN = {"theory": 4, "ablation": 1, "quality_vs_magnitude": 4, "erc": 1, "loss_comparison": 1,
-                 "clustering": 1, "templates": 1, "fair_comparison": 1}
+                 "clustering": 1, "templates": 1, "fair_comparison": 1, "geometry": 1}
 PIXEL_TOLERANCE = 0.01   # mean absolute difference on [0, 1] RGBA: another FreeType/matplotlib build may move text
 
 
