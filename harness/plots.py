@@ -315,7 +315,8 @@ def geometry_figure(panels: dict, title: str = ""):
     """Paper Figs. 1-2 on a trained feature space, one column per head. Top, the cone view of the paper's schematics:
     every training image at (a sin θ, a cos θ), a its magnitude and θ its angle to its own class centre (all classes
     folded onto one vertical centre line), coloured by ground-truth quality. Bottom: magnitude against quality.
-    MagFace's calibrated band [l_a, u_a] dashed. panels: head -> {quality [N], cos [N], magnitude [N], band}."""
+    MagFace's calibrated band [l_a, u_a]: dotted arcs (top), dashed lines (bottom).
+    panels: head -> {quality [N], cos [N], magnitude [N], band}."""
     fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 9.4), constrained_layout=True,
                              squeeze=False)
     reach = 1.05 * max(float(np.max(p["magnitude"])) for p in panels.values())

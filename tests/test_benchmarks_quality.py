@@ -29,8 +29,8 @@ def test_quality_benchmark_runs_and_reuses(tmp_path):
     names = [r["quality estimate"] for r in erc]
     assert names[3].startswith("SER-FIQ (MagFace network") and names[4].startswith("sharpness")
     assert names[5] == "ground-truth quality (ideal)"
-    with np.load(tmp_path / "q" / "quality_estimates.npz") as z:   # per evaluation image, SER-FIQ in (0, 1]
-        assert z["serfiq"].shape == z["sharpness"].shape and np.all((z["serfiq"] > 0) & (z["serfiq"] <= 1))
+    with np.load(tmp_path / "q" / "quality_estimates.npz") as z:   # per evaluation image, and not constant
+        assert z["serfiq"].shape == z["sharpness"].shape and z["serfiq"].std() > 0 and z["sharpness"].std() > 0
     assert all(0 <= float(r["edc_area_iso"]) <= 1 and 0 <= float(r["edc_pauc_20"]) <= 0.2 for r in erc)
     for name in ("magnitude_vs_quality", "magface_histograms", "images_by_magnitude", "magnitude_vs_cosine", "erc"):
         assert (tmp_path / "fig" / f"qvm_{name}_quick.png").stat().st_size > 15_000, name
