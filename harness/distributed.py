@@ -43,6 +43,7 @@ def from_environment(cfg) -> DistContext:
     world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    check_world(cfg, world)   # before any process group: every rank refuses at once, nothing to hang on
     device = pick_device(cfg.train.device)
     if device.type == "cuda":
         device = rank_gpu(local_rank, torch.cuda.device_count(), cfg.train.device)
@@ -51,13 +52,17 @@ def from_environment(cfg) -> DistContext:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     ctx = DistContext(rank, world, local_rank, device)
     check_same_config(cfg, ctx)
+    return ctx
+
+
+def check_world(cfg, world: int) -> None:
+    """What a config must satisfy to run on `world` ranks."""
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
                          f"the world size {world}")
     if cfg.train.amp == "fp16":
         raise ValueError("train.amp='fp16' under torchrun is not supported (the loss scaler's overflow check is "
                          "per rank, so ranks could skip different steps); use 'bf16'")
-    return ctx
 
 
 def rank_gpu(local_rank: int, gpus: int, asked: str) -> torch.device:

@@ -28,3 +28,16 @@ def refused(capsys, monkeypatch):
         assert exc.value.code not in (0, None), f"{argv} did not fail"
         return f"{exc.value.code if isinstance(exc.value.code, str) else ''}\n{capsys.readouterr().err}"
     return run
+
+
+@pytest.fixture(scope="session")
+def qvm_quick_runs(tmp_path_factory):
+    """The quality benchmark's --quick runs at the tiny size, trained once per session: the clustering and templates
+    benchmarks read them (neither writes into the folder)."""
+    from benchmarks import quality_vs_magnitude   # noqa: PLC0415  (heavy import: only the tests that use it)
+    from tiny import TINY   # noqa: PLC0415  (tests/ joins sys.path when this file is imported, not before)
+    root = tmp_path_factory.mktemp("qvm_quick")
+    sets = TINY + ["train.epochs=2", f'data.cache_dir="{root / "cache"}"']
+    quality_vs_magnitude.main(["--quick", "--out", str(root / "qvm"), "--figures", "",
+                               *[a for s in sets for a in ("--set", s)]])
+    return root / "qvm"

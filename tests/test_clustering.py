@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from harness.clustering import bcubed, bcubed_items, cluster, nmi
-from tiny import TINY
 
 
 def test_bcubed_by_hand():
@@ -34,11 +33,9 @@ def test_methods_refuse_bad_input():
 
 
 @pytest.mark.slow
-def test_clustering_benchmark_on_quick_runs(tmp_path):
-    from benchmarks import clustering, quality_vs_magnitude   # noqa: PLC0415  (heavy imports: only this test)
-    tiny = [a for s in TINY + ["train.epochs=2", f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)]
-    quality_vs_magnitude.main(["--quick", "--out", str(tmp_path / "qvm"), "--figures", "", *tiny])
-    clustering.main(["--runs", str(tmp_path / "qvm"), "--out", str(tmp_path / "clu"), "--figures", "",
+def test_clustering_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
+    from benchmarks import clustering   # noqa: PLC0415  (heavy imports: only this test)
+    clustering.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "clu"), "--figures", "",
                      "--fractions", "0,0.25"])
     rows = json.load(open(tmp_path / "clu" / "clustering.json"))["rows"]
     heads = {r["head"] for r in rows}

@@ -129,10 +129,16 @@ def test_torchrun_with_replicated_centres_keeps_one_head(tmp_path):
     assert torch.equal(torch.load(out / "checkpoints" / "final.pt")["head"]["weight"], heads[0]["inner.weight"])
 
 
-def test_torchrun_refuses_a_batch_that_does_not_split(tmp_path):
-    res = subprocess.run(cmd(tmp_path / "run", tmp_path, 2, "train.batch_size=15"), cwd=ROOT, env=ENV,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode != 0 and "must be divisible by the world size 2" in res.stdout + res.stderr
+def test_torchrun_refuses_a_batch_that_does_not_split_and_fp16(monkeypatch):
+    """Checked from torchrun's variables before any process group starts (so every rank refuses at once)."""
+    from harness.config import load_config   # noqa: PLC0415  (only this test builds a config)
+    from harness.distributed import from_environment   # noqa: PLC0415  (imports torch.distributed code)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="must be divisible by the world size 2"):
+        from_environment(load_config(None, TINY + ["train.batch_size=15"]))
+    with pytest.raises(ValueError, match="fp16.*use 'bf16'"):
+        from_environment(load_config(None, TINY + ['train.amp="fp16"']))
 
 
 def test_ranks_with_different_configs_fail_together(tmp_path):

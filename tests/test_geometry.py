@@ -39,7 +39,8 @@ def test_summary_pairs_seeds_and_says_when_it_cannot_tell(capsys):
     assert one["sign"] == "not computable" and one["diff_verdict"].startswith("not computable")
     rows = [r for r in rows if r["head"] != "softmax"]
     assert trained_seeds(rows) == [0, 1] and trained_seeds(rows, threshold=1.01) == []
-    none_trained = [{**r, "angular_train_accuracy": 0.2} for r in rows]
+    none_trained = [{**r, "angular_train_accuracy": 0.2, "magnitude_median": 5.0, "margin_span_share": None}
+                    for r in rows]
     print_tables(none_trained, summarise(none_trained))               # no trained seed: printed as n/a, no crash
     assert "n/a (no seed)" in capsys.readouterr().out
 

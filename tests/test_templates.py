@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from benchmarks.templates import aggregate, split_templates, template_pairs
-from tiny import TINY
 
 
 def test_templates_split_each_identity_in_two_and_pairs_cover_all():
@@ -30,11 +29,9 @@ def test_aggregation_weights_unit_embeddings_and_ignores_their_scale():
 
 
 @pytest.mark.slow
-def test_templates_benchmark_on_quick_runs(tmp_path):
-    from benchmarks import quality_vs_magnitude, templates   # noqa: PLC0415  (heavy imports: only this test)
-    tiny = [a for s in TINY + ["train.epochs=2", f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)]
-    quality_vs_magnitude.main(["--quick", "--out", str(tmp_path / "qvm"), "--figures", "", *tiny])
-    templates.main(["--runs", str(tmp_path / "qvm"), "--out", str(tmp_path / "tpl"), "--figures", ""])
+def test_templates_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
+    from benchmarks import templates   # noqa: PLC0415  (heavy imports: only this test)
+    templates.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "tpl"), "--figures", ""])
     rows = json.load(open(tmp_path / "tpl" / "templates.json"))["rows"]
     assert len(rows) == 4 * 3 and {r["weighting"] for r in rows} == {"mean", "magnitude", "ground_truth"}
     for r in rows:
