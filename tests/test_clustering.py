@@ -46,4 +46,24 @@ def test_clustering_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
         if r["discard"] == 0:
             assert r["bcubed_f_ci_low"] <= r["bcubed_f"] <= r["bcubed_f_ci_high"]
     assert all("f_verdict" in r for r in rows if r["discard"] == 0 and r["head"] != "magface")
+    for r in (r for r in rows if r["discard_by"] == "magnitude"):   # the discard's gain over the random control
+        random = next(x for x in rows if x["head"] == r["head"] and x["discard_by"] == "random")
+        assert r["gain_vs_random"] == pytest.approx(r["bcubed_f"] - random["bcubed_f"])
+        assert r["gain_ci_low"] <= r["gain_ci_high"] and r["gain_verdict"]
     assert (tmp_path / "clu" / "clustering.png").stat().st_size > 10_000
+
+
+def test_discard_gain_pairs_the_two_clusterings_on_the_same_identities():
+    from benchmarks.clustering import discard_gain, identity_resamples   # noqa: PLC0415  (sklearn: only here)
+    identity = np.repeat([0, 1, 2, 3], 3)
+    drop_last = np.zeros(12, bool)
+    drop_last[[2, 5]] = True
+    kept = identity[~drop_last]
+    resamples = identity_resamples(identity, 50)
+    same = discard_gain(identity, {"magnitude": (drop_last, kept), "random": (drop_last, kept)}, resamples)
+    assert same["gain_vs_random"] == 0 and same["gain_ci_low"] == same["gain_ci_high"] == 0
+    worse = kept.copy()
+    worse[:4] = 0                                                    # identities 0 and 1 merged in the control
+    gain = discard_gain(identity, {"magnitude": (drop_last, kept), "random": (drop_last, worse)}, resamples)
+    assert gain["gain_vs_random"] == pytest.approx(1 - bcubed(kept, worse)["f"])
+    assert gain["gain_ci_high"] > 0 and gain["gain_ci_low"] >= 0
