@@ -40,6 +40,7 @@ CLAIMS = {"rho_quality_magnitude": "high quality at large magnitude (MagFace; Fi
           "rho_quality_cos": "high quality near the class centre (Fig. 2d)",
           "rho_cos_magnitude": "magnitude grows with the cosine to the centre (Fig. 1b)"}
 FEATURES_FILE = "geometry_features.npz"
+DISPLAY = {"magface": "MagFace", "arcface": "ArcFace"}   # head names as verdicts print them
 # A run "trained" when this share of its training images lies nearest its own class centre. Set after the first
 # full run, in which two of five seeds stopped at 70-80 % for both heads: claims are also read on the seeds where
 # every head trained, next to all seeds (both reported; all seeds are the primary reading, the trained seeds an
@@ -93,8 +94,9 @@ def summarise(rows: list, reference: str = "magface") -> list:
                     paired = sorted(set(by[head]) & set(by[reference]))
                     d = paired_difference([by[head][s][name] for s in paired],
                                           [by[reference][s][name] for s in paired])
-                    verdict = d["verdict"].replace("better", f"higher than under {reference}").replace(
-                        "worse", f"lower than under {reference}")
+                    shown = DISPLAY.get(reference, reference)
+                    verdict = d["verdict"].replace("better", f"higher than under {shown}").replace(
+                        "worse", f"lower than under {shown}")
                     row.update({f"diff_vs_{reference}": d["diff"], "diff_ci_low": d["diff_ci_low"],
                                 "diff_ci_high": d["diff_ci_high"], "diff_verdict": verdict,
                                 "diff_detectable": d["detectable"]})

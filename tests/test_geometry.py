@@ -34,7 +34,7 @@ def test_summary_pairs_seeds_and_says_when_it_cannot_tell(capsys):
     assert summary["magface", "rho_cos_magnitude"]["sign"] == "negative"
     assert summary["arcface", "rho_quality_magnitude"]["sign"] == "not distinguishable from 0"
     arc = summary["arcface", "rho_quality_magnitude"]
-    assert arc["diff_vs_magface"] == pytest.approx(-0.51) and arc["diff_verdict"] == "lower than under magface"
+    assert arc["diff_vs_magface"] == pytest.approx(-0.51) and arc["diff_verdict"] == "lower than under MagFace"
     one = summary["softmax", "rho_quality_magnitude"]                  # one seed: no interval, no verdict
     assert one["sign"] == "not computable" and one["diff_verdict"].startswith("not computable")
     rows = [r for r in rows if r["head"] != "softmax"]
