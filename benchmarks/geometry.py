@@ -25,7 +25,7 @@ import os
 import numpy as np
 from scipy.stats import spearmanr
 
-from harness.cli import add_output_args, add_sweep_args, benchmark_spec, publish_result, run_benchmark_sweep
+from harness.cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
 from harness.evaluate import run_embeddings
 from harness.plots import geometry_figure, publish_figure
 from harness.publish import run_folder
@@ -181,11 +181,7 @@ def main(argv=None):
     add_sweep_args(ap, SPEC)
     add_output_args(ap, "geometry")
     args = ap.parse_args(argv)
-    if args.data:
-        raise SystemExit("error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data "
-                         "(no --data)")
-    spec = benchmark_spec(args, SPEC)
-    result = run_benchmark_sweep(args, spec, describe=lambda r: f"{r['head']} seed {r['seed']}")
+    result = run_quality_sweep(args, SPEC, describe=lambda r: f"{r['head']} seed {r['seed']}")
     if result is None:   # --dry-run or --prune
         return
     rows, arrays = measure_runs(result.out, result.rows)

@@ -75,13 +75,13 @@ def overrides(args, *groups) -> list[str]:
     return sets
 
 
-def phase_data(args, out) -> dict:
+def phase_data(args) -> dict:
     cfg = load_config(CONFIG, overrides(args, DATA, EVAL_DATA, MODEL, RUN))
     faces = synthetic_faces(cfg)
     return {"train_images": len(faces.train.labels), "size": faces.config.size}
 
 
-def phase_environment(args, out) -> dict:
+def phase_environment(args) -> dict:
     device = torch.device(args.device)
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device)}
     if device.type == "cuda":
@@ -149,7 +149,7 @@ def phase_resume(args, out) -> dict:
             "tensors_differing": len(differ), "largest_difference": largest, "run": straight.out}
 
 
-def phase_evaluation(args, out, run_dir) -> dict:
+def phase_evaluation(args, run_dir) -> dict:
     t0 = time.perf_counter()
     metrics = evaluate_run(run_dir, device=args.device)
     m = metrics["sets"]["synthetic"]
@@ -241,15 +241,15 @@ def main(argv=None):
         os.environ[CUBLAS_ENV] = CUBLAS_VALUES[0]   # before CUDA starts in this process; children inherit it
     os.makedirs(args.out, exist_ok=True)
     check = Check(args, argv)
-    check.run("data", lambda: phase_data(args, args.out))
-    check.run("environment", lambda: phase_environment(args, args.out))
+    check.run("data", lambda: phase_data(args))
+    check.run("environment", lambda: phase_environment(args))
     check.run("head_float32", lambda: phase_head(args, args.out, "float32"))
     check.run("head_bfloat16", lambda: phase_head(args, args.out, "bfloat16"))
     check.run("train", lambda: phase_train(args, args.out, compile_=False))
     with tempfile.TemporaryDirectory() as scratch:   # the checkpoints stay out of OUT: it keeps JSON only
         resume = check.run("resume", lambda: phase_resume(args, scratch))
         if resume["ok"] and not resume.get("skipped"):
-            check.run("evaluation", lambda: phase_evaluation(args, args.out, resume["run"]))
+            check.run("evaluation", lambda: phase_evaluation(args, resume["run"]))
     if args.tiny or args.skip_compile:   # last: the slowest and least certain phase
         check.record("train_compile", {"ok": True, "skipped": "--tiny" if args.tiny else "--skip-compile",
                                        "seconds": 0.0})

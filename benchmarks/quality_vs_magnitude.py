@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from harness import metrics
-from harness.cli import add_output_args, add_sweep_args, benchmark_spec, publish_result, run_benchmark_sweep
+from harness.cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
 from harness.config import RunConfig
 from harness.data_source import synthetic_faces
 from harness.diagnostics import optimum_curve
@@ -34,7 +34,7 @@ from harness.plots import (GRID_SHAPE, erc_curves, grid_pick, magnitude_histogra
                            magnitude_vs_quality, publish_figure, sorted_image_grid)
 from harness.publish import run_folder
 from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
-from harness.runstate import atomic_json, atomic_npz, build_model, load_checkpoint
+from harness.runstate import atomic_json, atomic_npz, run_backbone
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
@@ -116,11 +116,8 @@ ESTIMATOR_NAMES = {"serfiq": f"SER-FIQ (MagFace network; m={SERFIQ_PASSES}; p={S
 def save_quality_estimates(out: str, magface_run: str) -> None:
     """SER-FIQ on MagFace's own network (the "same model" variant) and the images' sharpness, per evaluation image
     (harness.quality_estimators), stored so the figures and notebooks redraw without the network or the data."""
-    with open(os.path.join(magface_run, "config.json")) as f:
-        faces = synthetic_faces(RunConfig.from_dict(json.load(f)))
-    ckpt = load_checkpoint(os.path.join(magface_run, "checkpoints", "final.pt"))
-    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
-    backbone.load_state_dict(ckpt["backbone"])
+    backbone, ckpt = run_backbone(magface_run)
+    faces = synthetic_faces(ckpt["config_obj"])
     atomic_npz(os.path.join(out, ESTIMATES), serfiq=serfiq(backbone, faces.eval.images),
                sharpness=laplacian_sharpness(faces.eval.images))
 
@@ -162,15 +159,9 @@ def main(argv=None):
     add_sweep_args(ap, SPEC)
     add_output_args(ap, "quality_vs_magnitude")
     args = ap.parse_args(argv)
-    if args.data:
-        raise SystemExit("error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data "
-                         "(no --data)")
-    spec = benchmark_spec(args, SPEC)
-    result = run_benchmark_sweep(args, spec, describe=lambda r: f"{r['head']} acc {r['accuracy']:.3f}")
+    result = run_quality_sweep(args, SPEC, describe=lambda r: f"{r['head']} acc {r['accuracy']:.3f}")
     if result is None:   # --dry-run or --prune
         return
-    if result.runs[0].cfg.data.source != "synthetic":
-        raise SystemExit("error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data")
     magface_run = next(r.folder for r in result.runs if r.cfg.head.name == "magface")
     save_image_grid(result.out, magface_run)
     save_quality_estimates(result.out, magface_run)

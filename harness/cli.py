@@ -141,6 +141,18 @@ def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
         raise SystemExit(f"error: {exc}")
 
 
+def run_quality_sweep(args, spec_path: str, describe=None):
+    """run_benchmark_sweep for a benchmark that needs ground-truth quality, i.e. the built-in synthetic data: --data,
+    or a --config on other data, is refused. None after --dry-run or --prune."""
+    refusal = "error: this benchmark needs ground-truth quality, i.e. the built-in synthetic data"
+    if args.data:
+        raise SystemExit(f"{refusal} (no --data)")
+    result = run_benchmark_sweep(args, benchmark_spec(args, spec_path), describe=describe)
+    if result is not None and result.runs[0].cfg.data.source != "synthetic":
+        raise SystemExit(refusal)
+    return result
+
+
 def add_publish_args(ap) -> None:
     ap.add_argument("--publish", action="store_true", help="when finished, copy the tables (and the arrays the "
                                                            "figures need) to results/published/ with provenance")

@@ -23,7 +23,7 @@ from .data.folders import IMAGE_EXTENSIONS
 from .data.preprocess import PREPROCESSING
 from .evaluate import cosine, set_metrics
 from .models.pretrained import load_pretrained
-from .runstate import atomic_json, build_model, load_checkpoint
+from .runstate import atomic_json, run_backbone
 
 
 def image_paths(root: str) -> list:
@@ -42,9 +42,7 @@ def image_paths(root: str) -> list:
 def load_network(checkpoint: str, format: str, backbone: str | None = None, embedding_size: int = 512):
     """(network in eval mode, its preprocessing with `size`) for a release or a run folder of this suite."""
     if format == "run":
-        ckpt = load_checkpoint(os.path.join(checkpoint, "checkpoints", "final.pt"))
-        model, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
-        model.load_state_dict(ckpt["backbone"])
+        model, ckpt = run_backbone(checkpoint)
         return model.eval(), dict(ckpt.get("preprocessing", PREPROCESSING), size=ckpt["image_size"])
     if not backbone:
         raise ValueError(f"--format {format} needs --backbone (the released network's depth, e.g. iresnet100)")

@@ -18,7 +18,7 @@ from .config import pack_name
 from .data_source import synthetic_faces
 from .diagnostics import training_diagnostics
 from .stats import interval_verdict
-from .runstate import atomic_json, atomic_npz, build_model, load_checkpoint, pick_device
+from .runstate import atomic_json, atomic_npz, pick_device, run_backbone
 
 
 EVAL_VERSION = 5   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
@@ -155,18 +155,16 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     """Evaluate the checkpoint of a run on its evaluation data with the run's evaluation settings and verification
     packs (or `eval_cfg`, `eval_bins`); writes RUN/eval/ (replacing an earlier evaluation: it is regenerated from
     the checkpoint in seconds) and returns the metrics."""
-    ckpt = load_checkpoint(os.path.join(run_dir, "checkpoints", checkpoint))
+    backbone, ckpt = run_backbone(run_dir, checkpoint)
     cfg = ckpt["config_obj"]
     e = eval_cfg or cfg.eval
     bins = cfg.data.eval_bins if eval_bins is None else list(eval_bins)
     dev = pick_device(device if device != "auto" else cfg.train.device)
     # Embeddings in float32 (no autocast): evaluation numbers stay comparable across the runs' amp settings. On a GPU
     # the network takes the run's layout (channels_last or not); the CPU path stays as stored evaluations were made.
-    layout = {"channels_last": cfg.train.channels_last and dev.type == "cuda"}
-    backbone, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
-    backbone.load_state_dict(ckpt["backbone"])
+    channels_last = cfg.train.channels_last and dev.type == "cuda"
     backbone.to(dev)
-    if layout["channels_last"]:
+    if channels_last:
         backbone.to(memory_format=torch.channels_last)
     out_dir = os.path.join(run_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -177,7 +175,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     common = dict(fmr=e.fmr, n_boot=e.bootstrap, level=e.ci_level)
     if cfg.data.source == "synthetic":
         faces = faces or synthetic_faces(cfg)
-        plain, fused = embed(backbone, faces.eval.images, e.batch_size, dev, e.flip, **layout)
+        plain, fused = embed(backbone, faces.eval.images, e.batch_size, dev, e.flip, channels_last)
         norms = np.linalg.norm(plain, axis=1)
         p = faces.pairs
         scores = cosine(fused[p.left], fused[p.right])
@@ -200,7 +198,7 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
     for path in bins:
         name = pack_name(path)
         images, issame = read_verification_bin(path)
-        plain, fused = embed(backbone, images, e.batch_size, dev, e.flip, **layout)
+        plain, fused = embed(backbone, images, e.batch_size, dev, e.flip, channels_last)
         norms = np.linalg.norm(plain, axis=1)
         scores = cosine(fused[0::2], fused[1::2])
         q_feats = fused if e.flip_for_quality else plain
@@ -245,10 +243,8 @@ def run_embeddings(run: str, split: str = "eval") -> dict:
     geometry of the trained feature space)."""
     if split not in ("eval", "train"):
         raise ValueError(f"split={split!r}: expected 'eval' or 'train'")
-    ckpt = load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))
+    backbone, ckpt = run_backbone(run)
     faces = synthetic_faces(ckpt["config_obj"])
-    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
-    backbone.load_state_dict(ckpt["backbone"])
     images = faces.train if split == "train" else faces.eval
     plain, _ = embed(backbone, images.images, 256, "cpu", flip=False)
     if split == "train":

@@ -60,6 +60,14 @@ def build_model(cfg: RunConfig, num_classes: int, image_size: int):
     return backbone, head
 
 
+def run_backbone(run_dir: str, checkpoint: str = "final.pt"):
+    """(backbone with its trained weights, the checkpoint) of a run folder of this suite."""
+    ckpt = load_checkpoint(os.path.join(run_dir, "checkpoints", checkpoint))
+    backbone, _ = build_model(ckpt["config_obj"], ckpt["num_classes"], ckpt["image_size"])
+    backbone.load_state_dict(ckpt["backbone"])
+    return backbone, ckpt
+
+
 def rng_state(device: torch.device) -> dict:
     """Every generator the run draws from, as plain data (numpy's as a tensor), so checkpoints load with
     weights_only=True. On a GPU only the run's own device's generator: a rank saves its GPU, and a resume may see
