@@ -173,7 +173,7 @@ def print_tables(rows: list, summary: list) -> None:
                 f"{s['diff_verdict']}" if s.get("diff_ci_low") is not None else s.get("diff_verdict", ""))
         print(f"{s['selection']:<9}{s['head']:<9}{s['measure']:<24}{ci:<32}{s['sign']:<28}{diff}")
     print(f"seeds 'trained': those where every head has >= {TRAINED:.0%} of its training images nearest its own "
-          f"centre: {next((s['seed_list'] for s in summary if s['selection'] == 'trained'), '')}")
+          f"centre: {next((s['seed_list'] for s in summary if s['selection'] == 'trained'), '') or 'none'}")
 
 
 def main(argv=None):
