@@ -19,7 +19,7 @@ from .publish import publish
 from .report import report
 from .models import build_backbone
 from .sweep import load_spec, run_spec
-from .trainer import train
+from .trainer import TrainingDiverged, train
 
 
 def describe(cfg) -> str:
@@ -51,6 +51,7 @@ def describe(cfg) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m harness", description="Train and evaluate margin heads.")
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train (or resume) a run")
     tr.add_argument("--config", help="TOML file (may name a `base` file it overrides)")
@@ -102,6 +103,8 @@ def main(argv=None):
     ev.add_argument("--eval-bins", default="", help="with --format: comma-separated verification packs (.bin)")
     ev.add_argument("--out", help="with --format: folder for metrics.json and the per-pack arrays")
     ev.add_argument("--device", default="auto")
+    for parser in sub.choices.values():   # also accepted after the command (python -m harness train ... --debug)
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
         if args.command == "train":
@@ -150,7 +153,13 @@ def main(argv=None):
                 if not args.run:
                     ev.error("give --run RUN_FOLDER (a run of this suite) or --format with a released --checkpoint")
                 print(summary_line(evaluate_run(args.run, args.checkpoint or "final.pt", device=args.device)))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, TrainingDiverged) as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, TrainingDiverged):
+            sys.exit(f"error: training diverged: {exc}.\nWhat to try: a lower optim.lr, a warm-up "
+                     "(optim.warmup_epochs), gradient clipping (optim.grad_clip), or train.amp='none'. New settings "
+                     "are a new run (another fingerprint: give another --out). Add --debug for the traceback.")
         sys.exit(f"error: {exc}")
 
 

@@ -9,10 +9,9 @@ The checkpoint folder must be shared by the ranks (one machine, or a shared file
 from __future__ import annotations
 
 import glob
-import json
 import os
 
-from .runstate import atomic_json, save_checkpoint
+from .runstate import atomic_json, read_json, save_checkpoint
 
 
 class CheckpointStore:
@@ -55,8 +54,7 @@ class CheckpointStore:
         return path
 
     def _read_pointer(self) -> dict:
-        with open(self.pointer) as f:
-            return json.load(f)
+        return read_json(self.pointer, "checkpoint pointer", "resume with --no-resume to start over")
 
     def save(self, step: int, **state) -> str:
         if self.ctx is None:

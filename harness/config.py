@@ -303,22 +303,53 @@ def _validate_split(cfg: RunConfig) -> None:
                          "a validation pack; leave at least one for the test numbers")
 
 
+# (section, key): (lowest, highest, lowest included, highest included, what the range means). Every value must be a
+# finite number in its range; the errors name key, value and range.
+RANGES = {
+    ("train", "epochs"): (1, math.inf, True, False, ""), ("train", "batch_size"): (1, math.inf, True, False, ""),
+    ("train", "log_every"): (1, math.inf, True, False, ""),
+    ("train", "checkpoint_every"): (1, math.inf, True, False, ""),
+    ("train", "dump_every"): (0, math.inf, True, False, " (0 disables dumps)"),
+    ("train", "max_steps"): (0, math.inf, True, False, " (0: run all epochs)"),
+    ("train", "seed"): (0, 2**63 - 1, True, True, ""),
+    ("train", "calibrate_at_epoch"): (0, math.inf, False, False, " (epochs before MagFace's 'auto' band is measured)"),
+    ("model", "embedding_size"): (1, math.inf, True, False, ""), ("model", "width"): (1, math.inf, True, False, ""),
+    ("model", "dropout"): (0, 1, True, False, ""), ("data", "workers"): (0, math.inf, True, False, ""),
+    ("optim", "lr"): (0, math.inf, False, False, ""), ("optim", "momentum"): (0, 1, True, False, ""),
+    ("optim", "weight_decay"): (0, math.inf, True, False, ""), ("optim", "gamma"): (0, math.inf, False, False, ""),
+    ("optim", "warmup_epochs"): (0, math.inf, True, False, ""), ("optim", "power"): (0, math.inf, False, False, ""),
+    ("optim", "grad_clip"): (0, math.inf, True, False, " (0 disables clipping)"),
+    ("eval", "batch_size"): (1, math.inf, True, False, ""),
+}
+
+
+def _validate_ranges(cfg: RunConfig) -> None:
+    for (section, key), (low, high, low_in, high_in, note) in RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        inside = (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and inside):
+            span = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}".replace("inf", "infinity")
+            raise ValueError(f"config key {section}.{key}={value!r} must be a finite number in {span}{note}")
+    if not cfg.out or not str(cfg.out).strip():
+        raise ValueError("config key out='': give the run folder (--out DIR or --set out=\"DIR\")")
+
+
+def _validate_milestones(milestones: list) -> None:
+    bad = [m for m in milestones if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)
+           or m < 0]
+    if bad:
+        raise ValueError(f"config key optim.milestones={milestones!r}: expected epochs (numbers >= 0), got {bad}")
+    if sorted(milestones) != list(milestones):
+        raise ValueError(f"config key optim.milestones={milestones} must be increasing")
+
+
 def validate(cfg: RunConfig) -> None:
     """Impossible values fail here, before any data is touched, naming the key."""
     for (section, key), options in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in options:
             raise ValueError(f"config key {section}.{key}={value!r} is not one of {options}")
-    positive = [("train", "epochs"), ("train", "batch_size"), ("model", "embedding_size"),
-                ("eval", "batch_size"), ("train", "log_every"), ("train", "checkpoint_every")]
-    for section, key in positive:
-        if getattr(getattr(cfg, section), key) < 1:
-            raise ValueError(f"config key {section}.{key}={getattr(getattr(cfg, section), key)} must be >= 1")
-    if cfg.optim.lr <= 0:
-        raise ValueError(f"config key optim.lr={cfg.optim.lr} must be > 0")
-    if not (isinstance(cfg.train.calibrate_at_epoch, (int, float)) and 0 < cfg.train.calibrate_at_epoch < math.inf):
-        raise ValueError(f"config key train.calibrate_at_epoch={cfg.train.calibrate_at_epoch!r} must be a number > 0 "
-                         "(epochs of training before MagFace's 'auto' band is measured)")
+    _validate_ranges(cfg)
     if not 0 < cfg.eval.fmr < 1:
         raise ValueError(f"config key eval.fmr={cfg.eval.fmr} must be in (0, 1)")
     if not 0 < cfg.eval.ci_level < 1:
@@ -332,10 +363,15 @@ def validate(cfg: RunConfig) -> None:
     for p in cfg.data.eval_bins:
         if not os.path.isfile(p):
             raise ValueError(f"config key data.eval_bins: {p!r} not found")
+    by_name = {}
+    for p in cfg.data.eval_bins:
+        if pack_name(p) in by_name:
+            raise ValueError(f"config key data.eval_bins: {by_name[pack_name(p)]!r} and {p!r} share the name "
+                             f"{pack_name(p)!r}, under which their results and arrays are stored; rename one file")
+        by_name[pack_name(p)] = p
     if cfg.data.source != "synthetic" and not cfg.data.eval_bins:
         raise ValueError("config key data.eval_bins: real training data needs verification packs (.bin) to "
                          "evaluate on")
     _validate_split(cfg)
-    if sorted(cfg.optim.milestones) != list(cfg.optim.milestones):
-        raise ValueError(f"config key optim.milestones={cfg.optim.milestones} must be increasing")
+    _validate_milestones(cfg.optim.milestones)
     resolved_head(cfg)   # the head name and its parameters are checked now, not mid-run

@@ -19,6 +19,8 @@ class TrainSource:
             self.image_size = faces.config.size
         else:
             self.dataset = {"recordio": RecordIODataset, "folder": image_folder, "list": list_file}[d.source](d.path)
+            if d.source == "recordio":   # image folders and lists were scanned when listed (harness.data.folders)
+                self.dataset.check_labels()
             self.num_classes = self.dataset.num_classes
             self.image_size = self.dataset[0][0].shape[-1]
         self.preprocessing = dict(PREPROCESSING)

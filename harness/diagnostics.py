@@ -5,8 +5,8 @@ a*(cos theta_y, lse_neg) under the run's own s, lambda_g, band, margins and thet
 network produced."""
 from __future__ import annotations
 
-import json
 import os
+import re
 
 import numpy as np
 from scipy import stats
@@ -14,6 +14,9 @@ from scipy import stats
 import theory
 
 from .config import RunConfig, resolved_head
+from .runstate import read_json, read_jsonl, read_npz
+
+DUMP_NAME = re.compile(r"step_\d{8}\.npz")   # the trainer's dumps (not the temporary files of an unfinished write)
 
 MAGNITUDE_HEADS = {"magface": "arc", "mag_cosface": "cos"}
 
@@ -140,17 +143,13 @@ def _calibration(run_dir: str) -> dict:
     path = os.path.join(run_dir, "calibration.json")
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        info = json.load(f)
+    info = read_json(path, "calibration record")
     return {k: info[k] for k in ("l_a", "u_a", "lambda_g", "step")}
 
 
 def _log_rows(run_dir: str) -> list:
     path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path) if os.path.isfile(path) else []
 
 
 def _loss_flattening(rows: list) -> dict:
@@ -168,9 +167,5 @@ def _loss_flattening(rows: list) -> dict:
 def _dumps(run_dir: str) -> list:
     """[(step, {array name: array})] of the run's dumps, in step order."""
     folder = os.path.join(run_dir, "dumps")
-    names = sorted(f for f in os.listdir(folder) if f.endswith(".npz")) if os.path.isdir(folder) else []
-    out = []
-    for name in names:
-        with np.load(os.path.join(folder, name)) as z:
-            out.append((int(name[5:13]), {k: z[k] for k in z.files}))
-    return out
+    names = sorted(f for f in os.listdir(folder) if DUMP_NAME.fullmatch(f)) if os.path.isdir(folder) else []
+    return [(int(name[5:13]), read_npz(os.path.join(folder, name), "training dump")) for name in names]

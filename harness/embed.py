@@ -19,8 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import file_sha256, read_verification_bin
-from .data.folders import IMAGE_EXTENSIONS
-from .data.preprocess import PREPROCESSING
+from .data.folders import IMAGE_EXTENSIONS, scan_images
+from .data.preprocess import PREPROCESSING, image_to_rgb
 from .evaluate import cosine, set_metrics
 from .models.pretrained import load_pretrained
 from .runstate import atomic_json, run_backbone
@@ -36,6 +36,7 @@ def image_paths(root: str) -> list:
         raise ValueError(f"{root}: files that are not images ({', '.join(IMAGE_EXTENSIONS)}): {other[:5]}")
     if not paths:
         raise ValueError(f"{root}: no images")
+    scan_images(paths, root)   # regular files of one size and a known pixel mode, before the network is loaded
     return paths
 
 
@@ -53,7 +54,7 @@ def load_network(checkpoint: str, format: str, backbone: str | None = None, embe
 def to_input(path: str, prep: dict) -> np.ndarray:
     """One image as the network's input [3, H, W] float32; another size is an error naming the file."""
     with Image.open(path) as img:
-        rgb = np.asarray(img.convert("RGB"))
+        rgb = image_to_rgb(img, path)
     if rgb.shape[:2] != (prep["size"], prep["size"]):
         raise ValueError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; this network takes aligned "
                          f"{prep['size']}x{prep['size']} faces (no resize is done here)")

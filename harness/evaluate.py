@@ -6,7 +6,6 @@ quality), so plots re-draw in seconds without a model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -18,7 +17,8 @@ from .config import pack_name
 from .data_source import synthetic_faces
 from .diagnostics import training_diagnostics
 from .stats import interval_verdict
-from .runstate import atomic_json, atomic_npz, pick_device, run_backbone
+from .locks import run_lock
+from .runstate import atomic_json, atomic_npz, pick_device, read_json, read_npz, run_backbone
 
 
 EVAL_VERSION = 5   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
@@ -154,7 +154,14 @@ def evaluate_run(run_dir: str, checkpoint: str = "final.pt", faces=None, device:
                  eval_cfg=None, eval_bins=None) -> dict:
     """Evaluate the checkpoint of a run on its evaluation data with the run's evaluation settings and verification
     packs (or `eval_cfg`, `eval_bins`); writes RUN/eval/ (replacing an earlier evaluation: it is regenerated from
-    the checkpoint in seconds) and returns the metrics."""
+    the checkpoint in seconds) and returns the metrics. Holds the run folder's lock (one writer per run)."""
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"run folder {run_dir} not found: train it first (python -m harness train --out {run_dir})")
+    with run_lock(run_dir):
+        return _evaluate_run(run_dir, checkpoint, faces, device, eval_cfg, eval_bins)
+
+
+def _evaluate_run(run_dir, checkpoint, faces, device, eval_cfg, eval_bins) -> dict:
     backbone, ckpt = run_backbone(run_dir, checkpoint)
     cfg = ckpt["config_obj"]
     e = eval_cfg or cfg.eval
@@ -256,8 +263,7 @@ def run_embeddings(run: str, split: str = "eval") -> dict:
 
 
 def load_eval(run_dir: str, name: str = "synthetic") -> dict:
-    with np.load(os.path.join(run_dir, "eval", f"{name}.npz")) as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(os.path.join(run_dir, "eval", f"{name}.npz"))
 
 
 def paired_accuracy_difference(run_a: str, run_b: str, n_boot: int = 200, level: float = 0.95,
@@ -285,5 +291,5 @@ def paired_accuracy_difference(run_a: str, run_b: str, n_boot: int = 200, level:
 
 
 def load_metrics(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "eval", "metrics.json")) as f:
-        return json.load(f)
+    return read_json(os.path.join(run_dir, "eval", "metrics.json"), "evaluation",
+                     "evaluate the run again (python -m harness evaluate --run RUN)")

@@ -8,6 +8,8 @@ import pickle
 import platform
 import random
 import subprocess
+import sys
+import zipfile
 from importlib.metadata import version
 
 import numpy as np
@@ -15,7 +17,12 @@ import torch
 
 from .config import RunConfig, _apply, resolved_head
 from .data import PREPROCESSING
+from .locks import temporary_name
 from .models import build_backbone
+
+
+class DamagedFile(ValueError):
+    """A run file that exists but cannot be read (empty, truncated, not JSON): the message names it and what to do."""
 
 
 def json_safe(obj):
@@ -32,7 +39,7 @@ def json_safe(obj):
 
 def atomic_json(path: str, obj) -> None:
     """Write valid JSON (non-finite floats as null) to a temporary file, then rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_name(path)
     with open(tmp, "w") as f:
         json.dump(json_safe(obj), f, indent=1, default=str, allow_nan=False)
     os.replace(tmp, path)
@@ -40,9 +47,54 @@ def atomic_json(path: str, obj) -> None:
 
 def atomic_npz(path: str, **arrays) -> None:
     """np.savez to a temporary file, then rename."""
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    tmp = temporary_name(path, ".npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def read_json(path: str, what: str = "run file", fix: str = "") -> dict:
+    """A JSON file of a run, checked: missing is a ValueError, unreadable (empty, torn by a crash or a full disk)
+    a DamagedFile, both naming the file and (`fix`) what to do about it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path} not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFile(f"{what} {path} is damaged (not valid JSON: {exc}){'; ' + fix if fix else ''}") from None
+
+
+def read_jsonl(path: str) -> list:
+    """The rows of a training log. A torn last line (no newline, not JSON) is dropped with a note on stderr; a
+    damaged line before it is a DamagedFile naming the file and line, since rows a checkpoint covers would be lost."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if number == len(lines):   # the last line, without its newline: written when the process died
+                print(f"note: {path}: dropped a torn last line ({len(line)} bytes, {exc}); the run resumes from its "
+                      "last checkpoint, before that row", file=sys.stderr)
+                continue
+            raise DamagedFile(f"{path}:{number}: damaged training log line ({exc}); remove the line to resume, or "
+                              "start over with --no-resume") from None
+    return rows
+
+
+def read_npz(path: str, what: str = "evaluation arrays") -> dict:
+    """Every array of an .npz file of a run, as a dict; a damaged file is a DamagedFile naming it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path} not found")
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DamagedFile(f"{what} {path} is damaged ({type(exc).__name__}: {exc}); evaluate the run again "
+                          "(python -m harness evaluate --run RUN)") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -104,7 +156,7 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 def save_checkpoint(path: str, **state) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_name(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -126,8 +178,20 @@ def load_data(path: str, what: str = "checkpoint") -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" not in str(exc) and "global" not in str(exc).lower():
+            raise _damaged(path, what, exc) from None
         raise ValueError(f"{what} {path} holds more than plain data (tensors, numbers, strings, lists, dicts), so it "
                          f"is not loaded: unpickling it could run code ({reason})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as exc:   # empty, truncated, not a torch file
+        raise _damaged(path, what, exc) from None
+
+
+def _damaged(path: str, what: str, exc: Exception) -> DamagedFile:
+    reason = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:120] or "no data"
+    return DamagedFile(f"{what} {path} is damaged ({os.path.getsize(path)} bytes; {type(exc).__name__}: {reason}): "
+                       "cut short (a crash or a full disk while it was written or copied) or not a torch checkpoint. "
+                       "Delete it, then resume (the run continues from its other checkpoint or starts over), or "
+                       "start over with --no-resume (in a sweep: --retry-failed)")
 
 
 def load_checkpoint(path: str) -> dict:

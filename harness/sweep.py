@@ -35,11 +35,12 @@ import itertools
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
+import re
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -52,7 +53,8 @@ from .config import (HeadConfig, RunConfig, _apply, _load_toml, _switch_head, ap
                      set_value, validate)
 from .data_source import synthetic_faces
 from .evaluate import EVAL_VERSION, evaluate_run
-from .runstate import atomic_json, json_safe
+from .locks import RunBusy, run_lock, tables_lock, temporary_name
+from .runstate import DamagedFile, atomic_json, json_safe, load_data, read_json
 from .stats import mean_ci, paired_difference
 from .trainer import train
 
@@ -68,6 +70,16 @@ SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
 RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
 FAILED_FILE = "failed.json"     # a run that raised (e.g. diverged): its error; retried only when asked
 META_FILE = "sweep_run.json"    # written before training: which sweep, axis values and fingerprint made the folder
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=\[\]-]*")   # a label that becomes a file or folder name
+
+
+def check_name(text, what: str) -> str:
+    """A label that becomes part of a path (spec name, head or condition label, a run's folder name) must be one
+    plain file-name component: no separators, no '..', not absolute, not hidden. Returns it."""
+    if not isinstance(text, str) or not SAFE_NAME.fullmatch(text) or len(text) > 200:
+        raise ValueError(f"{what} {text!r} cannot name a file or folder: use letters, digits and _ . , + = - [ ] only "
+                         "(a plain name, starting with a letter, digit or _; no path separators or '..')")
+    return text
 
 
 @dataclass
@@ -129,6 +141,7 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
     for key in ("name", "base", "axes"):
         if key not in raw:
             raise ValueError(f"{where}: missing key {key!r}")
+    check_name(raw["name"], f"{where}: name")
     spec = SweepSpec(name=raw["name"], base=os.path.join(os.path.dirname(path), raw["base"]), path=path,
                      description=raw.get("description", ""), columns=list(raw.get("columns", [])),
                      set=dict(raw.get("set", {})), axes=dict(raw["axes"]), heads=dict(raw.get("heads", {})),
@@ -146,11 +159,13 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
     if not os.path.isfile(spec.base):
         raise ValueError(f"{where}: base config {spec.base!r} not found")
     for label, h in spec.heads.items():
+        check_name(label, f"{where}: [heads] label")
         _no_unknown(h, ("name", "params"), f"{where} [heads.{label}]")
         name = h.get("name", label)
         if name not in HEADS:
             raise ValueError(f"{where} [heads.{label}]: unknown head {name!r}; valid heads: {', '.join(sorted(HEADS))}")
     for label, c in spec.conditions.items():
+        check_name(label, f"{where}: [conditions] label")
         for key in c:
             _check_key(key, f"{where} [conditions.{label}]")
     for key in list(spec.set) + spec.columns:
@@ -259,7 +274,8 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
         except ValueError as exc:
             raise ValueError(f"sweep {spec.name}, run {axes}: {exc}") from None
         fp = cfg.fingerprint()
-        name = "_".join(_short(a, v) for a, v in axes.items())
+        name = check_name("_".join(_short(a, v) for a, v in axes.items()),
+                          f"sweep {spec.name}, run {axes}: folder name")
         cfg.out = os.path.join(out, "runs", f"{name}-{fp[:10]}")
         resolved = {**cfg.to_dict(), "head": {"name": cfg.head.name, "params": resolved_head(cfg).hparams}}
         columns = {column_name(k): _lookup(resolved, k) for k in spec.columns}
@@ -300,20 +316,24 @@ def _lookup(d: dict, key: str):
 
 def run_status(run: Run) -> str:
     """'done' (its result row is stored, evaluated by this version with these eval settings), 're-evaluate' (trained,
-    but evaluated by an older version or with other eval settings: the checkpoint is evaluated again, nothing is
-    retrained), 'resume' (training started) or 'new'.
-    A folder whose stored fingerprint
-    differs (a hash-prefix collision, or a folder copied by hand) is an error: it is never overwritten."""
+    but evaluated by an older version or with other eval settings, or its stored evaluation is damaged: the
+    checkpoint is evaluated again, nothing is retrained), 'failed', 'resume' (training started) or 'new'.
+    A folder whose stored fingerprint differs (a hash-prefix collision, or a folder copied by hand) is an error: it is
+    never overwritten. A damaged run file is a DamagedFile naming it (execute records the run as failed)."""
     meta = os.path.join(run.folder, META_FILE)
     if os.path.isfile(meta):
-        with open(meta) as f:
-            stored = json.load(f)["fingerprint"]
+        stored = read_json(meta, "sweep run record", "--retry-failed writes it again").get("fingerprint")
         if stored != run.fingerprint:
             raise ValueError(f"{run.folder} holds a run of fingerprint {stored}, not {run.fingerprint}; move it away")
-    if os.path.isfile(os.path.join(run.folder, RESULT_FILE)):
-        return "done" if stored_evaluation(run.folder) == evaluation_of(run.cfg) else "re-evaluate"
     if os.path.isfile(os.path.join(run.folder, FAILED_FILE)):
         return "failed"
+    if os.path.isfile(os.path.join(run.folder, RESULT_FILE)):
+        read_json(os.path.join(run.folder, RESULT_FILE), "result row", "--retry-failed rebuilds it from the run")
+        try:
+            current = stored_evaluation(run.folder) == evaluation_of(run.cfg)
+        except DamagedFile:
+            current = False   # derived from the checkpoint in seconds: evaluated again, nothing is lost
+        return "done" if current else "re-evaluate"
     return "resume" if os.path.isfile(os.path.join(run.folder, "config.json")) else "new"
 
 
@@ -327,40 +347,138 @@ def stored_evaluation(folder: str) -> tuple:
     path = os.path.join(folder, "eval", "metrics.json")
     if not os.path.isfile(path):
         return ()
-    with open(path) as f:
-        m = json.load(f)
+    m = read_json(path, "evaluation")
     return m.get("eval_version", 1), m.get("eval_config"), m.get("eval_bins"), m.get("checkpoint")
 
 
+def statuses(runs: list) -> tuple[dict, dict]:
+    """({folder: status}, {folder: why it is damaged}) of every run; a damaged run's status is 'failed'."""
+    status, damage = {}, {}
+    for r in runs:
+        try:
+            status[r.folder] = run_status(r)
+        except DamagedFile as exc:
+            status[r.folder], damage[r.folder] = "failed", str(exc)
+    return status, damage
+
+
 # --- training ----------------------------------------------------------------------------------------------------
-def train_in_worker(cfg_dict: dict, threads: int, slot: int = 0):
-    """Train + evaluate one run (in a worker process or inline); returns (metrics, seconds, error). A run that
-    fails (e.g. TrainingDiverged) returns its error instead of raising, so the other runs and the tables go on.
-    Worker `slot` uses GPU slot mod the GPU count, so --jobs N spreads runs over the GPUs of one machine."""
+@dataclass
+class Job:
+    """One run for a worker: its config, the record written into its folder, its table description, and whether to
+    wait for another process that holds the run (else the worker reports it busy at once)."""
+    cfg: dict
+    meta: dict
+    row: dict
+    wait: bool = False
+
+    @property
+    def folder(self) -> str:
+        return self.cfg["out"]
+
+
+@dataclass
+class Outcome:
+    """What became of a job: 'trained', 'failed' (trained here and failed: its error), 'reused' (another process
+    finished it while this one waited), 'failed_elsewhere' (another process recorded its failure meanwhile), 'busy'
+    (another process holds it) or 'died' (the worker process ended without a word)."""
+    state: str
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def run_job(job: Job, threads: int, slot: int = 0) -> Outcome:
+    """Train + evaluate one run under its folder's lock (in a worker process or inline) and record the result
+    (RUN/result.json) or the failure (RUN/failed.json) before the lock is released, so a second process waiting
+    for the run finds it finished. A run that fails (e.g. TrainingDiverged) is recorded, not raised, so the other
+    runs and the tables go on. Worker `slot` uses GPU slot mod the GPU count (--jobs N spreads runs over GPUs)."""
     torch.set_num_threads(threads)
-    cfg = RunConfig.from_dict(cfg_dict)
+    cfg = RunConfig.from_dict(job.cfg)
     if torch.cuda.is_available() and cfg.train.device != "cpu":
         torch.cuda.set_device(slot % torch.cuda.device_count())
+    try:
+        with run_lock(job.folder, wait=job.wait):
+            return _train_locked(job, cfg)
+    except RunBusy:
+        return Outcome("busy")
+
+
+def _train_locked(job: Job, cfg: RunConfig) -> Outcome:
+    if os.path.isfile(os.path.join(job.folder, RESULT_FILE)):
+        return Outcome("reused")
+    if os.path.isfile(os.path.join(job.folder, FAILED_FILE)):
+        return Outcome("failed_elsewhere", error=read_json(os.path.join(job.folder, FAILED_FILE)).get("error"))
+    atomic_json(os.path.join(job.folder, META_FILE), job.meta)
     t0 = time.perf_counter()
     try:
-        result = train(cfg, quiet=True)
+        metrics = train(cfg, quiet=True)["metrics"]
     except Exception as exc:   # recorded as the run's failure (RUN/failed.json); the sweep carries on
-        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
-    return result["metrics"], time.perf_counter() - t0, None
+        error = f"{type(exc).__name__}: {exc}"
+        record_failure(job.folder, error, time.perf_counter() - t0)
+        return Outcome("failed", time.perf_counter() - t0, error)
+    seconds = time.perf_counter() - t0
+    atomic_json(os.path.join(job.folder, RESULT_FILE), {**job.row, **metric_columns(metrics), "seconds": seconds,
+                                                        "fingerprint": job.meta["fingerprint"], "run": job.folder})
+    return Outcome("trained", seconds)
 
 
-def run_all(cfgs: list, jobs: int = 1):
-    """Yield (cfg, metrics, seconds, error) as each run finishes, in order; jobs > 1 trains in spawned processes
-    (not forked: a forked child of a process that ran OpenMP work can deadlock)."""
+def record_failure(folder: str, error: str, seconds: float = 0.0) -> None:
+    atomic_json(os.path.join(folder, FAILED_FILE), {"error": error, "seconds": seconds})
+
+
+def run_all(job_list: list, jobs: int = 1):
+    """Yield (job, Outcome) as each run ends; jobs > 1 trains each run in a spawned process of its own (not forked:
+    a forked child of a process that ran OpenMP work can deadlock), so a worker that dies (killed, out of memory)
+    costs only its own run, which is recorded as failed."""
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if jobs <= 1:
-        for cfg in cfgs:
-            yield (cfg, *train_in_worker(cfg.to_dict(), threads))
+        for job in job_list:
+            yield job, run_job(job, threads)
         return
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_in_worker, cfg.to_dict(), threads, i % jobs) for i, cfg in enumerate(cfgs)]
-        for cfg, fut in zip(cfgs, futures):
-            yield (cfg, *fut.result())
+    yield from _in_processes(job_list, jobs, threads)
+
+
+def _in_processes(job_list: list, jobs: int, threads: int):
+    ctx = multiprocessing.get_context("spawn")
+    pending, running = list(enumerate(job_list)), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            i, job = pending.pop(0)
+            receive, send = ctx.Pipe(duplex=False)
+            process = ctx.Process(target=_worker, args=(job, threads, i % jobs, send), daemon=True)
+            process.start()
+            send.close()
+            running[process.sentinel] = (job, process, receive)
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            job, process, receive = running.pop(sentinel)
+            outcome = receive.recv() if receive.poll() else None
+            process.join()
+            receive.close()
+            yield job, outcome or _died(job, process.exitcode)
+
+
+def _worker(job: Job, threads: int, slot: int, send) -> None:
+    """A spawned worker: one run, its small Outcome sent back (the result itself is in the run folder)."""
+    try:
+        outcome = run_job(job, threads, slot)
+    except BaseException as exc:   # e.g. a damaged file found before training: the run's failure, reported
+        outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+        record_failure(job.folder, outcome.error)
+    send.send(outcome)
+    send.close()
+
+
+def _died(job: Job, exitcode) -> Outcome:
+    """The run of a worker that ended without reporting (a signal, the out-of-memory killer): recorded as failed."""
+    how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+    error = (f"WorkerDied: the worker process training this run ended without a result ({how}; e.g. killed, or out "
+             "of memory); --retry-failed resumes it from its last checkpoint")
+    try:
+        with run_lock(job.folder, wait=False):
+            record_failure(job.folder, error)
+    except RunBusy:
+        pass   # another process took the run over: its outcome is the run's
+    return Outcome("died", error=error)
 
 
 @dataclass
@@ -380,6 +498,7 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     spec order). A run that fails is recorded (RUN/failed.json, a `failed` column) and the others go on; it is
     tried again only with retry_failed. dry_run: print the plan and return None. prune: remove the run folders
     under OUT/runs that this spec (with these overrides) does not name, listing them, and return None."""
+    check_name(spec.name, "sweep name")
     out = out or spec.default_out()
     if dry_run and prune:
         raise ValueError("--dry-run and --prune exclude each other")
@@ -390,90 +509,178 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     if prune:
         prune_runs(out, runs, say)
         return None
-    status = {r.folder: run_status(r) for r in runs}
+    status, damage = statuses(runs)
     c = runs[0].cfg
     say(f"sweep {spec.name}{' (quick)' if spec.quick else ''}: {len(runs)} run(s) over "
         f"{', '.join(f'{a} ({len(v)})' for a, v in spec.axes.items())}; {c.model.backbone}, {c.train.epochs} "
         f"epochs, data {c.data.source}; results in {out}")
     if dry_run:
         for r in runs:
-            say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}")
+            say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}" + (f"\n    {damage[r.folder]}" if r.folder in damage
+                                                                   else ""))
         return None
     t0 = time.perf_counter()
     trained = execute(runs, spec.name, out, status, jobs=jobs, retry_failed=retry_failed, describe=describe,
-                      say=say, quiet=quiet)
+                      say=say, quiet=quiet, damage=damage)
     rows = [load_row(r) for r in runs]
     metrics = spec.summary_metrics or SUMMARY_METRICS
     result = SweepResult(spec, out, runs, rows, trained, summarise(rows, list(spec.axes), metrics),
                          compare(rows, list(spec.axes), spec.reference, metrics) if spec.reference else [])
-    write_tables(result)
+    with tables_lock(out):
+        write_tables(result)
     say(f"{trained} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
         f"{f', {spec.name}_summary.csv' if result.summary else ''}, {spec.name}.json")
     return result
 
 
 def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs: int = 1,
-            retry_failed: bool = False, describe=None, say=print, quiet: bool = False) -> int:
+            retry_failed: bool = False, describe=None, say=print, quiet: bool = False, damage=None) -> int:
     """Bring every run to 'done' or 'failed': re-evaluate the stale, reuse the finished, resume the started, train the
-    rest (`jobs` at once), recording each result (RUN/result.json) or failure (RUN/failed.json). Returns the number
-    of runs trained now."""
+    rest (`jobs` at once), each result (RUN/result.json) or failure (RUN/failed.json) recorded by the process that
+    holds the run's lock. A run another process holds is left for last, then waited for and reused. Returns the
+    number of runs this process trained."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: expected a number of processes >= 1")
-    status = status or {r.folder: run_status(r) for r in runs}
+    if status is None:
+        status, damage = statuses(runs)
+    _record_damage(runs, status, damage or {}, retry_failed, say)
     for r in runs:
         if status[r.folder] == "re-evaluate":
-            say(f"{r.name}: evaluated by an older version or with other eval settings; evaluating its checkpoint again")
-            faces = synthetic_faces(r.cfg) if r.cfg.data.source == "synthetic" else None
-            evaluate_run(r.folder, faces=faces, device=r.cfg.train.device, eval_cfg=r.cfg.eval,
-                         eval_bins=r.cfg.data.eval_bins)
-            status[r.folder] = "done"
+            status[r.folder] = _reevaluate(r, say)
         if status[r.folder] == "failed" and retry_failed:
-            os.remove(os.path.join(r.folder, FAILED_FILE))
+            _prepare_retry(r, say)
             status[r.folder] = "resume"
     failed = [r.name for r in runs if status[r.folder] == "failed"]
     if failed:
         say(f"{len(failed)} run(s) failed before and are not retried (--retry-failed): {', '.join(failed)}")
     todo = [r for r in runs if status[r.folder] not in ("done", "failed")]
-    reused = len(runs) - len(todo) - len(failed)
+    reused = [r for r in runs if status[r.folder] == "done"]
     if reused:
-        say(f"{reused} run(s) reused from {out}/runs")
+        say(f"{len(reused)} run(s) reused from {out}/runs")
+        _note_thread_counts(reused, jobs, say)
     for r in todo:
         if status[r.folder] == "resume":
             say(f"{r.name}: resuming an unfinished run")
-        os.makedirs(r.folder, exist_ok=True)
-        atomic_json(os.path.join(r.folder, META_FILE), {"sweep": name, "axes": r.axes, "name": r.name,
-                                                         "fingerprint": r.fingerprint})
     for cfg in {json.dumps(r.cfg.data.synthetic.__dict__, sort_keys=True): r.cfg for r in todo
                 if r.cfg.data.source == "synthetic"}.values():
         synthetic_faces(cfg)   # each data set once, before the workers need it
-    by_folder = {r.folder: r for r in runs}
-    bar = tqdm(total=len(runs), initial=reused, desc=f"{name} runs", unit="run", file=sys.stdout,
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=f"{name} runs", unit="run", file=sys.stdout,
                disable=quiet)
-    for cfg, metrics, seconds, error in run_all([r.cfg for r in todo], jobs):
-        run = by_folder[cfg.out]
-        if error:
-            atomic_json(os.path.join(run.folder, FAILED_FILE), {"error": error, "seconds": seconds})
-            bar.write(f"{run.name}: FAILED ({error}); recorded in {run.folder}/{FAILED_FILE}")
-        else:
-            row = result_row(run, metrics, seconds)
-            atomic_json(os.path.join(run.folder, RESULT_FILE), row)
-            if describe:
-                bar.set_postfix(last=describe(row))
-        bar.update(1)
+    trained = _train_jobs([_job(r, name) for r in todo], jobs, bar, describe)
     bar.close()
-    return len(todo)
+    return trained
+
+
+def _job(run: Run, sweep: str) -> Job:
+    meta = {"sweep": sweep, "axes": run.axes, "name": run.name, "fingerprint": run.fingerprint}
+    return Job(run.cfg.to_dict(), meta, describe_run(run))
+
+
+def _train_jobs(job_list: list, jobs: int, bar, describe) -> int:
+    """Train the jobs; those another process holds are tried again after the rest, waiting for their lock (and
+    then reused when that process finished them). Returns how many this process trained."""
+    trained, busy = 0, []
+    for wait in (False, True):
+        for job, outcome in run_all(job_list, jobs):
+            name = job.meta["name"]
+            if outcome.state == "busy":
+                busy.append(replace(job, wait=True))
+                continue
+            trained += outcome.state in ("trained", "failed", "died")
+            if outcome.state in ("failed", "died", "failed_elsewhere"):
+                bar.write(f"{name}: FAILED ({outcome.error}); recorded in {job.folder}/{FAILED_FILE}")
+            elif outcome.state == "reused":
+                bar.write(f"{name}: finished by another process meanwhile; reused")
+            elif describe:
+                bar.set_postfix(last=describe(read_json(os.path.join(job.folder, RESULT_FILE))))
+            bar.update(1)
+        if not busy or wait:
+            break
+        bar.write(f"{len(busy)} run(s) are in use by another process; waiting for them: "
+                  f"{', '.join(j.meta['name'] for j in busy)}")
+        job_list, busy = busy, []
+    return trained
+
+
+def _record_damage(runs: list, status: dict, damage: dict, retry_failed: bool, say) -> None:
+    """A run with a damaged file is recorded as failed with the reason (RUN/failed.json), unless it is retried now."""
+    for r in runs:
+        if r.folder in damage:
+            say(f"{r.name}: {damage[r.folder]}" + ("; retrying it (--retry-failed)" if retry_failed else
+                                                   "; recorded as failed, the other runs go on (--retry-failed)"))
+            if not retry_failed:
+                with run_lock(r.folder):
+                    record_failure(r.folder, damage[r.folder])
+
+
+def _reevaluate(run: Run, say) -> str:
+    """Evaluate a trained run's checkpoint again; a damaged or missing checkpoint makes the run failed (recorded)."""
+    say(f"{run.name}: evaluated by an older version, with other eval settings, or its evaluation is damaged; "
+        "evaluating its checkpoint again")
+    with run_lock(run.folder, say=say):
+        try:
+            faces = synthetic_faces(run.cfg) if run.cfg.data.source == "synthetic" else None
+            evaluate_run(run.folder, faces=faces, device=run.cfg.train.device, eval_cfg=run.cfg.eval,
+                         eval_bins=run.cfg.data.eval_bins)
+        except ValueError as exc:   # a damaged or missing final.pt: --retry-failed rebuilds it from last.pt
+            record_failure(run.folder, f"{type(exc).__name__}: {exc}")
+            say(f"{run.name}: FAILED ({exc}); recorded in {run.folder}/{FAILED_FILE}")
+            return "failed"
+    return "done"
+
+
+def _prepare_retry(run: Run, say) -> None:
+    """Before a failed run is trained again: its failure record and derived files go (result row, evaluation: both
+    rebuilt), a damaged checkpoint is kept aside as NAME.damaged (named), so training resumes from the last good one
+    (or starts over when none is left)."""
+    with run_lock(run.folder, say=say):
+        for path in (FAILED_FILE, RESULT_FILE, os.path.join("eval", "metrics.json")):
+            if os.path.isfile(os.path.join(run.folder, path)):
+                os.remove(os.path.join(run.folder, path))
+        for name in ("final.pt", "last.pt"):
+            path = os.path.join(run.folder, "checkpoints", name)
+            if not os.path.isfile(path):
+                continue
+            try:
+                load_data(path)
+            except DamagedFile as exc:
+                os.replace(path, f"{path}.damaged")
+                say(f"{run.name}: {exc}\n  kept aside as {path}.damaged; training resumes without it")
+
+
+def _note_thread_counts(reused: list, jobs: int, say) -> None:
+    """The thread count changes the weights in their last bits but is not in the fingerprint: say so when a reused
+    run was trained with another count than this sweep would use."""
+    now = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    other = {}
+    for r in reused:
+        path = os.path.join(r.folder, "environment.json")
+        threads = read_json(path).get("torch_threads") if os.path.isfile(path) else None
+        if threads is not None and threads != now:
+            other.setdefault(threads, []).append(r.name)
+    for threads, names in other.items():
+        say(f"note: {len(names)} reused run(s) were trained with {threads} thread(s), this sweep trains with {now} "
+            f"(--jobs {jobs}); a retrain would differ in the last bits (not in the fingerprint): {', '.join(names)}")
 
 
 def prune_runs(out: str, keep: list, say=print) -> list:
-    """Remove the run folders under OUT/runs that are not among `keep`; returns (and lists) what went."""
+    """Remove the run folders under OUT/runs that are not among `keep`; returns (and lists) what went. A run another
+    process is training or evaluating (its lock is held) is never removed: it is listed as kept."""
     root = os.path.join(out, "runs")
     names = {os.path.basename(r.folder) for r in keep}
-    gone = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else []) if d not in names and
-                  os.path.isdir(os.path.join(root, d)))
-    for d in gone:
-        shutil.rmtree(os.path.join(root, d))
+    candidates = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else []) if d not in names and
+                        os.path.isdir(os.path.join(root, d)))
+    gone, busy = [], []
+    for d in candidates:
+        try:
+            with run_lock(os.path.join(root, d), wait=False):
+                shutil.rmtree(os.path.join(root, d))
+            gone.append(d)
+        except RunBusy:
+            busy.append(d)
     say(f"pruned {len(gone)} run folder(s) from {root} that this sweep does not name"
-        + "".join(f"\n  removed {d}" for d in gone) + f"\nkept {len(names)} run folder name(s) of this sweep")
+        + "".join(f"\n  removed {d}" for d in gone) + "".join(f"\n  kept {d}: in use by another process" for d in busy)
+        + f"\nkept {len(names)} run folder name(s) of this sweep")
     return gone
 
 
@@ -502,15 +709,15 @@ def load_row(run: Run) -> dict:
     """A finished run's row: its stored description and time, with the metric columns of its current evaluation;
     a failed run's row: its description and the error in `failed`, no metrics."""
     failed = os.path.join(run.folder, FAILED_FILE)
-    if not os.path.isfile(os.path.join(run.folder, RESULT_FILE)) and os.path.isfile(failed):
-        with open(failed) as f:
-            stored = json.load(f)
-        return {**describe_run(run), "failed": stored["error"], "seconds": stored["seconds"],
+    if os.path.isfile(failed):
+        try:
+            stored = read_json(failed, "failure record")
+        except DamagedFile as exc:
+            stored = {"error": str(exc), "seconds": None}
+        return {**describe_run(run), "failed": stored.get("error"), "seconds": stored.get("seconds"),
                 "fingerprint": run.fingerprint, "run": run.folder}
-    with open(os.path.join(run.folder, RESULT_FILE)) as f:
-        stored = json.load(f)
-    with open(os.path.join(run.folder, "eval", "metrics.json")) as f:
-        metrics = json.load(f)
+    stored = read_json(os.path.join(run.folder, RESULT_FILE), "result row")
+    metrics = read_json(os.path.join(run.folder, "eval", "metrics.json"), "evaluation")
     return result_row(run, metrics, stored["seconds"])
 
 
@@ -666,7 +873,7 @@ def write_tables(result: SweepResult) -> None:
 def write_csv(path: str, rows: list) -> None:
     """A tidy table, one dict per row, written atomically (temp file + rename); None is an empty cell."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_name(path)
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()

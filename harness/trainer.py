@@ -35,11 +35,13 @@ from losses.checks import NonFiniteInput
 
 from .checkpoints import CheckpointStore
 from .config import RunConfig, validate
+from .data import check_verification_bin
 from .data_source import TrainSource, synthetic_faces
 from .determinism import determinism
 from .evaluate import evaluate_run, summary_line
-from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, rng_state,
-                       save_checkpoint, set_rng_state)
+from .locks import run_lock, temporary_name
+from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, read_jsonl,
+                       rng_state, save_checkpoint, set_rng_state)
 from .schedule import learning_rate
 
 try:   # TensorBoard when installed (pip install tensorboard); the JSONL/CSV log is always written
@@ -79,18 +81,17 @@ def _target_probability(out) -> torch.Tensor:
 
 class MetricsLog:
     """metrics.jsonl (one row per log step), rewritten as metrics.csv at the end; rows past a resume point
-    (left by a killed run) are dropped so the log matches the resumed state."""
+    (left by a killed run) are dropped so the log matches the resumed state, and so is a torn last line (a crash or
+    a full disk mid-write: its step is past every checkpoint, which is written after the row)."""
 
     def __init__(self, run_dir: str, resume_step: int):
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        rows = []
         if os.path.isfile(self.path):
-            with open(self.path) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            rows = [r for r in rows if r["step"] <= resume_step]
-            with open(self.path + ".tmp", "w") as f:
+            rows = [r for r in read_jsonl(self.path) if r["step"] <= resume_step]
+            tmp = temporary_name(self.path)
+            with open(tmp, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
-            os.replace(self.path + ".tmp", self.path)
+            os.replace(tmp, self.path)
         self.file = open(self.path, "a")  # noqa: SIM115 - stays open for the run; close() closes it
         self.board = None
         if SummaryWriter is not None:
@@ -108,16 +109,16 @@ class MetricsLog:
         self.file.close()
         if self.board is not None:
             self.board.close()
-        with open(self.path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_jsonl(self.path)
         if rows:
             keys = list(dict.fromkeys(k for r in rows for k in r))
-            tmp = self.path.replace(".jsonl", ".csv.tmp")
+            csv_path = self.path.replace(".jsonl", ".csv")
+            tmp = temporary_name(csv_path)
             with open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, keys)
                 w.writeheader()
                 w.writerows(rows)
-            os.replace(tmp, self.path.replace(".jsonl", ".csv"))
+            os.replace(tmp, csv_path)
 
 
 @dataclass
@@ -168,8 +169,14 @@ class _Run:
 def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, evaluate: bool = True) -> dict:
     """Train (or resume) the run in cfg.out; returns {'run_dir', 'steps', 'metrics' (if evaluated)}."""
     validate(cfg)
-    with determinism(cfg.train.deterministic, pick_device(cfg.train.device)):
+    lock = run_lock(cfg.out, say=None if quiet else print) if _is_main_process() else contextlib.nullcontext()
+    with lock, determinism(cfg.train.deterministic, pick_device(cfg.train.device)):
         return _train(cfg, resume, faces, quiet, evaluate)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun (it alone holds the run folder's lock: the ranks are one writer), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train(cfg: RunConfig, resume: bool, faces, quiet: bool, evaluate: bool) -> dict:
@@ -208,6 +215,8 @@ def _setup(cfg: RunConfig, faces, verbose: bool) -> _Run:
     if cfg.data.source == "synthetic" and faces is None:
         faces = synthetic_faces(cfg)
     source = TrainSource(cfg, faces)
+    for path in cfg.data.eval_bins:   # read now: a damaged or mis-sized pack is found before training, not after
+        check_verification_bin(path, source.image_size)
     backbone, head = _build(cfg, source, ctx, device)
     optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=cfg.optim.lr,
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
@@ -270,7 +279,7 @@ def _write_run_info(run: _Run) -> None:
         atomic_json(os.path.join(run.cfg.out, "config.json"), run.cfg.to_dict())
         atomic_json(os.path.join(run.cfg.out, "environment.json"),
                     {**environment(run.device), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,
-                     "device": str(run.device), "world_size": run.world})
+                     "device": str(run.device), "world_size": run.world, "torch_threads": torch.get_num_threads()})
     line = feasibility_line(run.head)
     if line:
         run.say(line)
@@ -424,7 +433,7 @@ def _dump(run_dir, step, out, all_logits: bool = True):
     the theory's optimum a*(cos theta_y, lse_neg). lse_neg = log sum_{j != y} exp(logit_j) over the logit columns
     (with Partial FC the sampled classes only); NaN under torchrun, where a rank holds only its shard."""
     path = os.path.join(run_dir, "dumps", f"step_{step:08d}.npz")
-    tmp = f"{path}.tmp.npz"
+    tmp = temporary_name(path, ".npz")
     with torch.no_grad():
         if all_logits:
             others = out.logits.float().scatter(1, out.target_column[:, None], float("-inf"))

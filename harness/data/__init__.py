@@ -8,9 +8,9 @@ from .preprocess import PREPROCESSING, batch_to_tensor, decode_image, encode_ima
 from .recordio import RecordIODataset, write_recordio
 from .export import export_insightface
 from .synthetic import SplitDataset, SyntheticConfig, SyntheticFaces, generate, load_or_generate
-from .verification import file_sha256, read_verification_bin, write_verification_bin
+from .verification import check_verification_bin, file_sha256, read_verification_bin, write_verification_bin
 
 __all__ = ["RecordIODataset", "write_recordio", "read_verification_bin", "write_verification_bin", "file_sha256",
            "image_folder", "list_file", "LabelledFiles", "PREPROCESSING", "to_tensor", "batch_to_tensor",
            "random_hflip", "decode_image", "encode_image", "SyntheticConfig", "SyntheticFaces", "SplitDataset",
-           "generate", "load_or_generate", "export_insightface"]
+           "generate", "load_or_generate", "export_insightface", "check_verification_bin"]

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .preprocess import PREPROCESSING, decode_image, to_tensor
+from .preprocess import PREPROCESSING, check_mode, decode_image, to_tensor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_IMAGE_BYTES = 64 << 20    # a face crop is kilobytes; a larger "image" is a mistake (or a device behind a link)
 
 
 class LabelledFiles(torch.utils.data.Dataset):
@@ -31,13 +34,14 @@ class LabelledFiles(torch.utils.data.Dataset):
             labels = np.searchsorted(classes, labels)
         self.labels = labels
         self.num_classes = len(classes)
+        self.image_size = scan_images(self.paths, source)
 
     def __len__(self):
         return len(self.paths)
 
     def raw(self, i):
         with open(self.paths[i], "rb") as f:
-            return int(self.labels[i]), f.read()
+            return int(self.labels[i]), f.read(MAX_IMAGE_BYTES + 1)
 
     def __getitem__(self, i):
         label, data = self.raw(i)
@@ -45,6 +49,40 @@ class LabelledFiles(torch.utils.data.Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return to_tensor(image), label
+
+
+def scan_images(paths: list, source: str) -> int:
+    """Check every image before any training (a bad file would otherwise stop a run hours in): a regular file (not
+    a FIFO or a device behind a link) of at most MAX_IMAGE_BYTES, a readable header, a pixel mode that maps to RGB,
+    square, and the same size as the first (the backbone then checks the size is one it takes). Returns the side."""
+    expected = None
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            raise ValueError(f"{source}: cannot read image {path}: {exc}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{source}: {path} is not a regular file (a FIFO, device or folder); image folders hold "
+                             "image files only")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ValueError(f"{source}: {path} has {info.st_size:,} bytes, more than an image of a face crop "
+                             f"({MAX_IMAGE_BYTES:,} at most)")
+        try:
+            with Image.open(path) as im:
+                size, mode, fmt = im.size, im.mode, im.format
+        except Exception as exc:  # PIL raises several types for bad data
+            raise ValueError(f"{source}: cannot decode image {path}: {type(exc).__name__}: {exc}") from None
+        check_mode(mode, fmt, path)
+        if expected is None:
+            expected = size
+            if size[0] != size[1]:
+                raise ValueError(f"{source}: image {path} is {size[0]}x{size[1]} px; training images must be square "
+                                 "(aligned face crops, e.g. 112x112)")
+        elif size != expected:
+            raise ValueError(f"{source}: image {path} is {size[0]}x{size[1]} px, but {paths[0]} (the first) is "
+                             f"{expected[0]}x{expected[1]}: every image of a set must have one size (align them to "
+                             "one template first)")
+    return expected[0]
 
 
 def image_folder(root: str, transform=None) -> LabelledFiles:

@@ -41,13 +41,40 @@ def random_hflip(batch_nchw: torch.Tensor, generator: torch.Generator | None = N
     return torch.where(flip.to(batch_nchw.device)[:, None, None, None], batch_nchw.flip(-1), batch_nchw)
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def decode_image(data: bytes, where: str) -> np.ndarray:
-    """Encoded JPEG/PNG/... bytes -> uint8 [H, W, 3] RGB; `where` names the image in the error."""
+    """Encoded JPEG/PNG/... bytes -> uint8 [H, W, 3] RGB; `where` names the image in the error. 16-bit grey images
+    are scaled to 8 bits (x * 255 / 65535), not clipped; pixels without a fixed range (32-bit integer, float) are
+    refused."""
     try:
         with Image.open(io.BytesIO(bytes(data))) as im:
-            return np.asarray(im.convert("RGB"))
+            return image_to_rgb(im, where)
+    except UnsupportedImage:
+        raise
     except Exception as exc:  # PIL raises several types for bad data
         raise ValueError(f"cannot decode image {where}: {type(exc).__name__}: {exc}") from None
+
+
+class UnsupportedImage(ValueError):
+    pass
+
+
+def image_to_rgb(im: Image.Image, where: str) -> np.ndarray:
+    """An opened PIL image -> uint8 [H, W, 3] RGB, 16-bit grey scaled to 8 bits (PIL's convert would clip it)."""
+    check_mode(im.mode, im.format, where)
+    if im.mode in SIXTEEN_BIT_MODES or im.mode == "I":   # "I" from a PNG: a 16-bit grey PNG
+        grey = np.round(np.asarray(im).astype(np.float64) * (255 / 65535)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def check_mode(mode: str, fmt: str | None, where: str) -> None:
+    """Refuse pixel modes that cannot be mapped to 8-bit RGB without guessing their range."""
+    if mode == "F" or (mode == "I" and fmt != "PNG"):
+        raise UnsupportedImage(f"image {where}: pixel mode {mode!r} ({'float' if mode == 'F' else '32-bit integer'} "
+                               "pixels) has no fixed range to map to 8 bits; convert it to 8- or 16-bit RGB/grey first")
 
 
 def encode_image(image_hwc_uint8: np.ndarray, fmt: str = "jpeg", quality: int = 95) -> bytes:

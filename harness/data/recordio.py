@@ -11,6 +11,7 @@ carry (first image, end image) of each identity. `train.idx` lists "key<TAB>byte
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import warnings
@@ -146,7 +147,7 @@ class RecordIODataset(torch.utils.data.Dataset):
         self.transform = transform
         self.file_size = os.path.getsize(self.rec_path)
         self.offsets = self._read_index()
-        self._handle, self._pid = None, None
+        self._handle, self._pid, self.size = None, None, None
         flag, label, *_ = unpack_record(self._read(0)) if 0 in self.offsets else (0, 0.0)
         if flag > 0:
             self.keys = list(range(1, int(label[0])))
@@ -178,10 +179,33 @@ class RecordIODataset(torch.utils.data.Dataset):
     def _num_classes(self) -> int:
         prop = os.path.join(self.root, "property")
         if os.path.isfile(prop):
-            with open(prop) as f:
-                return int(f.read().strip().split(",")[0])
+            with open(prop, errors="replace") as f:
+                text = f.read().strip()
+            fields = text.split(",")
+            if len(fields) != 3 or not all(x.strip().isdigit() and int(x) > 0 for x in fields):
+                raise ValueError(f"{prop}: expected 'num_classes,height,width' (three positive integers), got "
+                                 f"{text[:80]!r}")
+            self.size = (int(fields[1]), int(fields[2]))
+            return int(fields[0])
         warnings.warn(f"{prop} missing: counting classes from the labels (reads every record header)")
-        return int(max(self.raw(i)[0] for i in range(len(self)))) + 1
+        return max(self._label(i, None) for i in range(len(self))) + 1
+
+    def _label(self, i: int, num_classes: int | None, label=None) -> int:
+        """Record i's label as an int: whole, finite, >= 0 and below num_classes, or an error naming the record."""
+        if label is None:
+            _, label, *_ = unpack_record(self._read(self.keys[i]))
+        value = float(label[0]) if isinstance(label, np.ndarray) else float(label)
+        if not (math.isfinite(value) and value == int(value) and value >= 0 and
+                (num_classes is None or value < num_classes)):
+            bound = f" and below num_classes={num_classes} (property)" if num_classes is not None else ""
+            raise ValueError(f"{self.rec_path}: record key {self.keys[i]} (image {i}) has label {value!r}; labels "
+                             f"must be whole numbers >= 0{bound}")
+        return int(value)
+
+    def check_labels(self) -> None:
+        """Every image's label checked before training (a bad one would otherwise stop the run when it is read)."""
+        for i in range(len(self)):
+            self._label(i, self.num_classes)
 
     def _read(self, key: int) -> bytes:
         if self._handle is None or self._pid != os.getpid():
@@ -198,14 +222,15 @@ class RecordIODataset(torch.utils.data.Dataset):
 
     def raw(self, i: int):
         """(label int, encoded image bytes) of image i."""
-        key = self.keys[i]
-        _, label, _, _, data = unpack_record(self._read(key))
-        label = float(label[0]) if isinstance(label, np.ndarray) else float(label)
-        return int(label), data
+        _, label, _, _, data = unpack_record(self._read(self.keys[i]))
+        return self._label(i, self.num_classes, label), data
 
     def __getitem__(self, i: int):
         label, data = self.raw(i)
         image = decode_image(data, f"{i} (record key {self.keys[i]}) in {self.rec_path}")
+        if self.size is not None and image.shape[:2] != self.size:
+            raise ValueError(f"{self.rec_path}: record key {self.keys[i]} (image {i}) is {image.shape[1]}x"
+                             f"{image.shape[0]} px; property says {self.size[1]}x{self.size[0]}")
         if self.transform is not None:
             image = self.transform(image)
         return to_tensor(image), label

@@ -62,7 +62,7 @@ def read_verification_bin(path: str):
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise ValueError(f"{path}: expected a pickled (images, issame) pair, got {type(obj).__name__}")
     bins, issame = obj
-    issame = np.asarray(issame, dtype=bool).reshape(-1)
+    issame = _flags(issame, path)
     if len(bins) != 2 * len(issame):
         raise ValueError(f"{path}: {len(bins)} images for {len(issame)} pairs; a pack needs exactly 2 per pair")
     images = [decode_image(_as_bytes(b), f"{i} of {path}") for i, b in enumerate(bins)]
@@ -70,6 +70,30 @@ def read_verification_bin(path: str):
     if len(shapes) != 1:
         raise ValueError(f"{path}: images differ in size: {sorted(shapes)[:3]}")
     return np.stack(images), issame
+
+
+def _flags(issame, path: str) -> np.ndarray:
+    """The same/different flags as bool [N]; anything but booleans (e.g. the strings "False", which numpy would read
+    as True) is refused, naming the first such entry."""
+    flags = list(issame) if isinstance(issame, (list, tuple, np.ndarray)) else None
+    if flags is None:
+        raise ValueError(f"{path}: issame must be a list of booleans, got {type(issame).__name__}")
+    bad = next(((i, f) for i, f in enumerate(flags) if not isinstance(f, (bool, np.bool_))), None)
+    if bad is not None:
+        raise ValueError(f"{path}: issame[{bad[0]}] = {bad[1]!r} ({type(bad[1]).__name__}); a pack's same/different "
+                         "flags must be booleans (True/False)")
+    return np.asarray(flags, dtype=bool).reshape(-1)
+
+
+def check_verification_bin(path: str, image_size: int) -> int:
+    """Read a pack fully before training (so a damaged one is found now, not after it) and check its images have
+    the run's size; returns its number of pairs."""
+    images, issame = read_verification_bin(path)
+    if images.shape[1] != image_size or images.shape[2] != image_size:
+        raise ValueError(f"{path}: its images are {images.shape[2]}x{images.shape[1]} px, the run trains on "
+                         f"{image_size}x{image_size}; a pack is evaluated at the training size (align/resize it, or "
+                         "evaluate with a run of that size)")
+    return len(issame)
 
 
 def _as_bytes(item) -> bytes:

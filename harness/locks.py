@@ -1,0 +1,96 @@
+"""One writer per run folder: an exclusive file lock held while a process trains, evaluates or prunes a run.
+
+The lock is `RUN/.lock` (filelock: an OS lock that the kernel releases when its holder dies, so a killed run never
+leaves its folder locked). A process that takes the lock is the only live writer of the folder, so the temporary
+files a dead writer left behind (`NAME.tmp-PID...`, written before an atomic rename) are removed then. The lock is
+re-entrant within a process (a sweep worker holds it around `train`, which takes it again).
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+
+from filelock import FileLock, Timeout
+
+LOCK_NAME = ".lock"
+TABLES_LOCK = ".tables.lock"
+_TEMPORARY = re.compile(r"\.tmp-(\d+)(\.[A-Za-z0-9]+)?$")   # atomic writes: NAME.tmp-PID or NAME.tmp-PID.npz
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+def temporary_name(path: str, suffix: str = "") -> str:
+    """The temporary file an atomic write of `path` goes through: unique per process (two writers never share it)."""
+    return f"{path}.tmp-{os.getpid()}{suffix}"
+
+
+def _lock(folder: str) -> FileLock:
+    os.makedirs(folder, exist_ok=True)
+    return FileLock(os.path.join(folder, LOCK_NAME), is_singleton=True)
+
+
+@contextlib.contextmanager
+def run_lock(folder: str, wait: bool = True, say=None):
+    """Hold the run folder's lock for the block. wait=False raises RunBusy at once when another process holds it;
+    wait=True waits for it (saying so once, through `say`). Stale temporaries are removed once the lock is held."""
+    lock = _lock(folder)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise RunBusy(f"{folder} is in use by another process (it holds {os.path.join(folder, LOCK_NAME)})") \
+                from None
+        if say:
+            say(f"{folder}: another process is working on this run; waiting for it")
+        lock.acquire()
+    try:
+        if lock.lock_counter == 1:
+            remove_stale_temporaries(folder)
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def tables_lock(out: str):
+    """Hold OUT's table lock while a sweep writes its table set, so two sweeps never interleave their files."""
+    os.makedirs(out, exist_ok=True)
+    with FileLock(os.path.join(out, TABLES_LOCK), is_singleton=True):
+        yield
+
+
+def is_locked(folder: str) -> bool:
+    """Whether another process holds the run folder's lock now (a running training or evaluation)."""
+    try:
+        with run_lock(folder, wait=False):
+            return False
+    except RunBusy:
+        return True
+
+
+def remove_stale_temporaries(folder: str) -> list:
+    """Delete the temporary files of writers that are no longer alive under `folder` (and its sub-folders); a live
+    writer's (another process still writing) are kept. Returns the removed paths."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "**", "*.tmp-*"), recursive=True):
+        match = _TEMPORARY.search(os.path.basename(path))
+        if match and os.path.isfile(path) and not _alive(int(match.group(1))):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False   # this process holds the lock and is writing nothing now: its own leftovers are stale too
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
