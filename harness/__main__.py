@@ -1,6 +1,7 @@
 """python -m harness train --config FILE [--set key=value ...] [--dry-run]
 python -m harness sweep SPEC.toml [--quick] [--out DIR] [--jobs N] [--set key=value ...] [--dry-run | --prune]
 python -m harness evaluate --run DIR
+python -m harness evaluate --ijb ROOT --ijb-set IJBC --checkpoint PATH --format magface|insightface|run --out OUT
 python -m harness publish OUT [--name NAME] [--arrays] [--allow-dirty]
 python -m harness report [--check]
 python -m harness embed --checkpoint PATH --format magface|insightface|run [--backbone NAME] --images DIR --out OUT"""
@@ -12,7 +13,9 @@ import sys
 
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
+from . import ijb_eval
 from .embed import embed_folder, evaluate_release
+from .ijb_eval import DEFAULT_MODES
 from .evaluate import evaluate_run, summary_line
 from .cli import add_publish_args, publish_result, refresh_outputs, tables_render
 from .publish import publish
@@ -47,6 +50,18 @@ def describe(cfg) -> str:
              f"into {cfg.out}"]
     line = head.startup_check()
     return "\n".join(lines + ([line] if line else []))
+
+
+def evaluate_ijb_command(args, parser) -> None:
+    if args.run or not (args.checkpoint and args.format and args.out):
+        parser.error("--ijb evaluates one network on an IJB release: give --checkpoint PATH (a run folder with "
+                     "--format run), --format and --out")
+    device = "cpu" if args.device == "auto" else args.device
+    summary = ijb_eval.run(args.ijb, args.ijb_set, args.checkpoint, args.format, args.out, backbone=args.backbone,
+                           modes=[m for m in args.modes.split(",") if m], qmagface=args.qmagface, device=device,
+                           n_boot=args.bootstrap, batch_size=args.batch_size, workers=args.workers)
+    print(ijb_eval.table(summary))
+    print(f"wrote {args.out}/{args.ijb_set.lower()}.json and {args.ijb_set.lower()}_roc.npz")
 
 
 def main(argv=None):
@@ -98,11 +113,22 @@ def main(argv=None):
     ev.add_argument("--run", help="a run folder of this suite")
     ev.add_argument("--checkpoint", help="with --run: the checkpoint file name (default final.pt); with --format: "
                                          "the released checkpoint's path")
-    ev.add_argument("--format", choices=("magface", "insightface"), help="evaluate a released checkpoint")
+    ev.add_argument("--format", choices=("magface", "insightface", "run"), help="evaluate a released checkpoint "
+                    "(run: a run folder of this suite, with --ijb)")
     ev.add_argument("--backbone", help="with --format: the released iResNet (iresnet18/34/50/100)")
     ev.add_argument("--eval-bins", default="", help="with --format: comma-separated verification packs (.bin)")
     ev.add_argument("--out", help="with --format: folder for metrics.json and the per-pack arrays")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--ijb", metavar="ROOT", help="an IJB-B/C release in insightface's layout (ROOT/IJBC/loose_crop, "
+                                                   "ROOT/IJBC/meta); with --checkpoint, --format and --out")
+    ev.add_argument("--ijb-set", default="IJBC", choices=("IJBB", "IJBC"))
+    ev.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help="IJB protocol modes, comma-separated: N<0|1>D<0|1>F<0|1> (norms kept, detector score, flip "
+                         "fusion), MagFace, MagFace+")
+    ev.add_argument("--qmagface", action="store_true", help="IJB: also QMagFace's quality-aware score")
+    ev.add_argument("--bootstrap", type=int, default=200, help="IJB: subject resamples for the intervals (0: none)")
+    ev.add_argument("--batch-size", type=int, default=128)
+    ev.add_argument("--workers", type=int, default=0, help="IJB: DataLoader workers decoding and aligning crops")
     for parser in sub.choices.values():   # also accepted after the command (python -m harness train ... --debug)
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -140,6 +166,8 @@ def main(argv=None):
                            before_swap=tables_render, command=f"python -m harness publish {' '.join(sys.argv[2:])}")
             print(f"published {args.out} to {dest}")
             refresh_outputs()
+        elif args.ijb:
+            evaluate_ijb_command(args, ev)
         else:
             if args.format:
                 if args.run or not (args.checkpoint and args.backbone and args.out):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 from scipy.integrate import trapezoid
-from sklearn.metrics import roc_curve
 from sklearn.model_selection import KFold
+
+from . import roc
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -44,20 +45,11 @@ def verification_accuracy(scores, issame, folds=None, n_folds: int = 10) -> dict
             "fold_accuracy": [float(a) for a in accs], "thresholds": [float(t) for t in thresholds]}
 
 
-def tar_at_far(scores, issame, fars=FARS) -> dict:
-    """TAR at each FAR read off the ROC; NaN where there are too few impostor pairs to measure that FAR."""
-    issame = np.asarray(issame, bool)
-    n_impostor = int((~issame).sum())
-    if n_impostor == 0 or issame.all() or not issame.any():   # no ROC (e.g. a bootstrap resample of one identity)
-        return {far: float("nan") for far in fars}
-    fpr, tpr, _ = roc_curve(issame, scores)
-    out = {}
-    for far in fars:
-        if far * n_impostor < 1:
-            out[far] = float("nan")
-        else:
-            out[far] = float(tpr[np.searchsorted(fpr, far, side="right") - 1])
-    return out
+def tar_at_far(scores, issame, fars=FARS, rule: str = "conservative") -> dict:
+    """TAR at each FAR read off the exact ROC (tied scores are one operating point, harness.roc) under the named
+    FAR rule ("conservative": largest FPR <= far, this suite's default; "nearest": the IJB scripts' rule); NaN
+    where there are too few impostor pairs to measure that FAR."""
+    return roc.tar_at_far_of_scores(scores, issame, fars, rule)
 
 
 def threshold_at_fmr(scores, issame, fmr: float) -> float:

@@ -1,0 +1,234 @@
+"""The IJB-B/C template protocol on image features: every choice a named mode, as the field's scripts make it.
+
+Modes (insightface `eval_ijbc.py`; names as in insightface PR #1364): F1 fuses the features of an image and its
+horizontal flip by summing them (F0: the image's alone); N1 keeps each image feature's norm into the pooling (N0
+normalises image features first); D1 multiplies an image's feature by its detector score (D0: not). Pooling: the
+mean of the images of one media (a video's frames, or one still), then the sum over the template's media, then the
+template normalised; a pair's score is the cosine of its two templates. MagFace+ (the MagFace paper's Table 2;
+official MagFace IJB evaluation) is N1 on MagFace features: the pooled sum is then sum_i a_i u_i, each unit feature
+u_i weighted by its magnitude a_i. QMagFace (Terhoerst et al., 2023) keeps the N0 score s of a pair and adds a
+quality term: s' = s + min(0, beta * s - alpha) * min(q1, q2), q a template's quality (here the mean magnitude of
+its images); alpha and beta are fitted on a validation split (`fit_qmagface`) or given.
+
+1:1 reads TAR at FAR off the exact ROC under both FAR rules (harness.roc); 1:N gives open-set TPIR at FPIR (the
+threshold is the score that FPIR of the non-mated probes' best gallery scores exceed; a mated probe counts when
+its own gallery template ranks first and scores above it) and closed-set rank-k accuracy over the mated probes.
+Everything is batched: no [T, T] score matrix, so IJB-C's 15.7M pairs fit in bounded memory.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import roc
+
+IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+FPIRS = (0.01, 0.1)
+RANKS = (1, 5)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One combination of the protocol's switches. norm, detector, flip: insightface's N, D, F (named as in
+    `eval_ijbc.py`, whose N1 keeps the norms; its notebook calls the flip sum "F2", PR #1364 swaps the N). media_norm:
+    each media's mean feature normalised before the template mean (the official MagFace script without magqlt);
+    off in every insightface mode."""
+    norm: bool = True
+    detector: bool = True
+    flip: bool = True
+    media_norm: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"N{int(self.norm)}D{int(self.detector)}F{int(self.flip)}" + ("M1" if self.media_norm else "")
+
+    @classmethod
+    def parse(cls, text: str) -> "Mode":
+        if text in PRESETS:
+            return PRESETS[text]
+        match = re.fullmatch(r"N([01])D([01])F([01])(M1)?", text.strip())
+        if not match:
+            raise ValueError(f"IJB mode {text!r}: expected N<0|1>D<0|1>F<0|1> (e.g. N1D1F1: norms kept, detector "
+                             f"score weighting, flip fusion; N0D1F0), optionally M1 (media normalised), or one of "
+                             f"{', '.join(PRESETS)}")
+        return cls(*(g == "1" for g in match.groups()[:3]), media_norm=bool(match.group(4)))
+
+
+# The official MagFace IJB evaluation (eval/eval_recognition/eval_ijb.py): no flip, no detector score, image
+# features never normalised; per media the mean; magqlt=0 normalises each media feature ("MagFace"), magqlt=1 keeps
+# it ("MagFace+": magnitude-weighted templates, the paper's Table 2). The final template normalisation and MagFace's
+# score 1 - acos(cos)/pi (monotone in the cosine) leave the ROC as computed here.
+PRESETS = {"MagFace": Mode(norm=True, detector=False, flip=False, media_norm=True),
+           "MagFace+": Mode(norm=True, detector=False, flip=False, media_norm=False)}
+
+
+def image_features(plain: np.ndarray, flipped: np.ndarray | None, detector_scores: np.ndarray, mode: Mode):
+    """The per-image features a mode pools: [N, d] float32."""
+    if mode.flip and flipped is None:
+        raise ValueError(f"mode {mode.name} fuses flipped features, but none were computed")
+    feats = plain + flipped if mode.flip else plain.copy()
+    if not mode.norm:
+        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    if mode.detector:
+        feats *= detector_scores[:, None].astype(feats.dtype)
+    return feats
+
+
+@dataclass
+class Grouping:
+    """Images grouped into media and templates once (sorted segments), reused by every mode."""
+    order: np.ndarray            # image indices sorted by (template, media)
+    media_starts: np.ndarray     # start of each media in that order
+    media_template: np.ndarray   # template row of each media
+    template_ids: np.ndarray     # sorted template ids (rows of the pooled features)
+
+    @classmethod
+    def of(cls, templates: np.ndarray, medias: np.ndarray) -> "Grouping":
+        order = np.lexsort((medias, templates))
+        t, m = templates[order], medias[order]
+        new_media = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (m[1:] != m[:-1])])
+        template_ids, media_template = np.unique(t[new_media], return_inverse=True)
+        return cls(order, new_media, media_template.reshape(-1), template_ids)
+
+    def media_means(self, values: np.ndarray) -> np.ndarray:
+        """Per media: the mean of its images' rows of `values` ([N, ...] in image order)."""
+        counts = np.diff(np.r_[self.media_starts, len(self.order)])
+        sums = np.add.reduceat(values[self.order], self.media_starts, axis=0)
+        return sums / counts.reshape(-1, *[1] * (values.ndim - 1))
+
+    def template_sums(self, media_values: np.ndarray) -> np.ndarray:
+        """Per template: the sum of its media's rows."""
+        starts = np.flatnonzero(np.r_[True, self.media_template[1:] != self.media_template[:-1]])
+        return np.add.reduceat(media_values, starts, axis=0)
+
+
+def pool_templates(features: np.ndarray, grouping: Grouping, media_norm: bool = False) -> np.ndarray:
+    """Unit template features [T, d] (rows in grouping.template_ids order): mean over each media's images, (each
+    media normalised if media_norm), sum over the template's media, normalised."""
+    media = grouping.media_means(features.astype(np.float32, copy=False))
+    if media_norm:
+        media /= np.maximum(np.linalg.norm(media, axis=1, keepdims=True), 1e-12)
+    pooled = grouping.template_sums(media)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"template {grouping.template_ids[np.flatnonzero(norms[:, 0] == 0)[0]]} pools to a zero "
+                         "feature (all its detector scores are 0?): it has no direction to compare")
+    return (pooled / norms).astype(np.float32)
+
+
+def template_quality(magnitudes: np.ndarray, grouping: Grouping) -> np.ndarray:
+    """QMagFace's template quality: within each media, then across the template's media, the magnitude-weighted
+    mean magnitude sum(a^2) / sum(a) (QMagFace `combine_weighted_f_q`)."""
+    media = grouping.media_means(magnitudes ** 2) / grouping.media_means(magnitudes)
+    return grouping.template_sums(media ** 2) / grouping.template_sums(media)
+
+
+def template_rows(template_ids: np.ndarray, wanted: np.ndarray, where: str) -> np.ndarray:
+    """Row of each wanted template id in the pooled features; an unknown id is an error naming it."""
+    rows = np.searchsorted(template_ids, wanted)
+    rows = np.minimum(rows, len(template_ids) - 1)
+    missing = template_ids[rows] != wanted
+    if missing.any():
+        raise ValueError(f"{where}: template {wanted[missing][0]} has no images ({int(missing.sum())} pair entries "
+                         "name templates without images)")
+    return rows
+
+
+def pair_scores(features: np.ndarray, left: np.ndarray, right: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Cosines of the pairs (rows of unit features), in blocks of left templates: each block is one matrix
+    product [block, T] from which its pairs are read, so memory stays bounded and IJB-C's 15.7M pairs take
+    seconds."""
+    order = np.argsort(left, kind="stable")
+    scores = np.empty(len(left), np.float32)
+    starts = np.searchsorted(left[order], np.arange(0, features.shape[0] + block, block))
+    for b in range(len(starts) - 1):
+        lo, hi = starts[b], starts[b + 1]
+        if lo == hi:
+            continue
+        idx = order[lo:hi]
+        first = b * block
+        block_scores = features[first:first + block] @ features.T
+        scores[idx] = block_scores[left[idx] - first, right[idx]]
+    return scores
+
+
+def verification(scores: np.ndarray, issame: np.ndarray, fars=IJB_FARS) -> dict:
+    """1:1 metrics: TAR at each FAR under both rules, AUC, and the ROC at every distinct threshold."""
+    curve = roc.SortedScores.of(scores, issame)
+    fpr, tpr, impostors = curve.curve()
+    out = {"pairs": int(len(scores)), "genuine": int(np.sum(issame)), "impostor": int(impostors),
+           "auc": roc.auc(fpr, tpr)}
+    for rule in roc.FAR_RULES:
+        out[f"tar_at_far_{rule}"] = {f"{k:g}": v for k, v in roc.tar_at_far(fpr, tpr, impostors, fars, rule).items()}
+    return out, {"fpr": fpr, "tpr": tpr, "thresholds": np.concatenate([[np.inf], curve.thresholds])}
+
+
+def qmagface_scores(scores, q_left, q_right, alpha: float, beta: float) -> np.ndarray:
+    """QMagFace's quality-aware score: s + min(0, beta * s - alpha) * min(q1, q2)."""
+    return scores + np.minimum(0.0, beta * scores - alpha) * np.minimum(q_left, q_right)
+
+
+QMAGFACE_PUBLISHED = {"alpha": 0.077428, "beta": 0.125926}   # QMagFace README (fitted on ColorFERET pairs)
+
+
+def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logspace(-5, -2, 50)) -> dict:
+    """QMagFace's fit (`similarity/qmagface.py`, `train`) on validation pairs: for each of `omegas` constant weights
+    w in [-0.5, 0.5] / max q, the ROC of s + w * min(q1, q2); at each FMR the w with the lowest FNMR and its
+    threshold; then a line through (threshold, best w): beta its slope, alpha minus its intercept. The thresholds
+    are taken on the score itself (the reference takes them after a sigmoid but applies beta to the raw score)."""
+    q = np.minimum(q_left, q_right)
+    top = float(np.max(q))
+    if not np.isfinite(top) or top <= 0:
+        raise ValueError("QMagFace needs positive template qualities (magnitudes) to fit on")
+    best = {}   # fmr -> (fnmr, w, threshold)
+    for w in np.linspace(-0.5 / top, 0.5 / top, omegas):
+        sorted_scores = roc.SortedScores.of(scores + w * q, issame)
+        fpr, tpr, _ = sorted_scores.curve()
+        thresholds = np.concatenate([[np.inf], sorted_scores.thresholds])
+        for fmr in fmrs:
+            ok = np.flatnonzero(fpr < fmr)
+            if not len(ok):
+                continue
+            i = ok[np.argmax(tpr[ok])]
+            if fmr not in best or 1 - tpr[i] < best[fmr][0] and np.isfinite(thresholds[i]):
+                best[fmr] = (1 - tpr[i], w, thresholds[i])
+    points = np.array([(t, w) for _, w, t in best.values() if np.isfinite(t)])
+    if len(points) < 2:
+        raise ValueError("QMagFace fit: too few validation pairs to measure FNMR at FMR 1e-5 .. 1e-2")
+    slope, intercept = np.polyfit(points[:, 0], points[:, 1], 1)
+    return {"alpha": float(-intercept), "beta": float(slope), "pairs": int(len(scores)), "fmrs": int(len(points))}
+
+
+def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np.ndarray,
+                   probe_subjects: np.ndarray, fpirs=FPIRS, ranks=RANKS, block: int = 1024) -> dict:
+    """Open-set 1:N of unit probe templates against one gallery's unit templates (insightface `ijb_evals.py`,
+    `evaluation_1N`): a probe is mated when its subject has a gallery template (its score: the best over them);
+    the threshold at an FPIR is the k-th highest of the non-mated probes' best gallery scores, k = max(int(n *
+    FPIR), 1); TPIR counts the mated probes whose mate ranks first and scores above it. Rank-k: the share of mated
+    probes whose mate is among the k best."""
+    mate = np.full(len(probes), -np.inf, np.float32)
+    best_other = np.full(len(probes), -np.inf, np.float32)
+    for lo in range(0, len(probes), block):
+        s = probes[lo:lo + block] @ gallery.T
+        own = gallery_subjects[None, :] == probe_subjects[lo:lo + block, None]
+        mate[lo:lo + block] = np.where(own, s, -np.inf).max(axis=1, initial=-np.inf)
+        best_other[lo:lo + block] = np.where(own, -np.inf, s).max(axis=1, initial=-np.inf)
+    rank = np.ones(len(probes), np.int64)
+    for lo in range(0, len(probes), block):   # again, now that every mate score is known
+        s = probes[lo:lo + block] @ gallery.T
+        own = gallery_subjects[None, :] == probe_subjects[lo:lo + block, None]
+        rank[lo:lo + block] += (np.where(own, -np.inf, s) > mate[lo:lo + block, None]).sum(axis=1)
+    mated = np.isfinite(mate)
+    top_non_mated = np.sort(best_other[~mated])[::-1]
+    out = {"probes": int(len(probes)), "mated": int(mated.sum()), "non_mated": int((~mated).sum()),
+           "rank": {f"{k}": float(np.mean(rank[mated] <= k)) if mated.any() else float("nan") for k in ranks},
+           "tpir_at_fpir": {}}
+    for fpir in fpirs:
+        if len(top_non_mated) * fpir < 1 or not mated.any():
+            out["tpir_at_fpir"][f"{fpir:g}"] = float("nan")
+            continue
+        threshold = top_non_mated[max(int(len(top_non_mated) * fpir), 1) - 1]
+        out["tpir_at_fpir"][f"{fpir:g}"] = float(np.mean((rank[mated] == 1) & (mate[mated] > threshold)))
+    return out

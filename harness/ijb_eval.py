@@ -1,0 +1,252 @@
+"""Evaluate a network on an IJB-B/C release: align, embed (cached), then the protocol in every asked mode.
+
+    python -m harness evaluate --ijb ROOT --ijb-set IJBC --checkpoint PATH --format magface|insightface|run \
+        [--backbone iresnet100] [--modes N1D1F1,N0D1F1,MagFace+] [--qmagface] [--device cuda] --out OUT
+
+Each loose crop is aligned to the network's own input size with its five landmarks (harness.data.align) and
+preprocessed with the checkpoint's convention; the plain and flipped features of every image are cached in
+OUT/features-<key>.npz (key: the checkpoint file, the face list, the preprocessing), so a rerun with other modes
+embeds nothing. OUT/<set>.json holds, per mode, its definition, 1:1 (TAR at FAR 1e-6 .. 1e-1 under both FAR rules,
+AUC, 95 % intervals over resampled subjects when the 1:N lists name them) and 1:N per gallery; OUT/<set>_roc.npz
+the ROC of each mode (thinned to at most 2,000 points, log-spaced in FPR).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from . import ijb, roc
+from .data import file_sha256
+from .data.align import align, check_landmarks
+from .data.ijb import IJBRelease, read_release
+from .data.preprocess import image_to_rgb
+from .embed import load_network, network_input
+from .locks import temporary_name
+from .runstate import atomic_json
+
+DEFAULT_MODES = ("N1D1F1", "N0D1F1", "MagFace+")
+ROC_POINTS = 2000
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Aligned network inputs of a release's loose crops (decoded and warped in DataLoader workers)."""
+
+    def __init__(self, release: IJBRelease, prep: dict):
+        self.release, self.prep = release, prep
+
+    def __len__(self):
+        return len(self.release.images)
+
+    def __getitem__(self, i):
+        path = self.release.image_path(i)
+        try:
+            with Image.open(path) as im:
+                rgb = image_to_rgb(im, path)
+        except OSError as exc:
+            raise ValueError(f"cannot decode {path}: {exc}") from None
+        points = check_landmarks(self.release.landmarks[i], (rgb.shape[1], rgb.shape[0]),
+                                 f"{path} (landmarks of image {self.release.images[i]})")
+        crop = align(rgb, points, self.prep["size"])
+        return torch.from_numpy(network_input(crop[None], self.prep)[0])
+
+
+def embed_release(release: IJBRelease, model, prep: dict, device: str, batch_size: int = 128, workers: int = 0):
+    """(plain, flipped) features [N, d] float32 of every image of the release."""
+    loader = torch.utils.data.DataLoader(CropDataset(release, prep), batch_size=batch_size, num_workers=workers)
+    plain, flipped = [], []
+    model.to(device).eval()
+    with torch.no_grad():
+        for x in tqdm(loader, desc=f"embedding {release.name}", unit="batch"):
+            x = x.to(device)
+            plain.append(model(x).float().cpu().numpy())
+            flipped.append(model(x.flip(-1)).float().cpu().numpy())
+    return np.concatenate(plain), np.concatenate(flipped)
+
+
+def features(release: IJBRelease, checkpoint: str, fmt: str, backbone: str | None, out: str, device: str,
+             batch_size: int = 128, workers: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The release's features, from OUT's cache when this checkpoint, face list and preprocessing made them."""
+    model, prep = load_network(checkpoint, fmt, backbone)
+    key = cache_key(release, checkpoint, prep)
+    path = os.path.join(out, f"features-{key}.npz")
+    if os.path.isfile(path):
+        with np.load(path) as z:
+            if list(z["images"]) == release.images:
+                print(f"features of {len(release.images):,} images reused from {path}")
+                return z["plain"], z["flipped"], prep
+    plain, flipped = embed_release(release, model, prep, device, batch_size, workers)
+    os.makedirs(out, exist_ok=True)
+    tmp = temporary_name(path, ".npz")
+    np.savez(tmp, plain=plain, flipped=flipped, images=np.array(release.images))
+    os.replace(tmp, path)
+    return plain, flipped, prep
+
+
+def cache_key(release: IJBRelease, checkpoint: str, prep: dict) -> str:
+    """What the features depend on: the checkpoint's bytes, the face list and landmarks, the preprocessing."""
+    h = hashlib.sha256()
+    ckpt = os.path.join(checkpoint, "checkpoints", "final.pt") if os.path.isdir(checkpoint) else checkpoint
+    h.update(file_sha256(ckpt).encode())
+    h.update("\n".join(release.images).encode())
+    h.update(np.ascontiguousarray(release.landmarks).tobytes())
+    h.update(json.dumps(prep, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def evaluate_modes(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray, modes, n_boot: int = 200,
+                   qmagface: bool = False, seed: int = 0) -> tuple[dict, dict]:
+    """({mode name: metrics}, {mode name: ROC arrays}) of the release's protocol; optionally QMagFace."""
+    grouping = ijb.Grouping.of(release.templates, release.medias)
+    rows_l = ijb.template_rows(grouping.template_ids, release.pairs[:, 0], "pair list")
+    rows_r = ijb.template_rows(grouping.template_ids, release.pairs[:, 1], "pair list")
+    subjects = pair_subjects(release, release.pairs)
+    results, curves = {}, {}
+    for text in modes:
+        mode = ijb.Mode.parse(text)
+        pooled = ijb.pool_templates(ijb.image_features(plain, flipped, release.detector, mode), grouping,
+                                    mode.media_norm)
+        scores = ijb.pair_scores(pooled, rows_l, rows_r)
+        results[text], curves[text] = _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed)
+    if qmagface:
+        results["QMagFace"], curves["QMagFace"] = _qmagface(release, plain, grouping, rows_l, rows_r, subjects,
+                                                            n_boot, seed)
+    return results, curves
+
+
+def _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed) -> tuple[dict, dict]:
+    metrics, curve = ijb.verification(scores, release.labels)
+    out = {"mode": mode.name, "definition": describe(mode), "verification": metrics}
+    if subjects is not None and n_boot:
+        out["intervals"] = subject_intervals(scores, release.labels, subjects, n_boot, seed=seed)
+    if release.probes is not None:
+        out["identification"] = one_to_n(release, pooled, grouping)
+    return out, thin(curve)
+
+
+def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed) -> tuple[dict, dict]:
+    """QMagFace on MagFace+ templates (its IJB fusion: magnitude-weighted pooling, no flip, no detector score),
+    with the published alpha and beta (QMagFace README)."""
+    base = ijb.PRESETS["MagFace+"]
+    pooled = ijb.pool_templates(ijb.image_features(plain, None, release.detector, base), grouping, base.media_norm)
+    quality = ijb.template_quality(np.linalg.norm(plain, axis=1), grouping)
+    params = ijb.QMAGFACE_PUBLISHED
+    scores = ijb.qmagface_scores(ijb.pair_scores(pooled, rows_l, rows_r), quality[rows_l], quality[rows_r],
+                                 params["alpha"], params["beta"])
+    out, curve = _one_mode(release, base, scores, subjects, pooled, grouping, n_boot, seed)
+    out.pop("identification", None)   # QMagFace defines a pair score, not a search
+    out.update(mode="QMagFace", definition="MagFace+ templates; s + min(0, beta s - alpha) min(q1, q2), q the "
+               "magnitude-weighted mean magnitude of a template", parameters={**params, "source": "published"})
+    return out, curve
+
+
+def describe(mode: ijb.Mode) -> str:
+    return (f"{'flip-summed' if mode.flip else 'plain'} image features, "
+            f"{'norms kept' if mode.norm else 'each normalised'}, "
+            f"{'times the detector score' if mode.detector else 'no detector score'}; mean per media"
+            f"{' (normalised)' if mode.media_norm else ''}, summed over media, template normalised; cosine")
+
+
+def pair_subjects(release: IJBRelease, pairs: np.ndarray) -> np.ndarray | None:
+    """[P, 2] subject ids of the pairs' templates, or None when the 1:N lists do not name every one."""
+    known = release.subjects()
+    if not known:
+        return None
+    try:
+        return np.vectorize(known.__getitem__, otypes=[np.int64])(pairs)
+    except KeyError:
+        return None
+
+
+def subject_intervals(scores, issame, subjects, n_boot: int, level: float = 0.95, seed: int = 0) -> dict:
+    """95 % percentile intervals of TAR at each FAR (both rules) by resampling subjects: a subject drawn m times
+    weighs its genuine pairs m, an impostor pair of subjects drawn m_i and m_j times m_i m_j (as
+    harness.metrics.identity_bootstrap); one sort, a weighted cumulative sum per resample."""
+    sorted_scores = roc.SortedScores.of(scores, issame)
+    unique, codes = np.unique(subjects, return_inverse=True)
+    codes = codes.reshape(subjects.shape)
+    same = codes[:, 0] == codes[:, 1]
+    rng = np.random.default_rng(seed)
+    draws = {rule: [] for rule in roc.FAR_RULES}
+    for _ in range(n_boot):
+        m = np.bincount(rng.integers(0, len(unique), len(unique)), minlength=len(unique)).astype(float)
+        weights = m[codes[:, 0]] * np.where(same, 1.0, m[codes[:, 1]])
+        fpr, tpr, impostors = sorted_scores.curve(weights)
+        for rule in roc.FAR_RULES:
+            draws[rule].append(list(roc.tar_at_far(fpr, tpr, impostors, ijb.IJB_FARS, rule).values()))
+    tail = 100 * (1 - level) / 2
+    out = {"unit": "subjects", "resamples": n_boot, "level": level, "subjects": int(len(unique))}
+    for rule, values in draws.items():
+        with warnings.catch_warnings():   # a FAR too small to measure is NaN in every resample: its interval too
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanpercentile(np.array(values, float), [tail, 100 - tail], axis=0)
+        out[f"tar_at_far_{rule}"] = {f"{far:g}": [float(lo), float(hi)] for far, lo, hi in
+                                     zip(ijb.IJB_FARS, low, high, strict=True)}
+    return out
+
+
+def one_to_n(release: IJBRelease, pooled: np.ndarray, grouping: ijb.Grouping) -> dict:
+    """Open-set 1:N against each gallery (harness.ijb.identification)."""
+    probe_t, probe_s = release.probes
+    probes = pooled[ijb.template_rows(grouping.template_ids, probe_t, "1:N probe list")]
+    out = {}
+    for name, (gallery_t, gallery_s) in release.galleries.items():
+        gallery = pooled[ijb.template_rows(grouping.template_ids, gallery_t, f"1:N gallery {name}")]
+        out[name] = ijb.identification(gallery, gallery_s, probes, probe_s)
+    return out
+
+
+def thin(curve: dict, points: int = ROC_POINTS) -> dict:
+    """The ROC at the thresholds nearest `points` log-spaced FPRs (and its two ends): enough for figures."""
+    fpr = curve["fpr"]
+    targets = np.logspace(-7, 0, points)
+    keep = np.unique(np.r_[0, np.minimum(np.searchsorted(fpr, targets), len(fpr) - 1), len(fpr) - 1])
+    return {k: v[keep] for k, v in curve.items()}
+
+
+def run(root: str, name: str, checkpoint: str, fmt: str, out: str, *, backbone: str | None = None,
+        modes=DEFAULT_MODES, qmagface: bool = False, device: str = "cpu", n_boot: int = 200,
+        batch_size: int = 128, workers: int = 0) -> dict:
+    """The whole command: read and check the release, embed (or reuse), evaluate, write OUT/<set>.json/_roc.npz."""
+    for text in modes:
+        ijb.Mode.parse(text)   # a mistyped mode fails before any embedding
+    release = read_release(root, name)
+    plain, flipped, prep = features(release, checkpoint, fmt, backbone, out, device, batch_size, workers)
+    results, curves = evaluate_modes(release, plain, flipped, modes, n_boot, qmagface)
+    summary = {"set": name, "release": release.folder, "checkpoint": checkpoint, "format": fmt,
+               "preprocessing": prep, "images": len(release.images),
+               "templates": int(len(np.unique(release.templates))), "pairs": int(len(release.labels)),
+               "far_rules": {"nearest": "FPR nearest the target, the highest TPR among equally near (insightface "
+                                        "eval_ijbc.py)", "conservative": "largest FPR <= target"},
+               "modes": results}
+    atomic_json(os.path.join(out, f"{name.lower()}.json"), summary)
+    tmp = temporary_name(os.path.join(out, f"{name.lower()}_roc.npz"), ".npz")
+    np.savez(tmp, **{f"{m}/{k}": v for m, c in curves.items() for k, v in c.items()})
+    os.replace(tmp, os.path.join(out, f"{name.lower()}_roc.npz"))
+    return summary
+
+
+def table(summary: dict, rule: str = "nearest") -> str:
+    """The printed table: TAR at each FAR per mode (under `rule`), AUC, and 1:N when evaluated."""
+    fars = [f"{f:g}" for f in ijb.IJB_FARS]
+    lines = [f"{summary['set']} 1:1, TAR at FAR ({rule} rule), {summary['pairs']:,} pairs",
+             f"{'mode':<10}" + "".join(f"{f:>9}" for f in fars) + f"{'AUC':>9}"]
+    for name, m in summary["modes"].items():
+        tar = m["verification"][f"tar_at_far_{rule}"]
+        auc = _pct(m["verification"]["auc"])
+        lines.append(f"{name:<10}" + "".join(f"{_pct(tar[f]):>9}" for f in fars) + f"{auc:>9}")
+    for name, m in summary["modes"].items():
+        for gallery, r in (m.get("identification") or {}).items():
+            lines.append(f"{name} 1:N {gallery}: rank-1 {_pct(r['rank']['1'])}, rank-5 {_pct(r['rank']['5'])}, TPIR "
+                         + ", ".join(f"@FPIR {k} {_pct(v)}" for k, v in r["tpir_at_fpir"].items()))
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
