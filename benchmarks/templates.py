@@ -1,11 +1,14 @@
 """MagFace+ (paper Table 2): does weighting a template's images by their magnitude beat plain averaging?
 
-IJB-style templates from the built-in data: each evaluation identity's images are split at random into two templates
-of mixed quality (seeded); genuine pairs are the two templates of an identity, impostor pairs every two templates
-of different identities. A template's feature is the mean of its unit embeddings (baseline), the magnitude-weighted
-mean (MagFace+: sum of a_i * u_i) or the ground-truth-quality-weighted mean (the ideal); scores are cosines. Each head
-of the quality benchmark (no training here), TAR@FAR with 95 % intervals over identity resamples, and each weighting
-minus plain averaging on the same resamples.
+An IJB-format release is written from the built-in data's evaluation images (harness.data.ijb_writer: loose crops
+under random similarity transforms with their five landmarks; each unseen identity's images split at random
+(seeded) into two templates of media of one to three images; every template pair a 1:1 pair) and each head of the
+quality benchmark (no training here) is evaluated on it by the suite's IJB protocol (harness.ijb: alignment to the
+network's input size, then the template pooling of named modes). Weightings, as modes: plain mean of unit features
+N0D0F0; magnitude-weighted MagFace+ (N1D0F0: sum_i a_i u_i; for the baselines their own norm); ground-truth-quality
+weighted N0D1F0 (the writer puts the ground-truth quality in the detector-score column: the ideal). TAR@FAR (the
+conservative rule: largest FPR <= target) with 95 % intervals over identity resamples; each weighting paired with
+the plain mean on the same resamples.
 
     python benchmarks/templates.py              # on results/quality_vs_magnitude (run that benchmark first)
     python benchmarks/templates.py --quick      # on results/quality_vs_magnitude_quick
@@ -17,61 +20,55 @@ import os
 
 import numpy as np
 
-from harness import metrics
-from harness.evaluate import run_embeddings
+from harness import ijb, ijb_eval, metrics
 from harness.cli import (add_dry_run, add_output_args, add_publish_args, add_quality_runs_args, dry_run, output_dir,
                          publish_output, quality_runs)
 from harness.cli import load_rows as cli_load_rows
+from harness.data.ijb import IJBRelease, read_release
+from harness.data.ijb_writer import write_ijb
+from harness.data_source import synthetic_faces
 from harness.plots import publish_figure, templates_figure
-from harness.runstate import atomic_json
+from harness.runstate import atomic_json, load_checkpoint
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
-WEIGHTINGS = ("mean", "magnitude", "ground_truth")
+WEIGHTINGS = {"mean": "N0D0F0", "magnitude": "MagFace+", "ground_truth": "N0D1F0"}   # weighting -> IJB mode
 FARS = (1e-3, 1e-2)
 
 
-def split_templates(identity: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(template id per image, identity per template): each identity's images halved at random into two templates."""
-    ids = np.unique(identity)
-    rng = np.random.default_rng(seed)
-    template = np.empty(len(identity), dtype=np.int64)
-    for k, i in enumerate(ids):
-        members = rng.permutation(np.flatnonzero(identity == i))
-        if len(members) < 4:
-            raise ValueError(f"identity {i} has {len(members)} images; two templates need at least 2 images each")
-        half = len(members) // 2
-        template[members[:half]], template[members[half:]] = 2 * k, 2 * k + 1
-    return template, np.repeat(ids, 2)
+def write_release(run: str, out: str) -> IJBRelease:
+    """The IJB-format release of a run's evaluation images (the same for every head of one data set)."""
+    faces = synthetic_faces(load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))["config_obj"])
+    folder = os.path.join(out, "ijb")
+    if not os.path.isdir(os.path.join(folder, "IJBC")):
+        quality = np.clip(faces.eval.quality, 1e-3, 1)   # the detector-score column: the ideal weighting (D1)
+        write_ijb(folder, faces.eval.images, faces.eval.identity, quality)
+    return read_release(folder)
 
 
-def aggregate(embeddings: np.ndarray, template: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per template: the weighted sum of its unit embeddings, normalised (the weights' scale does not matter)."""
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    out = np.zeros((template.max() + 1, embeddings.shape[1]))
-    np.add.at(out, template, unit * weights[:, None])
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
+def check_one_data_set(folders: dict) -> None:
+    """Every head must have been evaluated on the same built-in data (one release serves them all)."""
+    keys = {head: load_checkpoint(os.path.join(f, "checkpoints", "final.pt"))["config_obj"].data.synthetic.key()
+            for head, f in folders.items()}
+    if len(set(keys.values())) > 1:
+        raise SystemExit(f"error: the quality runs use different data sets ({keys}); one release needs one")
 
 
-def template_pairs(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(left, right, issame) over all template pairs."""
-    left, right = np.triu_indices(len(owner), k=1)
-    return left, right, owner[left] == owner[right]
-
-
-def score_head(d: dict, quality: np.ndarray) -> list:
-    template, owner = split_templates(d["identity"])
-    left, right, issame = template_pairs(owner)
-    pair_ids = np.stack([owner[left], owner[right]], axis=1)
-    weights = {"mean": np.ones(len(template)), "magnitude": np.linalg.norm(d["embeddings"], axis=1),
-               "ground_truth": quality}
+def score_head(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray) -> list:
+    """One row per weighting: TAR@FAR with identity intervals, and its difference to the plain mean."""
+    grouping = ijb.Grouping.of(release.templates, release.medias)
+    left = ijb.template_rows(grouping.template_ids, release.pairs[:, 0], "pairs")
+    right = ijb.template_rows(grouping.template_ids, release.pairs[:, 1], "pairs")
+    issame = release.labels
+    pair_ids = ijb_eval.pair_subjects(release, release.pairs)
     scores = {}
-    for w in WEIGHTINGS:
-        feats = aggregate(d["embeddings"], template, weights[w])
-        scores[w] = np.sum(feats[left] * feats[right], axis=1)
+    for w, mode in WEIGHTINGS.items():
+        pooled = ijb.pool_templates(plain, flipped, release.detector, ijb.Mode.parse(mode), grouping)
+        scores[w] = ijb.pair_scores(pooled, left, right).astype(np.float64)
     rows = []
-    for w in WEIGHTINGS:
-        row = {"weighting": w, "templates": int(template.max() + 1), "genuine_pairs": int(issame.sum()),
+    for w, mode in WEIGHTINGS.items():
+        row = {"weighting": w, "mode": ijb.Mode.parse(mode).name, "far_rule": "conservative",
+               "templates": int(len(grouping.template_ids)), "genuine_pairs": int(issame.sum()),
                "impostor_pairs": int((~issame).sum())}
         for far in FARS:
             key = f"tar_far_{far:g}"
@@ -116,11 +113,13 @@ def main(argv=None):
     if dry_run(args):
         return
     runs, folders = quality_runs(args)
+    out = output_dir(args, "templates")
+    release = write_release(next(iter(folders.values())), out)
+    check_one_data_set(folders)
     rows = []
     for head, folder in folders.items():
-        d = run_embeddings(folder)
-        rows += [{"head": head, **r} for r in score_head(d, d["quality"])]
-    out = output_dir(args, "templates")
+        plain, flipped, _ = ijb_eval.features(release, folder, "run", None, os.path.join(out, "features", head), "cpu")
+        rows += [{"head": head, **r} for r in score_head(release, plain, flipped)]
     atomic_json(os.path.join(out, "templates.json"), {"runs": runs, "rows": rows})
     write_csv(os.path.join(out, "templates.csv"), rows)
     print_table(rows)

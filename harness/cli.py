@@ -74,6 +74,9 @@ def add_sweep_args(ap, spec_path: str, seeds: bool = True) -> None:
     ap.add_argument("--data", metavar="DIR", help="insightface RecordIO folder for real data (with --eval-bins)")
     ap.add_argument("--eval-bins", type=comma_list(str), default=[], metavar="A.bin,B.bin",
                     help="verification packs (.bin) for real data")
+    ap.add_argument("--eval-ijb", metavar="ROOT", help="also evaluate every run on an IJB-B/C release (insightface's "
+                                                       "layout; eval.ijb, modes in eval.ijb_modes)")
+    ap.add_argument("--eval-ijb-set", choices=("IJBB", "IJBC"), default="IJBC")
     ap.add_argument("--backbone", help="e.g. iresnet50 (real data: 112 px)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where every run trains")
     ap.add_argument("--epochs", type=int)
@@ -104,6 +107,11 @@ def sweep_overrides(args) -> list:
     missing = [b for b in args.eval_bins if not os.path.isfile(b)]
     if missing:
         raise SystemExit(f"error: --eval-bins not found: {missing}")
+    if getattr(args, "eval_ijb", None):
+        if not os.path.isdir(args.eval_ijb):
+            raise SystemExit(f"error: --eval-ijb folder {args.eval_ijb!r} not found (an IJB release in insightface's "
+                             "layout: ROOT/IJBC/loose_crop and ROOT/IJBC/meta)")
+        overrides += [f"eval.ijb={json.dumps(args.eval_ijb)}", f'eval.ijb_set="{args.eval_ijb_set}"']
     if args.backbone:
         overrides.append(f'model.backbone="{args.backbone}"')
     if args.device:

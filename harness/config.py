@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from losses import build_head
 
 from .data.synthetic import SyntheticConfig
+from .ijb import Mode as IJBMode
 
 try:
     import tomllib
@@ -100,6 +101,11 @@ class EvalConfig:
     # data names its validation packs (paths or names of data.eval_bins), the other packs are test.
     validation_folds: int = 3
     validation_bins: list = field(default_factory=list)
+    # An IJB-B/C release (insightface's layout, harness/data/ijb.py) evaluated after the sets above ("": none), in
+    # these protocol modes (harness/ijb.py): results in RUN/eval/ijb/ and the ijb_* table columns.
+    ijb: str = ""
+    ijb_set: str = "IJBC"
+    ijb_modes: list = field(default_factory=lambda: ["N1D1F1", "N0D1F1", "MagFace+"])
 
 
 @dataclass
@@ -142,6 +148,15 @@ class RunConfig:
 
 # Keys added after runs were stored: they enter the fingerprint only when set away from their default.
 LATER_KEYS = (("train", "deterministic"),)
+# Evaluation keys added after runs were evaluated: a stored evaluation without them is current while they are at
+# their default (harness.sweep.evaluation_of), so adding them re-evaluates nothing.
+LATER_EVAL_KEYS = ("ijb", "ijb_set", "ijb_modes")
+
+
+def eval_settings(values: dict) -> dict:
+    """The evaluation settings that make an evaluation (the later keys only where set away from their default)."""
+    defaults = dataclasses.asdict(EvalConfig())
+    return {k: v for k, v in values.items() if not (k in LATER_EVAL_KEYS and v == defaults[k])}
 
 CHOICES = {("data", "source"): ("synthetic", "recordio", "folder", "list"),
            ("optim", "schedule"): ("step", "poly"), ("train", "amp"): ("none", "bf16", "fp16"),
@@ -334,6 +349,17 @@ def _validate_ranges(cfg: RunConfig) -> None:
         raise ValueError("config key out='': give the run folder (--out DIR or --set out=\"DIR\")")
 
 
+def _validate_ijb(e: EvalConfig) -> None:
+    if not e.ijb:
+        return
+    if e.ijb_set not in ("IJBB", "IJBC"):
+        raise ValueError(f"config key eval.ijb_set={e.ijb_set!r} is not one of ('IJBB', 'IJBC')")
+    if not os.path.isdir(e.ijb):
+        raise ValueError(f"config key eval.ijb={e.ijb!r}: not found (an IJB release folder, insightface's layout)")
+    for mode in e.ijb_modes:
+        IJBMode.parse(mode)
+
+
 def _validate_milestones(milestones: list) -> None:
     bad = [m for m in milestones if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)
            or m < 0]
@@ -373,5 +399,6 @@ def validate(cfg: RunConfig) -> None:
         raise ValueError("config key data.eval_bins: real training data needs verification packs (.bin) to "
                          "evaluate on")
     _validate_split(cfg)
+    _validate_ijb(cfg.eval)
     _validate_milestones(cfg.optim.milestones)
     resolved_head(cfg)   # the head name and its parameters are checked now, not mid-run

@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from .data import file_sha256, read_verification_bin
 from .data.folders import IMAGE_EXTENSIONS, scan_images
-from .data.preprocess import PREPROCESSING, image_to_rgb
+from .data.preprocess import image_to_rgb
 from .evaluate import cosine, set_metrics
-from .models.pretrained import load_pretrained
-from .runstate import atomic_json, run_backbone
+from .networks import load_network, network_input
+from .runstate import atomic_json
 
 
 def image_paths(root: str) -> list:
@@ -40,17 +40,6 @@ def image_paths(root: str) -> list:
     return paths
 
 
-def load_network(checkpoint: str, format: str, backbone: str | None = None, embedding_size: int = 512):
-    """(network in eval mode, its preprocessing with `size`) for a release or a run folder of this suite."""
-    if format == "run":
-        model, ckpt = run_backbone(checkpoint)
-        return model.eval(), dict(ckpt.get("preprocessing", PREPROCESSING), size=ckpt["image_size"])
-    if not backbone:
-        raise ValueError(f"--format {format} needs --backbone (the released network's depth, e.g. iresnet100)")
-    model = load_pretrained(checkpoint, format, backbone, embedding_size)
-    return model, model.preprocessing
-
-
 def to_input(path: str, prep: dict) -> np.ndarray:
     """One image as the network's input [3, H, W] float32; another size is an error naming the file."""
     with Image.open(path) as img:
@@ -59,13 +48,6 @@ def to_input(path: str, prep: dict) -> np.ndarray:
         raise ValueError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; this network takes aligned "
                          f"{prep['size']}x{prep['size']} faces (no resize is done here)")
     return network_input(rgb[None], prep)[0]
-
-
-def network_input(rgb_nhwc_uint8: np.ndarray, prep: dict) -> np.ndarray:
-    """RGB uint8 images [N, H, W, 3] as the network's input [N, 3, H, W] float32 under its convention."""
-    x = rgb_nhwc_uint8[..., ::-1] if prep["channels"] == "BGR" else rgb_nhwc_uint8
-    x = (x.astype(np.float32) * prep["scale"] - prep["mean"]) / prep["std"]
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def embed_folder(checkpoint: str, format: str, images: str, out: str, backbone: str | None = None,

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from . import metrics
+from . import ijb_eval, metrics
 from .data import batch_to_tensor, file_sha256, read_verification_bin
 from .config import pack_name
 from .data_source import synthetic_faces
@@ -218,9 +218,23 @@ def _evaluate_run(run_dir, checkpoint, faces, device, eval_cfg, eval_bins) -> di
         validation = {pack_name(v) for v in e.validation_bins}
         m["role"] = "validation" if name in validation else "test"
         result["sets"][name] = m
+    if e.ijb:
+        result["ijb"] = ijb_summary(run_dir, checkpoint, e, str(dev))
     result["training"] = training_diagnostics(run_dir, cfg)
     atomic_json(os.path.join(out_dir, "metrics.json"), result)
     return result
+
+
+def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
+    """The run's network on the configured IJB release (harness.ijb_eval; everything in RUN/eval/ijb/): per mode,
+    TAR at each FAR under both rules and AUC."""
+    if checkpoint != "final.pt":
+        raise ValueError(f"eval.ijb evaluates a run's final.pt, not {checkpoint}")
+    out = ijb_eval.run(e.ijb, e.ijb_set, run_dir, "run", os.path.join(run_dir, "eval", "ijb"), modes=e.ijb_modes,
+                       device=device, n_boot=e.bootstrap)
+    keys = ("tar_at_far_nearest", "tar_at_far_conservative", "auc")
+    return {"set": e.ijb_set, "release": out["release"], "pairs": out["pairs"],
+            "modes": {m: {k: r["verification"][k] for k in keys} for m, r in out["modes"].items()}}
 
 
 def _save_arrays(out_dir, name, arrays):

@@ -64,16 +64,20 @@ PRESETS = {"MagFace": Mode(norm=True, detector=False, flip=False, media_norm=Tru
            "MagFace+": Mode(norm=True, detector=False, flip=False, media_norm=False)}
 
 
-def image_features(plain: np.ndarray, flipped: np.ndarray | None, detector_scores: np.ndarray, mode: Mode):
-    """The per-image features a mode pools: [N, d] float32."""
+def image_scales(plain: np.ndarray, flipped: np.ndarray | None, detector_scores: np.ndarray, mode: Mode,
+                 rows: int = 65536) -> np.ndarray:
+    """The factor each image's (flip-summed) feature is multiplied by before pooling: 1 / its norm under N0, times
+    its detector score under D1 (rows at a time: no copy of the [N, d] features)."""
     if mode.flip and flipped is None:
         raise ValueError(f"mode {mode.name} fuses flipped features, but none were computed")
-    feats = plain + flipped if mode.flip else plain.copy()
+    scale = np.ones(len(plain), np.float32)
     if not mode.norm:
-        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        for lo in range(0, len(plain), rows):
+            f = plain[lo:lo + rows] + flipped[lo:lo + rows] if mode.flip else plain[lo:lo + rows]
+            scale[lo:lo + rows] = 1 / np.maximum(np.sqrt(np.einsum("ij,ij->i", f, f)), 1e-12)
     if mode.detector:
-        feats *= detector_scores[:, None].astype(feats.dtype)
-    return feats
+        scale *= detector_scores.astype(np.float32)
+    return scale
 
 
 @dataclass
@@ -92,11 +96,23 @@ class Grouping:
         template_ids, media_template = np.unique(t[new_media], return_inverse=True)
         return cls(order, new_media, media_template.reshape(-1), template_ids)
 
-    def media_means(self, values: np.ndarray) -> np.ndarray:
-        """Per media: the mean of its images' rows of `values` ([N, ...] in image order)."""
+    def media_means(self, values: np.ndarray, scale=None, plus=None, columns: int = 64) -> np.ndarray:
+        """Per media: the mean of its images' rows of `values` (+ `plus`, times `scale` per image), for [N] or
+        [N, d] arrays in image order; `columns` feature columns at a time (a sorted copy of 64 columns, never of
+        the whole [N, d] array: bounded memory)."""
         counts = np.diff(np.r_[self.media_starts, len(self.order)])
-        sums = np.add.reduceat(values[self.order], self.media_starts, axis=0)
-        return sums / counts.reshape(-1, *[1] * (values.ndim - 1))
+        if values.ndim == 1:
+            return np.add.reduceat(values[self.order], self.media_starts) / counts
+        weights = None if scale is None else scale[self.order][:, None]
+        out = np.empty((len(counts), values.shape[1]), np.float32)
+        for c in range(0, values.shape[1], columns):
+            part = values[self.order, c:c + columns]
+            if plus is not None:
+                part += plus[self.order, c:c + columns]
+            if weights is not None:
+                part *= weights
+            out[:, c:c + columns] = np.add.reduceat(part, self.media_starts, axis=0) / counts[:, None]
+        return out
 
     def template_sums(self, media_values: np.ndarray) -> np.ndarray:
         """Per template: the sum of its media's rows."""
@@ -104,11 +120,14 @@ class Grouping:
         return np.add.reduceat(media_values, starts, axis=0)
 
 
-def pool_templates(features: np.ndarray, grouping: Grouping, media_norm: bool = False) -> np.ndarray:
-    """Unit template features [T, d] (rows in grouping.template_ids order): mean over each media's images, (each
-    media normalised if media_norm), sum over the template's media, normalised."""
-    media = grouping.media_means(features.astype(np.float32, copy=False))
-    if media_norm:
+def pool_templates(plain: np.ndarray, flipped: np.ndarray | None, detector_scores: np.ndarray, mode: Mode,
+                   grouping: Grouping) -> np.ndarray:
+    """Unit template features [T, d] (rows in grouping.template_ids order) of a mode: each image's feature (the
+    flip sum under F1, normalised under N0, times its detector score under D1), the mean over each media's images
+    (each media normalised if media_norm), the sum over the template's media, normalised."""
+    scale = image_scales(plain, flipped, detector_scores, mode)
+    media = grouping.media_means(plain, scale=scale, plus=flipped if mode.flip else None)
+    if mode.media_norm:
         media /= np.maximum(np.linalg.norm(media, axis=1, keepdims=True), 1e-12)
     pooled = grouping.template_sums(media)
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -27,7 +27,7 @@ from .data import file_sha256
 from .data.align import align, check_landmarks
 from .data.ijb import IJBRelease, read_release
 from .data.preprocess import image_to_rgb
-from .embed import load_network, network_input
+from .networks import load_network, network_input
 from .locks import temporary_name
 from .runstate import atomic_json
 
@@ -110,8 +110,7 @@ def evaluate_modes(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray, 
     results, curves = {}, {}
     for text in modes:
         mode = ijb.Mode.parse(text)
-        pooled = ijb.pool_templates(ijb.image_features(plain, flipped, release.detector, mode), grouping,
-                                    mode.media_norm)
+        pooled = ijb.pool_templates(plain, flipped, release.detector, mode, grouping)
         scores = ijb.pair_scores(pooled, rows_l, rows_r)
         results[text], curves[text] = _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed)
     if qmagface:
@@ -134,7 +133,7 @@ def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed) 
     """QMagFace on MagFace+ templates (its IJB fusion: magnitude-weighted pooling, no flip, no detector score),
     with the published alpha and beta (QMagFace README)."""
     base = ijb.PRESETS["MagFace+"]
-    pooled = ijb.pool_templates(ijb.image_features(plain, None, release.detector, base), grouping, base.media_norm)
+    pooled = ijb.pool_templates(plain, None, release.detector, base, grouping)
     quality = ijb.template_quality(np.linalg.norm(plain, axis=1), grouping)
     params = ijb.QMAGFACE_PUBLISHED
     scores = ijb.qmagface_scores(ijb.pair_scores(pooled, rows_l, rows_r), quality[rows_l], quality[rows_r],

@@ -49,8 +49,8 @@ from tqdm import tqdm
 
 from losses import HEADS
 
-from .config import (HeadConfig, RunConfig, _apply, _load_toml, _switch_head, apply_overrides, resolved_head,
-                     set_value, validate)
+from .config import (HeadConfig, RunConfig, _apply, _load_toml, _switch_head, apply_overrides, eval_settings,
+                     resolved_head, set_value, validate)
 from .data_source import synthetic_faces
 from .evaluate import EVAL_VERSION, evaluate_run
 from .locks import RunBusy, run_lock, tables_lock, temporary_name
@@ -339,7 +339,7 @@ def run_status(run: Run) -> str:
 
 def evaluation_of(cfg: RunConfig) -> tuple:
     """What a current evaluation of this run is: suite version, settings, verification packs, final checkpoint."""
-    return EVAL_VERSION, asdict(cfg.eval), list(cfg.data.eval_bins), "final.pt"
+    return EVAL_VERSION, eval_settings(asdict(cfg.eval)), list(cfg.data.eval_bins), "final.pt"
 
 
 def stored_evaluation(folder: str) -> tuple:
@@ -348,7 +348,9 @@ def stored_evaluation(folder: str) -> tuple:
     if not os.path.isfile(path):
         return ()
     m = read_json(path, "evaluation")
-    return m.get("eval_version", 1), m.get("eval_config"), m.get("eval_bins"), m.get("checkpoint")
+    settings = m.get("eval_config")
+    return (m.get("eval_version", 1), eval_settings(settings) if isinstance(settings, dict) else settings,
+            m.get("eval_bins"), m.get("checkpoint"))
 
 
 def statuses(runs: list) -> tuple[dict, dict]:
@@ -745,6 +747,10 @@ def metric_columns(metrics: dict) -> dict:
     row["mean_norm"] = m.get("mean_norm")
     for key, (low, high) in ((k, v) for k, v in m.get("ci", {}).items() if isinstance(v, list)):
         row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+    for mode, r in (metrics.get("ijb") or {}).get("modes", {}).items():   # IJB 1:1, the field's (nearest) FAR rule
+        for far in ("1e-05", "0.0001"):
+            row[f"ijb_{mode}_tar_far_{far}"] = r["tar_at_far_nearest"].get(far)
+        row[f"ijb_{mode}_auc"] = r["auc"]
     row.update({k: v for k, v in metrics.get("training", {}).items() if not isinstance(v, (list, dict))})
     why.update({k: NO_GROUND_TRUTH for k in ("spearman_rho", "erc_area_magface_ground_truth",
                                              "edc_pauc_20_ground_truth", "spearman_rho_ci_low",

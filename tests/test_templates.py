@@ -5,27 +5,21 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.templates import aggregate, split_templates, template_pairs
+from benchmarks.templates import WEIGHTINGS
+from harness import ijb
 
 
-def test_templates_split_each_identity_in_two_and_pairs_cover_all():
-    identity = np.repeat([3, 7, 9], 6)
-    template, owner = split_templates(identity)
-    assert sorted(np.bincount(template)) == [3] * 6 and list(owner) == [3, 3, 7, 7, 9, 9]
-    assert all(len(set(identity[template == t])) == 1 for t in range(6))
-    left, right, issame = template_pairs(owner)
-    assert len(left) == 15 and issame.sum() == 3
-    with pytest.raises(ValueError, match="identity 1 has 3 images"):
-        split_templates(np.array([0, 0, 0, 0, 1, 1, 1]))
-
-
-def test_aggregation_weights_unit_embeddings_and_ignores_their_scale():
-    e = np.array([[3.0, 0.0], [0.0, 1.0]])
-    template = np.array([0, 0])
-    np.testing.assert_allclose(aggregate(e, template, np.ones(2)), [[2 ** -0.5, 2 ** -0.5]])
-    by_magnitude = aggregate(e, template, np.linalg.norm(e, axis=1))      # MagFace+: the sum of the raw features
-    np.testing.assert_allclose(by_magnitude, [e.sum(0) / np.linalg.norm(e.sum(0))])
-    np.testing.assert_allclose(aggregate(e, template, 10 * np.array([3.0, 1.0])), by_magnitude)
+def test_weightings_are_ijb_modes_that_weight_unit_features_as_described():
+    """mean: unit features averaged; magnitude (MagFace+): the raw features summed, i.e. unit features weighted by
+    their magnitude; ground truth: unit features weighted by the detector-score column (the quality)."""
+    e = np.array([[3.0, 0.0], [0.0, 1.0]], np.float32)
+    quality = np.array([0.2, 0.9], np.float32)
+    grouping = ijb.Grouping.of(np.array([7, 7]), np.array([1, 2]))     # one template, one image per media
+    pooled = {w: ijb.pool_templates(e, None, quality, ijb.Mode.parse(m), grouping)[0] for w, m in WEIGHTINGS.items()}
+    np.testing.assert_allclose(pooled["mean"], [2 ** -0.5, 2 ** -0.5], rtol=1e-6)
+    np.testing.assert_allclose(pooled["magnitude"], e.sum(0) / np.linalg.norm(e.sum(0)), rtol=1e-6)
+    ideal = quality[0] * np.array([1, 0]) + quality[1] * np.array([0, 1])
+    np.testing.assert_allclose(pooled["ground_truth"], ideal / np.linalg.norm(ideal), rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -34,6 +28,7 @@ def test_templates_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
     templates.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "tpl"), "--figures", ""])
     rows = json.load(open(tmp_path / "tpl" / "templates.json"))["rows"]
     assert len(rows) == 4 * 3 and {r["weighting"] for r in rows} == {"mean", "magnitude", "ground_truth"}
+    assert {r["mode"] for r in rows} == {"N0D0F0", "N1D0F0", "N0D1F0"} and (tmp_path / "tpl" / "ijb" / "IJBC").is_dir()
     for r in rows:
         assert r["genuine_pairs"] == 20 and 0 <= r["tar_far_0.01"] <= 1
         assert ("tar_far_0.01_verdict" in r) == (r["weighting"] != "mean")
