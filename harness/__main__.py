@@ -4,6 +4,7 @@ python -m harness evaluate --run DIR
 python -m harness evaluate --ijb ROOT --ijb-set IJBC --checkpoint PATH --format magface|insightface|run --out OUT
 python -m harness publish OUT [--name NAME] [--arrays] [--allow-dirty]
 python -m harness report [--check]
+python -m harness align --images DIR --landmarks FILE --out DIR [--size 112]
 python -m harness embed --checkpoint PATH --format magface|insightface|run [--backbone NAME] --images DIR --out OUT"""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
+from .data.align import align_folder
 from . import ijb_eval
 from .embed import embed_folder, evaluate_release
 from .ijb_eval import DEFAULT_MODES
@@ -108,6 +110,12 @@ def main(argv=None):
     em.add_argument("--out", required=True, help="folder for embeddings.npy and magnitudes.csv")
     em.add_argument("--batch-size", type=int, default=64)
     em.add_argument("--device", default="cpu")
+    al = sub.add_parser("align", help="five-point alignment of a detector's output to the ArcFace template")
+    al.add_argument("--images", required=True, help="folder of the (loose) images the landmarks file names")
+    al.add_argument("--landmarks", required=True, help="per line: image name, then 10 numbers (x1 y1 ... x5 y5; an "
+                                                       "11th, a detector score, is ignored) or 136 (68 points)")
+    al.add_argument("--out", required=True, help="folder for the aligned crops (same relative names)")
+    al.add_argument("--size", type=int, default=112, help="crop size (the template is scaled by size/112)")
     ev = sub.add_parser("evaluate", help="evaluate a finished run from its stored checkpoint, or a released network "
                                          "(--format) on verification packs")
     ev.add_argument("--run", help="a run folder of this suite")
@@ -154,6 +162,9 @@ def main(argv=None):
                                 args.batch_size, args.device)
             print(f"embedded {done['images']} images ({done['dimension']}-d, input {done['preprocessing']}) into "
                   f"{args.out}/embeddings.npy and {args.out}/magnitudes.csv")
+        elif args.command == "align":
+            done = align_folder(args.images, args.landmarks, args.out, args.size)
+            print(f"aligned {done} image(s) into {args.out} ({args.size}x{args.size}, ArcFace five-point template)")
         elif args.command == "report":
             stale = report(check=args.check)
             for doc, blocks in stale.items():

@@ -208,3 +208,16 @@ def test_modes_are_named_and_checked():
     assert ijb.Mode.parse("MagFace+").name == "N1D0F0" and ijb.Mode.parse("MagFace").name == "N1D0F0M1"
     with pytest.raises(ValueError, match="IJB mode 'N2D1F1'"):
         ijb.Mode.parse("N2D1F1")
+
+
+def test_the_align_command_on_a_detectors_output(release, tmp_path, capsys, refused):
+    rel = release["root"] / "rel" / "IJBC"
+    harness_main(["align", "--images", str(rel / "loose_crop"), "--landmarks", str(rel / "meta" /
+                  "ijbc_name_5pts_score.txt"), "--out", str(tmp_path / "aligned"), "--size", "32"])
+    assert "aligned 120 image(s)" in capsys.readouterr().out
+    crop = np.asarray(Image.open(tmp_path / "aligned" / "1.png"))
+    assert np.abs(crop.astype(float) - release["faces"].eval.images[0]).mean() < 6
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1.png 1 2 3\n")
+    assert f"{bad}:1: expected an image name and 10 (five points) or 136 (68 points) numbers, got 3" in refused(
+        harness_main, "align", "--images", rel / "loose_crop", "--landmarks", bad, "--out", tmp_path / "x")

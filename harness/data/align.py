@@ -12,8 +12,13 @@ template). 68-point (iBUG) landmarks reduce to these five as the field does: the
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
+from PIL import Image
 from skimage.transform import SimilarityTransform, warp
+
+from .preprocess import image_to_rgb
 
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
                              [70.7299, 92.2041]], dtype=np.float64)
@@ -73,3 +78,51 @@ def align(image: np.ndarray, points: np.ndarray, size: int = TEMPLATE_SIZE) -> n
     crop = warp(image, tform.inverse, output_shape=(size, size), order=1, mode="constant", cval=0.0,
                 preserve_range=True)
     return np.clip(np.rint(crop), 0, 255).astype(np.uint8)
+
+
+def read_landmarks(path: str) -> list:
+    """[(line number, image name, [5, 2] points)] of a landmarks file: per line an image name (relative to the
+    images folder) and 10 numbers (five points, optionally an 11th: a detector score, ignored) or 136 (68 iBUG
+    points, optionally a 137th)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"landmarks file {path} not found")
+    out = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                values = np.array([float(v) for v in fields[1:]])
+            except ValueError:
+                raise ValueError(f"{path}:{number}: landmarks must be numbers, got {fields[1:12]}") from None
+            if len(values) in (10, 11):
+                points = values[:10].reshape(5, 2)
+            elif len(values) in (136, 137):
+                points = five_from_68(values[:136].reshape(68, 2))
+            else:
+                raise ValueError(f"{path}:{number}: expected an image name and 10 (five points) or 136 (68 points) "
+                                 f"numbers, got {len(values)}")
+            out.append((number, fields[0], points))
+    if not out:
+        raise ValueError(f"landmarks file {path} is empty")
+    return out
+
+
+def align_folder(images: str, landmarks: str, out: str, size: int = TEMPLATE_SIZE) -> int:
+    """Aligned crops of every image the landmarks file names, written under OUT with the same relative names
+    (python -m harness align); every landmark line is checked against its image before anything is written."""
+    rows = read_landmarks(landmarks)
+    loaded = []
+    for number, name, points in rows:
+        path = os.path.join(images, name)
+        if not os.path.isfile(path):
+            raise ValueError(f"{landmarks}:{number}: image {path} not found")
+        with Image.open(path) as im:
+            rgb = image_to_rgb(im, path)
+        loaded.append((name, rgb, check_landmarks(points, (rgb.shape[1], rgb.shape[0]), f"{landmarks}:{number}")))
+    for name, rgb, points in loaded:
+        target = os.path.join(out, name)
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        Image.fromarray(align(rgb, points, size)).save(target)
+    return len(loaded)
