@@ -60,7 +60,8 @@ def evaluate_ijb_command(args, parser) -> None:
                      "--format run), --format and --out")
     device = "cpu" if args.device == "auto" else args.device
     summary = ijb_eval.run(args.ijb, args.ijb_set, args.checkpoint, args.format, args.out, backbone=args.backbone,
-                           modes=[m for m in args.modes.split(",") if m], qmagface=args.qmagface, device=device,
+                           modes=[m for m in args.modes.split(",") if m], qmagface=args.qmagface,
+                           qmagface_fit=args.qmagface_fit, device=device,
                            n_boot=args.bootstrap, batch_size=args.batch_size, workers=args.workers)
     print(ijb_eval.table(summary))
     print(f"wrote {args.out}/{args.ijb_set.lower()}.json and {args.ijb_set.lower()}_roc.npz")
@@ -133,7 +134,10 @@ def main(argv=None):
     ev.add_argument("--modes", default=",".join(DEFAULT_MODES),
                     help="IJB protocol modes, comma-separated: N<0|1>D<0|1>F<0|1> (norms kept, detector score, flip "
                          "fusion), MagFace, MagFace+")
-    ev.add_argument("--qmagface", action="store_true", help="IJB: also QMagFace's quality-aware score")
+    ev.add_argument("--qmagface", action="store_true", help="IJB: also QMagFace's quality-aware score (its published "
+                                                              "alpha, beta)")
+    ev.add_argument("--qmagface-fit", action="store_true", help="IJB: QMagFace with alpha, beta fitted on half the "
+                                                                  "subjects, reported on the other half")
     ev.add_argument("--bootstrap", type=int, default=200, help="IJB: subject resamples for the intervals (0: none)")
     ev.add_argument("--batch-size", type=int, default=128)
     ev.add_argument("--workers", type=int, default=0, help="IJB: DataLoader workers decoding and aligning crops")

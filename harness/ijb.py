@@ -210,12 +210,13 @@ def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logs
             ok = np.flatnonzero(fpr < fmr)
             if not len(ok):
                 continue
-            i = ok[np.argmax(tpr[ok])]
-            if fmr not in best or 1 - tpr[i] < best[fmr][0] and np.isfinite(thresholds[i]):
+            i = ok[len(ok) - 1 - np.argmax(tpr[ok][::-1])]   # the lowest threshold of the best TPR below fmr
+            if np.isfinite(thresholds[i]) and (fmr not in best or 1 - tpr[i] < best[fmr][0]):
                 best[fmr] = (1 - tpr[i], w, thresholds[i])
-    points = np.array([(t, w) for _, w, t in best.values() if np.isfinite(t)])
-    if len(points) < 2:
-        raise ValueError("QMagFace fit: too few validation pairs to measure FNMR at FMR 1e-5 .. 1e-2")
+    points = np.array([(t, w) for _, w, t in best.values()])
+    if len(points) < 2 or np.ptp(points[:, 0]) <= 1e-9 * max(1.0, np.abs(points[:, 0]).max()):
+        raise ValueError(f"QMagFace fit: {len(scores):,} validation pairs give too few distinct thresholds at FMR "
+                         "1e-5 .. 1e-2 to fit a line; use more pairs, or QMagFace's published alpha and beta")
     slope, intercept = np.polyfit(points[:, 0], points[:, 1], 1)
     return {"alpha": float(-intercept), "beta": float(slope), "pairs": int(len(scores)), "fmrs": int(len(points))}
 

@@ -101,7 +101,7 @@ def cache_key(release: IJBRelease, checkpoint: str, prep: dict) -> str:
 
 
 def evaluate_modes(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray, modes, n_boot: int = 200,
-                   qmagface: bool = False, seed: int = 0) -> tuple[dict, dict]:
+                   qmagface: bool = False, seed: int = 0, qmagface_fit: bool = False) -> tuple[dict, dict]:
     """({mode name: metrics}, {mode name: ROC arrays}) of the release's protocol; optionally QMagFace."""
     grouping = ijb.Grouping.of(release.templates, release.medias)
     rows_l = ijb.template_rows(grouping.template_ids, release.pairs[:, 0], "pair list")
@@ -115,7 +115,7 @@ def evaluate_modes(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray, 
         results[text], curves[text] = _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed)
     if qmagface:
         results["QMagFace"], curves["QMagFace"] = _qmagface(release, plain, grouping, rows_l, rows_r, subjects,
-                                                            n_boot, seed)
+                                                            n_boot, seed, qmagface_fit)
     return results, curves
 
 
@@ -129,20 +129,36 @@ def _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed) -
     return out, thin(curve)
 
 
-def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed) -> tuple[dict, dict]:
-    """QMagFace on MagFace+ templates (its IJB fusion: magnitude-weighted pooling, no flip, no detector score),
-    with the published alpha and beta (QMagFace README)."""
+def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed, fit: bool) -> tuple[dict, dict]:
+    """QMagFace on MagFace+ templates (its IJB fusion: magnitude-weighted pooling, no flip, no detector score).
+    Parameters: QMagFace's published alpha and beta, or (fit) fitted on the pairs of a random half of the subjects
+    and reported, with the MagFace+ baseline, on the pairs of the other half."""
     base = ijb.PRESETS["MagFace+"]
     pooled = ijb.pool_templates(plain, None, release.detector, base, grouping)
     quality = ijb.template_quality(np.linalg.norm(plain, axis=1), grouping)
-    params = ijb.QMAGFACE_PUBLISHED
-    scores = ijb.qmagface_scores(ijb.pair_scores(pooled, rows_l, rows_r), quality[rows_l], quality[rows_r],
-                                 params["alpha"], params["beta"])
-    out, curve = _one_mode(release, base, scores, subjects, pooled, grouping, n_boot, seed)
-    out.pop("identification", None)   # QMagFace defines a pair score, not a search
-    out.update(mode="QMagFace", definition="MagFace+ templates; s + min(0, beta s - alpha) min(q1, q2), q the "
-               "magnitude-weighted mean magnitude of a template", parameters={**params, "source": "published"})
-    return out, curve
+    cosines = ijb.pair_scores(pooled, rows_l, rows_r)
+    q_l, q_r = quality[rows_l], quality[rows_r]
+    keep = np.ones(len(cosines), bool)
+    params = {**ijb.QMAGFACE_PUBLISHED, "source": "published (QMagFace README)"}
+    if fit:
+        if subjects is None:
+            raise ValueError("--qmagface-fit splits the subjects into validation and test halves: the release needs "
+                             "its 1:N lists (they name each template's subject)")
+        validation = np.isin(subjects, np.random.default_rng(seed).permutation(np.unique(subjects))[::2]).all(1)
+        keep = np.isin(subjects, np.unique(subjects[validation])).sum(1) == 0
+        fitted = ijb.fit_qmagface(cosines[validation], release.labels[validation], q_l[validation], q_r[validation])
+        params = {**fitted, "source": f"fitted on {int(validation.sum()):,} pairs of half the subjects; reported on "
+                                      f"{int(keep.sum()):,} pairs of the other half"}
+    scores = ijb.qmagface_scores(cosines, q_l, q_r, params["alpha"], params["beta"])
+    metrics, curve = ijb.verification(scores[keep], release.labels[keep])
+    out = {"mode": "QMagFace", "parameters": params, "verification": metrics,
+           "definition": "MagFace+ templates; s + min(0, beta s - alpha) min(q1, q2), q the magnitude-weighted mean "
+                         "magnitude of a template"}
+    if fit:
+        out["baseline_same_pairs"] = ijb.verification(cosines[keep], release.labels[keep])[0]
+    if subjects is not None and n_boot:
+        out["intervals"] = subject_intervals(scores[keep], release.labels[keep], subjects[keep], n_boot, seed=seed)
+    return out, thin(curve)
 
 
 def describe(mode: ijb.Mode) -> str:
@@ -210,14 +226,15 @@ def thin(curve: dict, points: int = ROC_POINTS) -> dict:
 
 
 def run(root: str, name: str, checkpoint: str, fmt: str, out: str, *, backbone: str | None = None,
-        modes=DEFAULT_MODES, qmagface: bool = False, device: str = "cpu", n_boot: int = 200,
-        batch_size: int = 128, workers: int = 0) -> dict:
+        modes=DEFAULT_MODES, qmagface: bool = False, qmagface_fit: bool = False, device: str = "cpu",
+        n_boot: int = 200, batch_size: int = 128, workers: int = 0) -> dict:
     """The whole command: read and check the release, embed (or reuse), evaluate, write OUT/<set>.json/_roc.npz."""
     for text in modes:
         ijb.Mode.parse(text)   # a mistyped mode fails before any embedding
     release = read_release(root, name)
     plain, flipped, prep = features(release, checkpoint, fmt, backbone, out, device, batch_size, workers)
-    results, curves = evaluate_modes(release, plain, flipped, modes, n_boot, qmagface)
+    results, curves = evaluate_modes(release, plain, flipped, modes, n_boot, qmagface or qmagface_fit,
+                                     qmagface_fit=qmagface_fit)
     summary = {"set": name, "release": release.folder, "checkpoint": checkpoint, "format": fmt,
                "preprocessing": prep, "images": len(release.images),
                "templates": int(len(np.unique(release.templates))), "pairs": int(len(release.labels)),

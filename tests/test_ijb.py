@@ -221,3 +221,34 @@ def test_the_align_command_on_a_detectors_output(release, tmp_path, capsys, refu
     bad.write_text("1.png 1 2 3\n")
     assert f"{bad}:1: expected an image name and 10 (five points) or 136 (68 points) numbers, got 3" in refused(
         harness_main, "align", "--images", rel / "loose_crop", "--landmarks", bad, "--out", tmp_path / "x")
+
+
+def test_qmagface_published_and_fitted_on_half_the_subjects(release):
+    rel = read_release(str(release["root"] / "rel"))
+    rng = np.random.default_rng(2)
+    subject = {t: s for t, s in rel.subjects().items()}
+    centres = rng.normal(size=(max(subject.values()) + 1, 8))
+    unit = centres[[subject[t] for t in rel.templates]] + rng.normal(scale=0.9, size=(len(rel.images), 8))
+    plain = (unit * rng.uniform(5, 30, (len(rel.images), 1))).astype(np.float32)
+    published, _ = ijb_eval.evaluate_modes(rel, plain, None, [], n_boot=0, qmagface=True)
+    assert published["QMagFace"]["parameters"]["alpha"] == ijb.QMAGFACE_PUBLISHED["alpha"]
+    fitted, _ = ijb_eval.evaluate_modes(rel, plain, None, [], n_boot=0, qmagface=True, qmagface_fit=True)
+    q = fitted["QMagFace"]
+    assert np.isfinite([q["parameters"]["alpha"], q["parameters"]["beta"]]).all()
+    assert "half the subjects" in q["parameters"]["source"]
+    assert q["verification"]["pairs"] == q["baseline_same_pairs"]["pairs"] < len(rel.labels) / 2
+    s = np.array([0.9, 0.2, -0.1])
+    np.testing.assert_allclose(ijb.qmagface_scores(s, np.array([10, 10, 1]), np.array([20, 5, 1]), 0.1, 0.5),
+                               [0.9, 0.2, -0.1 + (0.5 * -0.1 - 0.1) * 1])
+
+
+def test_qmagface_fit_follows_its_reference_procedure_on_many_pairs():
+    rng = np.random.default_rng(0)
+    issame = rng.random(20000) < 0.05
+    q1, q2 = rng.uniform(10, 30, 20000), rng.uniform(10, 30, 20000)
+    q = np.minimum(q1, q2)
+    s = np.where(issame, rng.normal(0.45 + 0.01 * (q - 20), 0.1), rng.normal(0.0, 0.08 + 0.004 * (30 - q)))
+    fit = ijb.fit_qmagface(s, issame, q1, q2)
+    assert fit["fmrs"] == 50 and np.isfinite([fit["alpha"], fit["beta"]]).all()
+    with pytest.raises(ValueError, match="too few distinct thresholds"):
+        ijb.fit_qmagface(s[:40], issame[:40], q1[:40], q2[:40])
