@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import ijb, roc
 from .data import file_sha256
 from .data.align import align, check_landmarks
-from .data.ijb import IJBRelease, read_release
+from .data.ijb import IJBRelease, check_crops, read_release
 from .data.preprocess import image_to_rgb
 from .networks import load_network, network_input
 from .locks import temporary_name
@@ -52,7 +52,7 @@ class CropDataset(torch.utils.data.Dataset):
         except OSError as exc:
             raise ValueError(f"cannot decode {path}: {exc}") from None
         points = check_landmarks(self.release.landmarks[i], (rgb.shape[1], rgb.shape[0]),
-                                 f"{path} (landmarks of image {self.release.images[i]})")
+                                 f"{self.release.landmark_lines[i]} (image {self.release.images[i]})")
         crop = align(rgb, points, self.prep["size"])
         return torch.from_numpy(network_input(crop[None], self.prep)[0])
 
@@ -81,6 +81,7 @@ def features(release: IJBRelease, checkpoint: str, fmt: str, backbone: str | Non
             if list(z["images"]) == release.images:
                 print(f"features of {len(release.images):,} images reused from {path}")
                 return z["plain"], z["flipped"], prep
+    check_crops(release)   # every landmark inside its image, before the first batch
     plain, flipped = embed_release(release, model, prep, device, batch_size, workers)
     os.makedirs(out, exist_ok=True)
     tmp = temporary_name(path, ".npz")

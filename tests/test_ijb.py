@@ -195,12 +195,14 @@ def test_a_listed_image_missing_on_disk_is_named(release, tmp_path):
         read_release(root)
 
 
-def test_a_landmark_outside_its_image_is_named_before_its_feature_is_used(release, tmp_path):
+def test_a_landmark_outside_its_image_is_named_before_any_embedding(release, tmp_path):
     root, path = damaged_copy(release, tmp_path, "ijbc_name_5pts_score.txt",
                               lambda ls: [ls[0].split()[0] + " 5000 10 5010 10 5005 20 5001 30 5009 30 0.9\n"] + ls[1:])
     rel = read_release(root)
-    with pytest.raises(ValueError, match="landmarks of image 1.png.*lies outside"):
-        ijb_eval.CropDataset(rel, {"size": 32, "channels": "RGB", "scale": 1 / 255, "mean": 0.5, "std": 0.5})[0]
+    message = f"{path}:1 (image 1.png): landmark 1 at [5000.0, 10.0] lies outside"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ijb_eval.features(rel, release["run"], "run", None, str(tmp_path / "out"), "cpu")
+    assert not (tmp_path / "out").exists()
 
 
 def test_modes_are_named_and_checked():

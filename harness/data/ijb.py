@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from .align import check_landmarks
 
@@ -35,6 +37,7 @@ class IJBRelease:
     detector: np.ndarray       # detector score of each image, in [0, 1]
     pairs: np.ndarray          # [P, 2] template ids
     labels: np.ndarray         # bool [P], genuine
+    landmark_lines: list = field(default_factory=list)   # "file:line" each image's landmarks came from
     galleries: dict = field(default_factory=dict)   # name -> (template ids, subject ids)
     probes: tuple | None = None                     # (template ids, subject ids)
 
@@ -68,7 +71,7 @@ def read_release(root: str, name: str = "IJBC") -> IJBRelease:
     images = [r[0] for _, r in faces]
     templates = _ints(faces, 1, os.path.join(meta, f"{prefix}_face_tid_mid.txt"))
     medias = _ints(faces, 2, os.path.join(meta, f"{prefix}_face_tid_mid.txt"))
-    landmarks, detector = _landmarks(os.path.join(meta, f"{prefix}_name_5pts_score.txt"), images)
+    landmarks, detector, lines = _landmarks(os.path.join(meta, f"{prefix}_name_5pts_score.txt"), images)
     _check_images(folder, images, os.path.join(meta, f"{prefix}_face_tid_mid.txt"))
     pairs_path = os.path.join(meta, f"{prefix}_template_pair_label.txt")
     pair_rows = _rows(pairs_path, 3, "template1 template2 label")
@@ -78,7 +81,7 @@ def read_release(root: str, name: str = "IJBC") -> IJBRelease:
     bad = np.flatnonzero((labels != 0) & (labels != 1))
     if len(bad):
         raise ValueError(f"{pairs_path}:{pair_rows[bad[0]][0]}: label {labels[bad[0]]}; expected 1 (genuine) or 0")
-    release = IJBRelease(name, folder, images, templates, medias, landmarks, detector, pairs, labels == 1)
+    release = IJBRelease(name, folder, images, templates, medias, landmarks, detector, pairs, labels == 1, lines)
     _read_one_to_n(release, meta, prefix, galleries)
     return release
 
@@ -112,8 +115,8 @@ def _ints(rows: list, column: int, path: str) -> np.ndarray:
         raise
 
 
-def _landmarks(path: str, images: list) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks [N, 5, 2] and detector scores of the listed images, by name."""
+def _landmarks(path: str, images: list) -> tuple[np.ndarray, np.ndarray, list]:
+    """Landmarks [N, 5, 2], detector scores and "file:line" of the listed images, by name."""
     by_name = {}
     for number, fields in _rows(path, 12, "image x1 y1 ... x5 y5 score"):
         try:
@@ -123,11 +126,26 @@ def _landmarks(path: str, images: list) -> tuple[np.ndarray, np.ndarray]:
         points = check_landmarks(values[:10].reshape(5, 2), None, f"{path}:{number}")
         if not 0 <= values[10] <= 1:
             raise ValueError(f"{path}:{number}: detector score {values[10]} outside [0, 1]")
-        by_name[fields[0]] = (points, values[10])
+        by_name[fields[0]] = (points, values[10], f"{path}:{number}")
     missing = [name for name in images if name not in by_name]
     if missing:
         raise ValueError(f"{path}: no landmarks for {len(missing)} listed image(s), e.g. {missing[:3]}")
-    return np.stack([by_name[n][0] for n in images]), np.array([by_name[n][1] for n in images])
+    return (np.stack([by_name[n][0] for n in images]), np.array([by_name[n][1] for n in images]),
+            [by_name[n][2] for n in images])
+
+
+def check_crops(release: IJBRelease, progress: bool = True) -> None:
+    """Every loose crop's header read (not its pixels) and its landmarks checked inside it, before any embedding:
+    an error names the landmarks' file and line."""
+    for i in tqdm(range(len(release.images)), desc=f"checking {release.name} crops", unit="image",
+                  disable=not progress or len(release.images) < 10_000):
+        path = release.image_path(i)
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except Exception as exc:  # PIL raises several types for bad data
+            raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+        check_landmarks(release.landmarks[i], size, f"{release.landmark_lines[i]} (image {release.images[i]})")
 
 
 def _check_images(folder: str, images: list, listed_in: str) -> None:
