@@ -18,6 +18,7 @@ Everything is batched: no [T, T] score matrix, so IJB-C's 15.7M pairs fit in bou
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -222,12 +223,13 @@ def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logs
 
 
 def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np.ndarray,
-                   probe_subjects: np.ndarray, fpirs=FPIRS, ranks=RANKS, block: int = 1024) -> dict:
+                   probe_subjects: np.ndarray, fpirs=FPIRS, ranks=RANKS, block: int = 1024, n_boot: int = 0,
+                   level: float = 0.95, seed: int = 0) -> dict:
     """Open-set 1:N of unit probe templates against one gallery's unit templates (insightface `ijb_evals.py`,
     `evaluation_1N`): a probe is mated when its subject has a gallery template (its score: the best over them);
     the threshold at an FPIR is the k-th highest of the non-mated probes' best gallery scores, k = max(int(n *
     FPIR), 1); TPIR counts the mated probes whose mate ranks first and scores above it. Rank-k: the share of mated
-    probes whose mate is among the k best."""
+    probes whose mate is among the k best. n_boot > 0: percentile intervals over resampled probe subjects."""
     mate = np.full(len(probes), -np.inf, np.float32)
     best_other = np.full(len(probes), -np.inf, np.float32)
     for lo in range(0, len(probes), block):
@@ -241,14 +243,54 @@ def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np
         own = gallery_subjects[None, :] == probe_subjects[lo:lo + block, None]
         rank[lo:lo + block] += (np.where(own, -np.inf, s) > mate[lo:lo + block, None]).sum(axis=1)
     mated = np.isfinite(mate)
-    top_non_mated = np.sort(best_other[~mated])[::-1]
+    search = _Searches(mate, best_other, rank, mated)
     out = {"probes": int(len(probes)), "mated": int(mated.sum()), "non_mated": int((~mated).sum()),
-           "rank": {f"{k}": float(np.mean(rank[mated] <= k)) if mated.any() else float("nan") for k in ranks},
-           "tpir_at_fpir": {}}
-    for fpir in fpirs:
-        if len(top_non_mated) * fpir < 1 or not mated.any():
-            out["tpir_at_fpir"][f"{fpir:g}"] = float("nan")
-            continue
-        threshold = top_non_mated[max(int(len(top_non_mated) * fpir), 1) - 1]
-        out["tpir_at_fpir"][f"{fpir:g}"] = float(np.mean((rank[mated] == 1) & (mate[mated] > threshold)))
+           **search.stats(np.ones(len(probes)), fpirs, ranks)}
+    if n_boot:
+        out["intervals"] = search.intervals(probe_subjects, fpirs, ranks, n_boot, level, seed)
     return out
+
+
+@dataclass
+class _Searches:
+    """The outcome of every probe's search (its mate's score and rank, its best non-mate score), from which the
+    1:N statistics follow for any weighting of the probes (a bootstrap's multiplicities)."""
+    mate: np.ndarray
+    best_other: np.ndarray
+    rank: np.ndarray
+    mated: np.ndarray
+
+    def __post_init__(self):
+        self.top_order = np.argsort(-self.best_other[~self.mated], kind="stable")
+        self.tops = self.best_other[~self.mated][self.top_order]
+
+    def stats(self, weights: np.ndarray, fpirs, ranks) -> dict:
+        w_mated, w_non = weights[self.mated], weights[~self.mated][self.top_order]
+        total = w_mated.sum()
+        out = {"rank": {f"{k}": float(w_mated @ (self.rank[self.mated] <= k) / total) if total else float("nan")
+                        for k in ranks}, "tpir_at_fpir": {}}
+        cumulative = np.cumsum(w_non)
+        for fpir in fpirs:
+            k = max(int(cumulative[-1] * fpir), 1) if len(cumulative) else 0
+            if not total or not len(cumulative) or cumulative[-1] * fpir < 1:
+                out["tpir_at_fpir"][f"{fpir:g}"] = float("nan")
+                continue
+            threshold = self.tops[np.searchsorted(cumulative, k)]
+            hit = (self.rank[self.mated] == 1) & (self.mate[self.mated] > threshold)
+            out["tpir_at_fpir"][f"{fpir:g}"] = float(w_mated @ hit / total)
+        return out
+
+    def intervals(self, subjects: np.ndarray, fpirs, ranks, n_boot: int, level: float, seed: int) -> dict:
+        unique, codes = np.unique(subjects, return_inverse=True)
+        rng = np.random.default_rng(seed)
+        draws = [self.stats(np.bincount(rng.integers(0, len(unique), len(unique)), minlength=len(unique))
+                            [codes].astype(float), fpirs, ranks) for _ in range(n_boot)]
+        tail = 100 * (1 - level) / 2
+
+        def band(values):
+            with warnings.catch_warnings():   # a statistic too small to measure is NaN in every resample
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return [float(v) for v in np.nanpercentile(values, [tail, 100 - tail])]
+        return {"unit": "probe subjects", "resamples": n_boot, "level": level,
+                "rank": {k: band([d["rank"][k] for d in draws]) for k in draws[0]["rank"]},
+                "tpir_at_fpir": {f: band([d["tpir_at_fpir"][f] for d in draws]) for f in draws[0]["tpir_at_fpir"]}}

@@ -126,7 +126,7 @@ def _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed) -
     if subjects is not None and n_boot:
         out["intervals"] = subject_intervals(scores, release.labels, subjects, n_boot, seed=seed)
     if release.probes is not None:
-        out["identification"] = one_to_n(release, pooled, grouping)
+        out["identification"] = one_to_n(release, pooled, grouping, n_boot, seed)
     return out, thin(curve)
 
 
@@ -207,14 +207,14 @@ def subject_intervals(scores, issame, subjects, n_boot: int, level: float = 0.95
     return out
 
 
-def one_to_n(release: IJBRelease, pooled: np.ndarray, grouping: ijb.Grouping) -> dict:
-    """Open-set 1:N against each gallery (harness.ijb.identification)."""
+def one_to_n(release: IJBRelease, pooled: np.ndarray, grouping: ijb.Grouping, n_boot: int = 0, seed: int = 0) -> dict:
+    """Open-set 1:N against each gallery (harness.ijb.identification), with intervals over probe subjects."""
     probe_t, probe_s = release.probes
     probes = pooled[ijb.template_rows(grouping.template_ids, probe_t, "1:N probe list")]
     out = {}
     for name, (gallery_t, gallery_s) in release.galleries.items():
         gallery = pooled[ijb.template_rows(grouping.template_ids, gallery_t, f"1:N gallery {name}")]
-        out[name] = ijb.identification(gallery, gallery_s, probes, probe_s)
+        out[name] = ijb.identification(gallery, gallery_s, probes, probe_s, n_boot=n_boot, seed=seed)
     return out
 
 

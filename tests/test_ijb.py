@@ -18,6 +18,7 @@ from harness.data.align import align, check_landmarks, five_from_68, template
 from harness.data.ijb import read_release
 from harness.data.ijb_writer import write_ijb
 from harness.data_source import synthetic_faces
+from harness.sweep import metric_columns
 from harness.trainer import train
 from tiny import TINY
 
@@ -142,6 +143,11 @@ def test_identification_equals_brute_force():
     assert got["rank"]["1"] == pytest.approx(np.mean(np.array(ranks) == 1))
     assert got["rank"]["5"] == pytest.approx(np.mean(np.array(ranks) <= 5))
     assert got["tpir_at_fpir"]["0.1"] == pytest.approx(tpir)
+    boot = ijb.identification(gallery, gallery_s, probes, probe_s, fpirs=(0.1,), ranks=(1, 5), n_boot=100)
+    low, high = boot["intervals"]["rank"]["1"]
+    assert low < got["rank"]["1"] < high and boot["intervals"]["unit"] == "probe subjects"
+    low, high = boot["intervals"]["tpir_at_fpir"]["0.1"]
+    assert low <= tpir <= high
 
 
 def test_the_command_end_to_end_with_its_feature_cache(release, capsys):
@@ -254,3 +260,16 @@ def test_qmagface_fit_follows_its_reference_procedure_on_many_pairs():
     assert fit["fmrs"] == 50 and np.isfinite([fit["alpha"], fit["beta"]]).all()
     with pytest.raises(ValueError, match="too few distinct thresholds"):
         ijb.fit_qmagface(s[:40], issame[:40], q1[:40], q2[:40])
+
+
+def test_a_run_config_evaluates_on_an_ijb_release(release, tmp_path):
+    root = release["root"]
+    cfg = load_config(None, TINY + SIZE_32 + [f'out="{tmp_path / "run"}"', f'data.cache_dir="{root / "cache"}"',
+                                              "train.epochs=1", "eval.bootstrap=0", f'eval.ijb="{root / "rel"}"',
+                                              'eval.ijb_modes=["MagFace+"]'])
+    metrics = train(cfg, quiet=True)["metrics"]
+    assert set(metrics["ijb"]["modes"]) == {"MagFace+"} and metrics["ijb"]["pairs"] == 780
+    row = metric_columns(metrics)
+    assert 0 <= row["ijb_MagFace+_auc"] <= 1 and "ijb_MagFace+_tar_far_0.0001" in row
+    with pytest.raises(ValueError, match="IJB mode 'N9'"):
+        load_config(None, [f'eval.ijb="{release["root"] / "rel"}"', 'eval.ijb_modes=["N9"]'])
