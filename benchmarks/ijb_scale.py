@@ -5,10 +5,12 @@ numpy's arrays are traced), and the process's peak resident memory; no embedding
 
     python benchmarks/ijb_scale.py                 # full IJB-C size (target: < 60 s and < 2 GB on 2 cores)
     python benchmarks/ijb_scale.py --scale 0.01    # a smoke test
+    python benchmarks/ijb_scale.py --publish       # results/published/ijb_scale (README's numbers)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 import tracemalloc
@@ -16,6 +18,8 @@ import tracemalloc
 import numpy as np
 
 from harness import ijb
+from harness.cli import add_output_args, add_publish_args, output_dir, publish_output
+from harness.runstate import atomic_json
 
 IJBC = {"images": 469_375, "templates": 23_124, "pairs": 15_658_489, "genuine": 19_557, "dim": 512}
 
@@ -56,6 +60,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of IJB-C's size (default 1: full size)")
     ap.add_argument("--mode", default="N0D1F0", help="protocol mode (default N0D1F0: every normalisation step)")
+    add_output_args(ap, "ijb_scale", figures=False)
+    add_publish_args(ap)
     args = ap.parse_args(argv)
     if not 0 < args.scale <= 1:
         raise SystemExit(f"error: --scale {args.scale}: expected a fraction in (0, 1]")
@@ -77,6 +83,16 @@ def main(argv=None):
           f"(target < 2 GB); process peak resident {rss:.2f} GiB")
     tar = result["metrics"]["tar_at_far_nearest"]
     print("random features (chance level): TAR@FAR 1e-4 " + f"{tar['0.0001']:.4f}, AUC {result['metrics']['auc']:.3f}")
+    rows = [{"step": k, "seconds": v} for k, v in s.items()]
+    rows.append({"step": "total", "seconds": total, "peak_bytes": peak, "rss_bytes": rss * 2**30,
+                 "images": len(release["templates"]), "pairs": int(release["pairs"].shape[0]),
+                 "templates": int(len(np.unique(release["templates"]))), "cpus": os.cpu_count()})
+    if args.scale != 1 and args.publish:
+        raise SystemExit("error: --publish publishes the full-size measurement, not --scale < 1")
+    out = output_dir(args, "ijb_scale")
+    atomic_json(os.path.join(out, "ijb_scale.json"), {"args": vars(args), "mode": mode.name, "rows": rows})
+    print(f"wrote {out}/ijb_scale.json")
+    publish_output(args, out)
     return {"seconds": s, "total": total, "peak_gib": peak / 2**30, "rss_gib": rss}
 
 
