@@ -343,7 +343,8 @@ def _validate_ranges(cfg: RunConfig) -> None:
         value = getattr(getattr(cfg, section), key)
         inside = (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and inside):
-            span = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}".replace("inf", "infinity")
+            bound = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}".replace("inf", "infinity")  # noqa: E731
+            span = f"{'[' if low_in else '('}{bound(low)}, {bound(high)}{']' if high_in else ')'}"
             raise ValueError(f"config key {section}.{key}={value!r} must be a finite number in {span}{note}")
     if not cfg.out or not str(cfg.out).strip():
         raise ValueError("config key out='': give the run folder (--out DIR or --set out=\"DIR\")")

@@ -1,4 +1,7 @@
-"""One writer per run folder: an exclusive file lock held while a process trains, evaluates or prunes a run.
+"""One writer per run folder: an exclusive file lock held while a process trains, evaluates or prunes a run; and
+a shared lock on a results folder held by every sweep on it, which a prune takes exclusively. Both are OS- or
+SQLite-level locks released when the holder dies; they assume the processes share one machine's view of the file
+system (a local disk; a network file system only where its locking works).
 
 The lock is `RUN/.lock` (filelock: an OS lock that the kernel releases when its holder dies, so a killed run never
 leaves its folder locked). A process that takes the lock is the only live writer of the folder, so the temporary
@@ -12,15 +15,20 @@ import glob
 import os
 import re
 
-from filelock import FileLock, Timeout
+from filelock import FileLock, ReadWriteLock, Timeout
 
 LOCK_NAME = ".lock"
 TABLES_LOCK = ".tables.lock"
+SWEEPS_LOCK = ".sweeps.lock"   # OUT: shared by the sweeps running on it, exclusive for a prune
 _TEMPORARY = re.compile(r"\.tmp-(\d+)(\.[A-Za-z0-9]+)?$")   # atomic writes: NAME.tmp-PID or NAME.tmp-PID.npz
 
 
 class RunBusy(RuntimeError):
     """Another live process holds the run folder's lock."""
+
+
+class SweepsBusy(RuntimeError):
+    """Another sweep is running on the results folder (a prune must wait for it)."""
 
 
 def temporary_name(path: str, suffix: str = "") -> str:
@@ -63,13 +71,27 @@ def tables_lock(out: str):
         yield
 
 
-def is_locked(folder: str) -> bool:
-    """Whether another process holds the run folder's lock now (a running training or evaluation)."""
+def _sweeps_lock(out: str) -> ReadWriteLock:
+    os.makedirs(out, exist_ok=True)
+    return ReadWriteLock(os.path.join(out, SWEEPS_LOCK))
+
+
+@contextlib.contextmanager
+def sweep_sharing(out: str):
+    """Held (shared) by every sweep on OUT for its whole run: a prune cannot remove runs a sweep will read."""
+    with _sweeps_lock(out).read_lock():
+        yield
+
+
+@contextlib.contextmanager
+def sweeps_exclusive(out: str):
+    """Held by a prune: no sweep is running on OUT (else SweepsBusy at once, naming the lock)."""
     try:
-        with run_lock(folder, wait=False):
-            return False
-    except RunBusy:
-        return True
+        with _sweeps_lock(out).write_lock(blocking=False):
+            yield
+    except Timeout:
+        raise SweepsBusy(f"another sweep is running on {out} (it holds {os.path.join(out, SWEEPS_LOCK)}); prune "
+                         "when it has finished") from None
 
 
 def remove_stale_temporaries(folder: str) -> list:

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from importlib.metadata import version
 
+from .diagnostics import DUMP_NAME
 from .runstate import atomic_json, git_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,7 +171,7 @@ def _copy_run(src: str, dest_root: str, arrays: bool) -> dict:
     if arrays:
         evals = os.path.join(src, "eval")
         files += [os.path.join("eval", f) for f in sorted(os.listdir(evals)) if f.endswith(".npz")]
-        dumps = sorted(f for f in os.listdir(os.path.join(src, "dumps")) if f.endswith(".npz"))
+        dumps = sorted(f for f in os.listdir(os.path.join(src, "dumps")) if DUMP_NAME.fullmatch(f))
         files += [os.path.join("dumps", dumps[-1])] if dumps else []
     for rel in files:
         if os.path.isfile(os.path.join(src, rel)):

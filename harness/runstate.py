@@ -80,8 +80,8 @@ def read_jsonl(path: str) -> list:
                 print(f"note: {path}: dropped a torn last line ({len(line)} bytes, {exc}); the run resumes from its "
                       "last checkpoint, before that row", file=sys.stderr)
                 continue
-            raise DamagedFile(f"{path}:{number}: damaged training log line ({exc}); remove the line to resume, or "
-                              "start over with --no-resume") from None
+            raise DamagedFile(f"{path}:{number}: damaged training log line ({exc}); remove that line and resume, "
+                              "or start the run over (python -m harness train ... --no-resume)") from None
     return rows
 
 
@@ -182,7 +182,8 @@ def load_data(path: str, what: str = "checkpoint") -> dict:
             raise _damaged(path, what, exc) from None
         raise ValueError(f"{what} {path} holds more than plain data (tensors, numbers, strings, lists, dicts), so it "
                          f"is not loaded: unpickling it could run code ({reason})") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as exc:   # empty, truncated, not a torch file
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, KeyError, IndexError, ValueError) as exc:
+        # empty, truncated, or not a torch file at all (a text file, a cut legacy pickle)
         raise _damaged(path, what, exc) from None
 
 

@@ -34,8 +34,6 @@ import csv
 import itertools
 import json
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import re
 import shutil
@@ -44,7 +42,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from losses import HEADS
@@ -53,10 +50,11 @@ from .config import (HeadConfig, RunConfig, _apply, _load_toml, _switch_head, ap
                      resolved_head, set_value, validate)
 from .data_source import synthetic_faces
 from .evaluate import EVAL_VERSION, evaluate_run
-from .locks import RunBusy, run_lock, tables_lock, temporary_name
-from .runstate import DamagedFile, atomic_json, json_safe, load_data, read_json
+from .locks import RunBusy, SweepsBusy, run_lock, sweep_sharing, sweeps_exclusive, tables_lock, temporary_name
+from .run_rows import metric_columns
+from .runstate import DamagedFile, atomic_json, load_data, read_json
 from .stats import mean_ci, paired_difference
-from .trainer import train
+from .sweep_workers import FAILED_FILE, META_FILE, RESULT_FILE, Job, record_failure, run_all, worker_threads
 
 try:
     import tomllib
@@ -67,9 +65,6 @@ SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "
              "quick", "tune")
 QUICK_KEYS = ("base", "set", "axes", "tune")
 SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
-RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
-FAILED_FILE = "failed.json"     # a run that raised (e.g. diverged): its error; retried only when asked
-META_FILE = "sweep_run.json"    # written before training: which sweep, axis values and fingerprint made the folder
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=\[\]-]*")   # a label that becomes a file or folder name
 
 
@@ -366,124 +361,6 @@ def statuses(runs: list) -> tuple[dict, dict]:
 
 # --- training ----------------------------------------------------------------------------------------------------
 @dataclass
-class Job:
-    """One run for a worker: its config, the record written into its folder, its table description, and whether to
-    wait for another process that holds the run (else the worker reports it busy at once)."""
-    cfg: dict
-    meta: dict
-    row: dict
-    wait: bool = False
-
-    @property
-    def folder(self) -> str:
-        return self.cfg["out"]
-
-
-@dataclass
-class Outcome:
-    """What became of a job: 'trained', 'failed' (trained here and failed: its error), 'reused' (another process
-    finished it while this one waited), 'failed_elsewhere' (another process recorded its failure meanwhile), 'busy'
-    (another process holds it) or 'died' (the worker process ended without a word)."""
-    state: str
-    seconds: float = 0.0
-    error: str | None = None
-
-
-def run_job(job: Job, threads: int, slot: int = 0) -> Outcome:
-    """Train + evaluate one run under its folder's lock (in a worker process or inline) and record the result
-    (RUN/result.json) or the failure (RUN/failed.json) before the lock is released, so a second process waiting
-    for the run finds it finished. A run that fails (e.g. TrainingDiverged) is recorded, not raised, so the other
-    runs and the tables go on. Worker `slot` uses GPU slot mod the GPU count (--jobs N spreads runs over GPUs)."""
-    torch.set_num_threads(threads)
-    cfg = RunConfig.from_dict(job.cfg)
-    if torch.cuda.is_available() and cfg.train.device != "cpu":
-        torch.cuda.set_device(slot % torch.cuda.device_count())
-    try:
-        with run_lock(job.folder, wait=job.wait):
-            return _train_locked(job, cfg)
-    except RunBusy:
-        return Outcome("busy")
-
-
-def _train_locked(job: Job, cfg: RunConfig) -> Outcome:
-    if os.path.isfile(os.path.join(job.folder, RESULT_FILE)):
-        return Outcome("reused")
-    if os.path.isfile(os.path.join(job.folder, FAILED_FILE)):
-        return Outcome("failed_elsewhere", error=read_json(os.path.join(job.folder, FAILED_FILE)).get("error"))
-    atomic_json(os.path.join(job.folder, META_FILE), job.meta)
-    t0 = time.perf_counter()
-    try:
-        metrics = train(cfg, quiet=True)["metrics"]
-    except Exception as exc:   # recorded as the run's failure (RUN/failed.json); the sweep carries on
-        error = f"{type(exc).__name__}: {exc}"
-        record_failure(job.folder, error, time.perf_counter() - t0)
-        return Outcome("failed", time.perf_counter() - t0, error)
-    seconds = time.perf_counter() - t0
-    atomic_json(os.path.join(job.folder, RESULT_FILE), {**job.row, **metric_columns(metrics), "seconds": seconds,
-                                                        "fingerprint": job.meta["fingerprint"], "run": job.folder})
-    return Outcome("trained", seconds)
-
-
-def record_failure(folder: str, error: str, seconds: float = 0.0) -> None:
-    atomic_json(os.path.join(folder, FAILED_FILE), {"error": error, "seconds": seconds})
-
-
-def run_all(job_list: list, jobs: int = 1):
-    """Yield (job, Outcome) as each run ends; jobs > 1 trains each run in a spawned process of its own (not forked:
-    a forked child of a process that ran OpenMP work can deadlock), so a worker that dies (killed, out of memory)
-    costs only its own run, which is recorded as failed."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    if jobs <= 1:
-        for job in job_list:
-            yield job, run_job(job, threads)
-        return
-    yield from _in_processes(job_list, jobs, threads)
-
-
-def _in_processes(job_list: list, jobs: int, threads: int):
-    ctx = multiprocessing.get_context("spawn")
-    pending, running = list(enumerate(job_list)), {}
-    while pending or running:
-        while pending and len(running) < jobs:
-            i, job = pending.pop(0)
-            receive, send = ctx.Pipe(duplex=False)
-            process = ctx.Process(target=_worker, args=(job, threads, i % jobs, send), daemon=True)
-            process.start()
-            send.close()
-            running[process.sentinel] = (job, process, receive)
-        for sentinel in multiprocessing.connection.wait(list(running)):
-            job, process, receive = running.pop(sentinel)
-            outcome = receive.recv() if receive.poll() else None
-            process.join()
-            receive.close()
-            yield job, outcome or _died(job, process.exitcode)
-
-
-def _worker(job: Job, threads: int, slot: int, send) -> None:
-    """A spawned worker: one run, its small Outcome sent back (the result itself is in the run folder)."""
-    try:
-        outcome = run_job(job, threads, slot)
-    except BaseException as exc:   # e.g. a damaged file found before training: the run's failure, reported
-        outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
-        record_failure(job.folder, outcome.error)
-    send.send(outcome)
-    send.close()
-
-
-def _died(job: Job, exitcode) -> Outcome:
-    """The run of a worker that ended without reporting (a signal, the out-of-memory killer): recorded as failed."""
-    how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
-    error = (f"WorkerDied: the worker process training this run ended without a result ({how}; e.g. killed, or out "
-             "of memory); --retry-failed resumes it from its last checkpoint")
-    try:
-        with run_lock(job.folder, wait=False):
-            record_failure(job.folder, error)
-    except RunBusy:
-        pass   # another process took the run over: its outcome is the run's
-    return Outcome("died", error=error)
-
-
-@dataclass
 class SweepResult:
     spec: SweepSpec
     out: str
@@ -499,7 +376,8 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     """Train what is missing of the spec, reuse what is done, write the tables; returns a SweepResult (rows in
     spec order). A run that fails is recorded (RUN/failed.json, a `failed` column) and the others go on; it is
     tried again only with retry_failed. dry_run: print the plan and return None. prune: remove the run folders
-    under OUT/runs that this spec (with these overrides) does not name, listing them, and return None."""
+    under OUT/runs that this spec (with these overrides) does not name, listing them, and return None (refused
+    while another sweep runs on OUT). Every sweep holds OUT's shared lock while it runs."""
     check_name(spec.name, "sweep name")
     out = out or spec.default_out()
     if dry_run and prune:
@@ -509,8 +387,17 @@ def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int
     runs = expand(spec, out, overrides)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if prune:
-        prune_runs(out, runs, say)
+        try:
+            with sweeps_exclusive(out):
+                prune_runs(out, runs, say)
+        except SweepsBusy as exc:
+            raise ValueError(str(exc)) from None
         return None
+    with sweep_sharing(out):
+        return _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet)
+
+
+def _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet):
     status, damage = statuses(runs)
     c = runs[0].cfg
     say(f"sweep {spec.name}{' (quick)' if spec.quick else ''}: {len(runs)} run(s) over "
@@ -543,34 +430,55 @@ def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs
     number of runs this process trained."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: expected a number of processes >= 1")
-    if status is None:
-        status, damage = statuses(runs)
-    _record_damage(runs, status, damage or {}, retry_failed, say)
-    for r in runs:
-        if status[r.folder] == "re-evaluate":
-            status[r.folder] = _reevaluate(r, say)
-        if status[r.folder] == "failed" and retry_failed:
-            _prepare_retry(r, say)
-            status[r.folder] = "resume"
-    failed = [r.name for r in runs if status[r.folder] == "failed"]
-    if failed:
-        say(f"{len(failed)} run(s) failed before and are not retried (--retry-failed): {', '.join(failed)}")
-    todo = [r for r in runs if status[r.folder] not in ("done", "failed")]
-    reused = [r for r in runs if status[r.folder] == "done"]
-    if reused:
-        say(f"{len(reused)} run(s) reused from {out}/runs")
-        _note_thread_counts(reused, jobs, say)
-    for r in todo:
-        if status[r.folder] == "resume":
-            say(f"{r.name}: resuming an unfinished run")
-    for cfg in {json.dumps(r.cfg.data.synthetic.__dict__, sort_keys=True): r.cfg for r in todo
-                if r.cfg.data.source == "synthetic"}.values():
-        synthetic_faces(cfg)   # each data set once, before the workers need it
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=f"{name} runs", unit="run", file=sys.stdout,
-               disable=quiet)
-    trained = _train_jobs([_job(r, name) for r in todo], jobs, bar, describe)
-    bar.close()
-    return trained
+    with sweep_sharing(out):
+        if status is None:
+            status, damage = statuses(runs)
+        for r in runs:
+            status[r.folder] = _settle(r, status[r.folder], (damage or {}).get(r.folder), retry_failed, say)
+        failed = [r.name for r in runs if status[r.folder] == "failed"]
+        if failed:
+            say(f"{len(failed)} run(s) failed before and are not retried (--retry-failed): {', '.join(failed)}")
+        todo = [r for r in runs if status[r.folder] not in ("done", "failed")]
+        reused = [r for r in runs if status[r.folder] == "done"]
+        if reused:
+            say(f"{len(reused)} run(s) reused from {out}/runs")
+            _note_thread_counts(reused, jobs, say)
+        for r in todo:
+            if status[r.folder] == "resume":
+                say(f"{r.name}: resuming an unfinished run")
+        for cfg in {json.dumps(r.cfg.data.synthetic.__dict__, sort_keys=True): r.cfg for r in todo
+                    if r.cfg.data.source == "synthetic"}.values():
+            synthetic_faces(cfg)   # each data set once, before the workers need it
+        bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=f"{name} runs", unit="run", file=sys.stdout,
+                   disable=quiet)
+        try:
+            return _train_jobs([_job(r, name) for r in todo], jobs, bar, describe)
+        finally:
+            bar.close()
+
+
+def _settle(run: Run, seen: str, damage: str | None, retry_failed: bool, say) -> str:
+    """A run's state before training, acted on under its lock with the state read again there (another process
+    may have changed it meanwhile): a damaged run recorded as failed (or prepared for a retry), a stale evaluation
+    redone, a failed run prepared for --retry-failed."""
+    if seen not in ("re-evaluate", "failed"):
+        return seen
+    with run_lock(run.folder, say=say):
+        try:
+            now, damage = run_status(run), None
+        except DamagedFile as exc:
+            now, damage = "failed", str(exc)
+        if damage:
+            say(f"{run.name}: {damage}" + ("; retrying it (--retry-failed)" if retry_failed else
+                                           "; recorded as failed, the other runs go on (--retry-failed)"))
+            if not retry_failed:
+                record_failure(run.folder, damage)
+        if now == "re-evaluate":
+            now = _reevaluate(run, say)
+        if now == "failed" and retry_failed:
+            _prepare_retry(run, say)
+            now = "resume"
+        return now
 
 
 def _job(run: Run, sweep: str) -> Job:
@@ -588,6 +496,9 @@ def _train_jobs(job_list: list, jobs: int, bar, describe) -> int:
             if outcome.state == "busy":
                 busy.append(replace(job, wait=True))
                 continue
+            if outcome.state == "interrupted":
+                bar.write(f"{name}: interrupted; it resumes from its last checkpoint next time")
+                continue
             trained += outcome.state in ("trained", "failed", "died")
             if outcome.state in ("failed", "died", "failed_elsewhere"):
                 bar.write(f"{name}: FAILED ({outcome.error}); recorded in {job.folder}/{FAILED_FILE}")
@@ -604,62 +515,52 @@ def _train_jobs(job_list: list, jobs: int, bar, describe) -> int:
     return trained
 
 
-def _record_damage(runs: list, status: dict, damage: dict, retry_failed: bool, say) -> None:
-    """A run with a damaged file is recorded as failed with the reason (RUN/failed.json), unless it is retried now."""
-    for r in runs:
-        if r.folder in damage:
-            say(f"{r.name}: {damage[r.folder]}" + ("; retrying it (--retry-failed)" if retry_failed else
-                                                   "; recorded as failed, the other runs go on (--retry-failed)"))
-            if not retry_failed:
-                with run_lock(r.folder):
-                    record_failure(r.folder, damage[r.folder])
-
-
 def _reevaluate(run: Run, say) -> str:
-    """Evaluate a trained run's checkpoint again; a damaged or missing checkpoint makes the run failed (recorded)."""
+    """Evaluate a trained run's checkpoint again (the caller holds its lock); a damaged or missing checkpoint makes
+    the run failed (recorded)."""
     say(f"{run.name}: evaluated by an older version, with other eval settings, or its evaluation is damaged; "
         "evaluating its checkpoint again")
-    with run_lock(run.folder, say=say):
-        try:
-            faces = synthetic_faces(run.cfg) if run.cfg.data.source == "synthetic" else None
-            evaluate_run(run.folder, faces=faces, device=run.cfg.train.device, eval_cfg=run.cfg.eval,
-                         eval_bins=run.cfg.data.eval_bins)
-        except ValueError as exc:   # a damaged or missing final.pt: --retry-failed rebuilds it from last.pt
-            record_failure(run.folder, f"{type(exc).__name__}: {exc}")
-            say(f"{run.name}: FAILED ({exc}); recorded in {run.folder}/{FAILED_FILE}")
-            return "failed"
+    try:
+        faces = synthetic_faces(run.cfg) if run.cfg.data.source == "synthetic" else None
+        evaluate_run(run.folder, faces=faces, device=run.cfg.train.device, eval_cfg=run.cfg.eval,
+                     eval_bins=run.cfg.data.eval_bins)
+    except ValueError as exc:   # a damaged or missing final.pt: --retry-failed rebuilds it from last.pt
+        record_failure(run.folder, f"{type(exc).__name__}: {exc}")
+        say(f"{run.name}: FAILED ({exc}); recorded in {run.folder}/{FAILED_FILE}")
+        return "failed"
     return "done"
 
 
 def _prepare_retry(run: Run, say) -> None:
-    """Before a failed run is trained again: its failure record and derived files go (result row, evaluation: both
-    rebuilt), a damaged checkpoint is kept aside as NAME.damaged (named), so training resumes from the last good one
-    (or starts over when none is left)."""
-    with run_lock(run.folder, say=say):
-        for path in (FAILED_FILE, RESULT_FILE, os.path.join("eval", "metrics.json")):
-            if os.path.isfile(os.path.join(run.folder, path)):
-                os.remove(os.path.join(run.folder, path))
-        for name in ("final.pt", "last.pt"):
-            path = os.path.join(run.folder, "checkpoints", name)
-            if not os.path.isfile(path):
-                continue
-            try:
-                load_data(path)
-            except DamagedFile as exc:
-                os.replace(path, f"{path}.damaged")
-                say(f"{run.name}: {exc}\n  kept aside as {path}.damaged; training resumes without it")
+    """Before a failed run is trained again (the caller holds its lock): its failure record and derived files go
+    (result row, evaluation: both rebuilt), a damaged checkpoint is kept aside as NAME.damaged (named), so training
+    resumes from the last good one (or starts over when none is left)."""
+    for path in (FAILED_FILE, RESULT_FILE, os.path.join("eval", "metrics.json")):
+        if os.path.isfile(os.path.join(run.folder, path)):
+            os.remove(os.path.join(run.folder, path))
+    for name in ("final.pt", "last.pt"):
+        path = os.path.join(run.folder, "checkpoints", name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            load_data(path)
+        except DamagedFile as exc:
+            os.replace(path, f"{path}.damaged")
+            say(f"{run.name}: {exc}\n  kept aside as {path}.damaged; training resumes without it")
 
 
 def _note_thread_counts(reused: list, jobs: int, say) -> None:
     """The thread count changes the weights in their last bits but is not in the fingerprint: say so when a reused
     run was trained with another count than this sweep would use."""
-    now = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    other = {}
+    now, other = worker_threads(jobs), {}
     for r in reused:
         path = os.path.join(r.folder, "environment.json")
-        threads = read_json(path).get("torch_threads") if os.path.isfile(path) else None
-        if threads is not None and threads != now:
-            other.setdefault(threads, []).append(r.name)
+        try:
+            seen = read_json(path).get("torch_threads_seen") if os.path.isfile(path) else None
+        except DamagedFile:
+            continue   # the note is a courtesy: a damaged environment record does not stop the sweep
+        if seen and seen != [now]:
+            other.setdefault(", ".join(map(str, seen)), []).append(r.name)
     for threads, names in other.items():
         say(f"note: {len(names)} reused run(s) were trained with {threads} thread(s), this sweep trains with {now} "
             f"(--jobs {jobs}); a retrain would differ in the last bits (not in the fingerprint): {', '.join(names)}")
@@ -667,7 +568,8 @@ def _note_thread_counts(reused: list, jobs: int, say) -> None:
 
 def prune_runs(out: str, keep: list, say=print) -> list:
     """Remove the run folders under OUT/runs that are not among `keep`; returns (and lists) what went. A run another
-    process is training or evaluating (its lock is held) is never removed: it is listed as kept."""
+    process is training or evaluating (its lock is held) is never removed: it is listed as kept. (run_spec holds
+    OUT's exclusive sweep lock around this: no sweep is running on OUT meanwhile.)"""
     root = os.path.join(out, "runs")
     names = {os.path.basename(r.folder) for r in keep}
     candidates = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else []) if d not in names and
@@ -721,76 +623,6 @@ def load_row(run: Run) -> dict:
     stored = read_json(os.path.join(run.folder, RESULT_FILE), "result row")
     metrics = read_json(os.path.join(run.folder, "eval", "metrics.json"), "evaluation")
     return result_row(run, metrics, stored["seconds"])
-
-
-NO_GROUND_TRUTH = "no ground-truth quality on this data (real data)"
-
-
-def metric_columns(metrics: dict) -> dict:
-    """The table columns of a run's evaluation (its first evaluation set): accuracy, TAR@FAR, quality metrics.
-    A metric the data cannot give is None (an empty CSV cell), and `not_computable` says which and why."""
-    sets = metrics["sets"]
-    name = next((n for n, m in sets.items() if m.get("role") != "validation"), next(iter(sets)))
-    m = sets[name]
-    row = {"eval_set": name, "accuracy": m["accuracy"], "accuracy_std_folds": m["accuracy_std"]}
-    why = split_columns(row, m, sets)
-    for far, tar in m["tar_at_far"].items():
-        row[f"tar_far_{far}"] = tar
-        why[f"tar_far_{far}"] = f"fewer than 1/{far} impostor pairs"
-    row["spearman_rho"] = m.get("magnitude_vs_quality", {}).get("spearman_rho")
-    row["erc_area_magface"] = m["erc"]["area"]          # threshold recomputed per discard step (official script)
-    row["erc_defined_up_to"] = m["erc"].get("defined_up_to")
-    row["edc_area_iso"] = m["edc"]["area"]              # threshold fixed at the starting error (ISO/IEC 29794-1)
-    row["edc_pauc_20"] = m["edc"]["pauc"]["0.2"]        # area of that EDC up to 20 % discarded
-    row["erc_area_magface_ground_truth"] = m.get("erc_ground_truth", {}).get("area")
-    row["edc_pauc_20_ground_truth"] = m.get("edc_ground_truth", {}).get("pauc", {}).get("0.2")
-    row["mean_norm"] = m.get("mean_norm")
-    for key, (low, high) in ((k, v) for k, v in m.get("ci", {}).items() if isinstance(v, list)):
-        row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
-    for mode, r in (metrics.get("ijb") or {}).get("modes", {}).items():   # IJB 1:1, the field's (nearest) FAR rule
-        for far in ("1e-05", "0.0001"):
-            row[f"ijb_{mode}_tar_far_{far}"] = r["tar_at_far_nearest"].get(far)
-        row[f"ijb_{mode}_auc"] = r["auc"]
-    row.update({k: v for k, v in metrics.get("training", {}).items() if not isinstance(v, (list, dict))})
-    why.update({k: NO_GROUND_TRUTH for k in ("spearman_rho", "erc_area_magface_ground_truth",
-                                             "edc_pauc_20_ground_truth", "spearman_rho_ci_low",
-                                             "spearman_rho_ci_high")})
-    official = "the official protocol is undefined from the first discard step on (fewer than 1/(10 fmr) impostors)"
-    why.update({k: official for k in ("erc_area_magface", "erc_area_magface_ci_low", "erc_area_magface_ci_high")})
-    row = json_safe(row)
-    row["not_computable"] = "; ".join(f"{k}: {why.get(k, 'undefined')}" for k, v in row.items() if v is None)
-    return row
-
-
-SPLIT_METRICS = ("accuracy", "tar_far_0.01", "map_at_r", "precision_at_1")
-
-
-def split_columns(row: dict, main: dict, sets: dict) -> dict:
-    """Validation columns (val_*: tuning only) and test columns (test_accuracy, test_tar_far_0.01, map_at_r,
-    precision_at_1, with CIs) of the identity-disjoint split (harness.evaluate.identity_splits); for real data the
-    first validation pack and the main (test) pack. Returns {column: why it is empty} for the columns that are."""
-    splits = main.get("splits") or {}
-    validation = splits.get("validation") or next((m for m in sets.values() if m.get("role") == "validation"), None)
-    test = splits.get("test") or (main if validation is not None else None)
-    why = {}
-    for prefix, part in (("val_", validation), ("test_", test)):
-        for metric in SPLIT_METRICS:
-            column = (metric if metric in ("map_at_r", "precision_at_1") and prefix == "test_" else prefix + metric)
-            value = None
-            if part is not None:
-                value = part["tar_at_far"].get("0.01") if metric == "tar_far_0.01" else part.get(metric)
-            value = None if value is None or value != value else value      # NaN: too few impostors
-            row[column] = value
-            if part is None:
-                why[column] = "no validation/test split (eval.validation_folds = 0, or no eval.validation_bins)"
-            elif value is None and metric in ("map_at_r", "precision_at_1"):
-                why[column] = "retrieval needs identity labels, which verification packs do not have"
-            elif value is None:
-                why[column] = why[f"{column}_ci_low"] = why[f"{column}_ci_high"] = "fewer than 100 impostor pairs"
-            if prefix == "test_" and part is not None:
-                low, high = (part.get("ci") or {}).get(metric, (None, None))
-                row[f"{column}_ci_low"], row[f"{column}_ci_high"] = low, high
-    return why
 
 
 SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface", "edc_pauc_20", "test_accuracy",

@@ -40,7 +40,7 @@ from .data_source import TrainSource, synthetic_faces
 from .determinism import determinism
 from .evaluate import evaluate_run, summary_line
 from .locks import run_lock, temporary_name
-from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, read_jsonl,
+from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, read_json, read_jsonl,
                        rng_state, save_checkpoint, set_rng_state)
 from .schedule import learning_rate
 
@@ -169,13 +169,16 @@ class _Run:
 def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, evaluate: bool = True) -> dict:
     """Train (or resume) the run in cfg.out; returns {'run_dir', 'steps', 'metrics' (if evaluated)}."""
     validate(cfg)
-    lock = run_lock(cfg.out, say=None if quiet else print) if _is_main_process() else contextlib.nullcontext()
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1   # rank 0 must not wait: the others would time out
+    lock = run_lock(cfg.out, wait=not torchrun, say=None if quiet else print) if _is_main_process() \
+        else contextlib.nullcontext()
     with lock, determinism(cfg.train.deterministic, pick_device(cfg.train.device)):
         return _train(cfg, resume, faces, quiet, evaluate)
 
 
 def _is_main_process() -> bool:
-    """Rank 0 under torchrun (it alone holds the run folder's lock: the ranks are one writer), or a single process."""
+    """Rank 0 under torchrun (it alone holds the run folder's lock: the ranks are one writer), or a single process.
+    Read from torchrun's RANK before the process group exists (harness.distributed reads the same variable)."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -215,8 +218,8 @@ def _setup(cfg: RunConfig, faces, verbose: bool) -> _Run:
     if cfg.data.source == "synthetic" and faces is None:
         faces = synthetic_faces(cfg)
     source = TrainSource(cfg, faces)
-    for path in cfg.data.eval_bins:   # read now: a damaged or mis-sized pack is found before training, not after
-        check_verification_bin(path, source.image_size)
+    for path in cfg.data.eval_bins if not ctx or ctx.is_main else ():   # read now: a damaged or mis-sized pack
+        check_verification_bin(path, source.image_size)                    # is found before training, not after
     backbone, head = _build(cfg, source, ctx, device)
     optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=cfg.optim.lr,
                                 momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
@@ -270,6 +273,18 @@ def _restore(run: _Run, resume: bool) -> None:
     run.last_good = (run.global_step, path)
 
 
+def _threads_seen(path: str, step: int) -> list:
+    """Every thread count the run has trained with (a resume may use another; the weights depend on it in their
+    last bits, and it is not in the fingerprint)."""
+    seen = set()
+    if step and os.path.isfile(path):
+        try:
+            seen = set(read_json(path).get("torch_threads_seen") or [])
+        except ValueError:
+            seen = set()   # an unreadable record of an earlier session: this session's count is what is known
+    return sorted(seen | {torch.get_num_threads()})
+
+
 def _write_run_info(run: _Run) -> None:
     """config.json and environment.json (rank 0), and the head's start-up check on the console."""
     if run.main:
@@ -277,9 +292,10 @@ def _write_run_info(run: _Run) -> None:
         if run.global_step == 0 and os.path.exists(stale):   # an earlier run's band (a --no-resume restart)
             os.remove(stale)
         atomic_json(os.path.join(run.cfg.out, "config.json"), run.cfg.to_dict())
-        atomic_json(os.path.join(run.cfg.out, "environment.json"),
-                    {**environment(run.device), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,
-                     "device": str(run.device), "world_size": run.world, "torch_threads": torch.get_num_threads()})
+        path = os.path.join(run.cfg.out, "environment.json")
+        atomic_json(path, {**environment(run.device), "seed": run.cfg.train.seed, "head_hparams": run.head.hparams,
+                           "device": str(run.device), "world_size": run.world,
+                           "torch_threads_seen": _threads_seen(path, run.global_step)})
     line = feasibility_line(run.head)
     if line:
         run.say(line)
@@ -382,9 +398,8 @@ def _clip_gradients(run: _Run) -> None:
 
 def _diverged(what, run: _Run):
     step, path = run.last_good
-    where = f"checkpoint {path} (step {step})" if path else "no checkpoint yet"
-    raise TrainingDiverged(f"non-finite {what} at step {run.global_step} (epoch {run.epoch}); last good {where}, "
-                           "left intact")
+    where = f"the last good checkpoint {path} (step {step}) is left intact" if path else "no checkpoint was written yet"
+    raise TrainingDiverged(f"non-finite {what} at step {run.global_step} (epoch {run.epoch}); {where}")
 
 
 class _Progress:

@@ -52,7 +52,7 @@ def folder(tmp_path, sizes=(16,) * 4):
     root = tmp_path / "faces"
     for i, size in enumerate(sizes):
         (root / f"id{i // 2}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(root / f"id{i // 2}" / f"{i}.png")
+        Image.fromarray(np.full((size, size, 3), (40 * i) % 256, np.uint8)).save(root / f"id{i // 2}" / f"{i}.png")
     return root
 
 
@@ -112,16 +112,20 @@ def test_two_packs_with_one_name_are_refused(tmp_path):
 
 def test_issame_must_be_booleans(tmp_path):
     path = tmp_path / "s.bin"
-    images = [encode_image(np.zeros((16, 16, 3), np.uint8), "png")] * 2
-    path.write_bytes(pickle.dumps((images, ["False"])))
-    with pytest.raises(ValueError, match=r"issame\[0\] = 'False' \(str\); .* must be booleans"):
+    images = [encode_image(np.zeros((16, 16, 3), np.uint8), "png")] * 4
+    path.write_bytes(pickle.dumps((images, [True, "False"])))
+    with pytest.raises(ValueError, match=r"issame\[1\] = 'False' \(str\); .* must be booleans"):
         read_verification_bin(str(path))
+    path.write_bytes(pickle.dumps((images, [1, 0])))     # the integers 1/0 of some packs: accepted
+    assert read_verification_bin(str(path))[1].tolist() == [True, False]
 
 
 def test_packs_are_read_and_sized_before_training(tmp_path):
-    assert check_verification_bin(pack(tmp_path / "ok.bin"), 16) == 2
+    assert check_verification_bin(pack(tmp_path / "ok.bin", 16, (True, False) * 5), 16) == 10
+    with pytest.raises(ValueError, match="2 pairs; the 10-fold verification accuracy needs at least 10"):
+        check_verification_bin(pack(tmp_path / "few.bin"), 16)
     with pytest.raises(ValueError, match="its images are 40x40 px, the run trains on 16x16"):
-        check_verification_bin(pack(tmp_path / "big.bin", 40), 16)
+        check_verification_bin(pack(tmp_path / "big.bin", 40, (True, False) * 5), 16)
     corrupt = tmp_path / "corrupt.bin"
     corrupt.write_bytes(b"\x80\x04not a pack")
     cfg = load_config(None, ['train.device="cpu"', 'data.source="folder"', f'data.path="{folder(tmp_path)}"',

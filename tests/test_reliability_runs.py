@@ -14,7 +14,8 @@ import pytest
 
 from harness.__main__ import main as harness_main
 from harness.locks import RunBusy, remove_stale_temporaries, run_lock, temporary_name
-from harness.sweep import expand, load_spec, prune_runs, run_spec
+from harness.sweep import _settle, expand, load_spec, prune_runs, run_spec, run_status
+from harness.sweep_workers import Job, _worker
 from harness.trainer import train
 from tiny import TINY
 
@@ -123,6 +124,8 @@ def test_damaged_run_files_are_named_recorded_and_recovered(tmp_path, capsys):
     assert "result.json is damaged" in third.rows[0]["failed"] and third.rows[1] == first.rows[1]
     retried = run_spec(spec, out, args, quiet=True, retry_failed=True)   # resumed at its end: the same weights
     assert retried.rows[0]["accuracy"] == first.rows[0]["accuracy"] and "failed" not in retried.rows[0]
+    open(os.path.join(run0, "environment.json"), "w").close()        # read only for a note: skipped
+    assert run_spec(spec, out, args, quiet=True).rows == retried.rows
     open(os.path.join(run0, "sweep_run.json"), "w").close()
     assert "sweep run record" in run_spec(spec, out, args, quiet=True).rows[0]["failed"]
     run_spec(spec, out, args, quiet=True, retry_failed=True)
@@ -149,7 +152,7 @@ def test_torn_and_damaged_training_log_lines(tmp_path, capsys):
         train(cfg, quiet=True, evaluate=False)
 
 
-@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short"])
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short", b"hello, not a checkpoint\n"])
 def test_a_damaged_checkpoint_names_its_path_and_no_resume(tmp_path, refused, damage):
     cfg = tiny(tmp_path, "train.epochs=1", "train.max_steps=5", "eval.bootstrap=0")
     train(cfg, quiet=True, evaluate=False)
@@ -190,3 +193,55 @@ def test_a_killed_worker_fails_only_its_run_and_thread_counts_are_shown(tmp_path
     assert not any(r.get("failed") for r in again.rows) and again.trained == 1
     if (os.cpu_count() or 1) >= 2:   # --jobs 2 trained with half the threads of --jobs 1: reuse says so
         assert "reused run(s) were trained with" in capsys.readouterr().out
+
+
+SHARE = ("import sys, time; from filelock import ReadWriteLock; lock = ReadWriteLock(sys.argv[1]); "
+         "lock.acquire_read(); print('held', flush=True); time.sleep(60)")
+
+
+def test_a_prune_is_refused_while_another_sweep_runs_on_out(tmp_path):
+    spec = load_spec(write_spec(tmp_path, '[axes]\nseed = [0]\n'))
+    (tmp_path / "o" / "runs" / "other-1").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-c", SHARE, str(tmp_path / "o" / ".sweeps.lock")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match="another sweep is running on .*; prune when it has finished"):
+            run_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), prune=True, quiet=True)
+        assert (tmp_path / "o" / "runs" / "other-1").is_dir()
+    finally:
+        proc.kill()
+        proc.wait()
+    run_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), prune=True, quiet=True)
+    assert not (tmp_path / "o" / "runs" / "other-1").exists()
+
+
+def test_a_state_seen_before_the_lock_is_read_again_under_it(tmp_path):
+    spec = load_spec(write_spec(tmp_path, '[axes]\nseed = [0]\n'))
+    run = run_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), quiet=True).runs[0]
+    # another process saw the run failed and waited; meanwhile it was rebuilt: nothing of it may be removed
+    assert _settle(run, "failed", None, True, lambda *a: None) == "done"
+    assert run_status(run) == "done" and os.path.isfile(os.path.join(run.folder, "result.json"))
+
+
+def test_a_ctrl_c_in_a_worker_is_not_the_runs_failure(tmp_path, monkeypatch):
+    import harness.sweep_workers as workers
+    monkeypatch.setattr(workers, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    receive, send = multiprocessing.Pipe(duplex=False)
+    _worker(Job({"out": str(tmp_path / "run")}, {}, {}), 1, 0, send)
+    assert receive.recv().state == "interrupted" and not (tmp_path / "run" / "failed.json").exists()
+
+
+@pytest.mark.slow
+def test_jobs_train_real_data_whose_loader_has_workers(tmp_path):
+    """A spawned run's DataLoader starts worker processes of its own (a daemonic worker could not)."""
+    from test_reliability_inputs import folder, pack
+    spec = load_spec(write_spec(tmp_path, '[axes]\nseed = [0, 1]\n'))
+    root, bins = folder(tmp_path, (16,) * 8), pack(tmp_path / "val.bin", 16, (True, False) * 10)
+    args = ['train.device="cpu"', 'data.source="folder"', f'data.path="{root}"', f'data.eval_bins=["{bins}"]',
+            "data.workers=1", "train.batch_size=4", "train.epochs=2", "train.calibrate_at_epoch=0.5", "model.width=8",
+            "model.embedding_size=16",
+            "eval.bootstrap=0", "eval.validation_folds=0"]
+    result = run_spec(spec, str(tmp_path / "o"), args, jobs=2, quiet=True)
+    assert not any(r.get("failed") for r in result.rows), [r.get("failed") for r in result.rows]
+    assert all(r["accuracy"] is not None for r in result.rows)

@@ -73,15 +73,16 @@ def read_verification_bin(path: str):
 
 
 def _flags(issame, path: str) -> np.ndarray:
-    """The same/different flags as bool [N]; anything but booleans (e.g. the strings "False", which numpy would read
-    as True) is refused, naming the first such entry."""
+    """The same/different flags as bool [N]; anything but booleans or the integers 0/1 (e.g. the strings "False",
+    which numpy would read as True) is refused, naming the first such entry."""
     flags = list(issame) if isinstance(issame, (list, tuple, np.ndarray)) else None
     if flags is None:
         raise ValueError(f"{path}: issame must be a list of booleans, got {type(issame).__name__}")
-    bad = next(((i, f) for i, f in enumerate(flags) if not isinstance(f, (bool, np.bool_))), None)
+    ok = lambda f: isinstance(f, (bool, np.bool_)) or (isinstance(f, (int, np.integer)) and f in (0, 1))  # noqa: E731
+    bad = next(((i, f) for i, f in enumerate(flags) if not ok(f)), None)
     if bad is not None:
         raise ValueError(f"{path}: issame[{bad[0]}] = {bad[1]!r} ({type(bad[1]).__name__}); a pack's same/different "
-                         "flags must be booleans (True/False)")
+                         "flags must be booleans (True/False, or the integers 1/0)")
     return np.asarray(flags, dtype=bool).reshape(-1)
 
 
@@ -89,6 +90,8 @@ def check_verification_bin(path: str, image_size: int) -> int:
     """Read a pack fully before training (so a damaged one is found now, not after it) and check its images have
     the run's size; returns its number of pairs."""
     images, issame = read_verification_bin(path)
+    if len(issame) < 10:
+        raise ValueError(f"{path}: {len(issame)} pairs; the 10-fold verification accuracy needs at least 10")
     if images.shape[1] != image_size or images.shape[2] != image_size:
         raise ValueError(f"{path}: its images are {images.shape[2]}x{images.shape[1]} px, the run trains on "
                          f"{image_size}x{image_size}; a pack is evaluated at the training size (align/resize it, or "
