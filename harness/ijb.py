@@ -1,19 +1,20 @@
 """The IJB-B/C template protocol on image features: every choice a named mode, as the field's scripts make it.
 
-Modes (insightface `eval_ijbc.py`; names as in insightface PR #1364): F1 fuses the features of an image and its
-horizontal flip by summing them (F0: the image's alone); N1 keeps each image feature's norm into the pooling (N0
-normalises image features first); D1 multiplies an image's feature by its detector score (D0: not). Pooling: the
-mean of the images of one media (a video's frames, or one still), then the sum over the template's media, then the
-template normalised; a pair's score is the cosine of its two templates. MagFace+ (the MagFace paper's Table 2;
-official MagFace IJB evaluation) is N1 on MagFace features: the pooled sum is then sum_i a_i u_i, each unit feature
-u_i weighted by its magnitude a_i. QMagFace (Terhoerst et al., 2023) keeps the N0 score s of a pair and adds a
-quality term: s' = s + min(0, beta * s - alpha) * min(q1, q2), q a template's quality (here the mean magnitude of
-its images); alpha and beta are fitted on a validation split (`fit_qmagface`) or given.
+Modes (named as insightface's `eval_ijbc.py` names them; its PR #1364 table swaps the meaning of N):
+- F1 fuses the features of an image and its horizontal flip by summing them (F0: the image's alone);
+- N1 keeps each image feature's norm into the pooling (N0 normalises image features first);
+- D1 multiplies an image's feature by its detector score (D0: not).
+Pooling: the mean of the images of one media (a video's frames, or one still), then the sum over the template's
+media, then the template normalised; a pair's score is the cosine of its two templates. MagFace and MagFace+ are the
+official MagFace IJB evaluation (no flip, no detector score): MagFace normalises each media's mean feature, MagFace+
+(magqlt=1, the paper's Table 2) keeps it, i.e. N1D0F0, so the pooled sum is sum_i a_i u_i: each unit feature u_i
+weighted by its magnitude a_i. QMagFace (Terhoerst et al., 2023) scores MagFace+ templates as s' = s + min(0,
+beta * s - alpha) * min(q1, q2), q a template's magnitude-weighted mean magnitude; alpha and beta are QMagFace's
+published values or fitted on validation pairs by its own procedure (`fit_qmagface`).
 
-1:1 reads TAR at FAR off the exact ROC under both FAR rules (harness.roc); 1:N gives open-set TPIR at FPIR (the
-threshold is the score that FPIR of the non-mated probes' best gallery scores exceed; a mated probe counts when
-its own gallery template ranks first and scores above it) and closed-set rank-k accuracy over the mated probes.
-Everything is batched: no [T, T] score matrix, so IJB-C's 15.7M pairs fit in bounded memory.
+1:1 reads TAR at FAR off the exact ROC under both FAR rules (harness.roc); 1:N gives open-set TPIR at FPIR and rank-k
+accuracy of the mated probes per gallery (`identification`, insightface's `ijb_evals.py` rule). Everything is
+batched: no [T, T] score matrix, so IJB-C's 15.7M pairs fit in bounded memory.
 """
 from __future__ import annotations
 

@@ -109,6 +109,58 @@ def error_versus_discard(scores, issame, pair_quality, *, fmr: float, threshold:
             "pauc": {limit: partial_area(fractions, fnmr, limit) for limit in PAUC_LIMITS}}
 
 
+def iso_edc(scores, issame, pair_quality, *, starting_fnmr: float | None = None, starting_fmr: float | None = None,
+            threshold: float | None = None, pauc_limits=(0.2,)) -> dict:
+    """The FNMR Error-versus-Discard Characteristic with the conventions of Schlett et al. 2023's reference code
+    (dasec/quality-assessment-evaluation, `edc.py`): the mated comparisons only, ordered by pair quality (the min of
+    the two), the threshold fixed by exactly one of a starting FNMR (the `starting_fnmr` quantile of the mated
+    scores, numpy's linear rule), a starting FMR (the 1 - `starting_fmr` quantile of the non-mated scores) or a
+    given `threshold`; a comparison is a false non-match when its score is below it. The curve has a point at every
+    discard count where the quality changes (a block of tied qualities goes at once), and (1, 0) closes it; pAUC is
+    the stepwise area up to each limit, `pauc_theoretical_best` the area under the best possible curve
+    max(0, FNMR_0 - discarded) up to that limit (commonly subtracted from the pAUC)."""
+    given = [v is not None for v in (starting_fnmr, starting_fmr, threshold)]
+    if sum(given) != 1:
+        raise ValueError("iso_edc: give exactly one of starting_fnmr, starting_fmr and threshold")
+    for name, value in (("starting_fnmr", starting_fnmr), ("starting_fmr", starting_fmr)):
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"iso_edc: {name}={value} must be in (0, 1)")
+    for limit in pauc_limits:
+        if not 0 <= limit <= 1:
+            raise ValueError(f"iso_edc: pAUC limit {limit} must be in [0, 1]")
+    scores, issame = np.asarray(scores, float), np.asarray(issame, bool)
+    mated, quality = scores[issame], np.asarray(pair_quality, float)[issame]
+    if not len(mated):
+        raise ValueError("iso_edc: no mated comparisons")
+    if starting_fnmr is not None:
+        threshold = float(np.quantile(mated, starting_fnmr))
+    elif starting_fmr is not None:
+        if issame.all():
+            raise ValueError("iso_edc: a starting FMR needs non-mated comparisons")
+        threshold = float(np.quantile(scores[~issame], 1 - starting_fmr))
+    order = np.argsort(quality, kind="stable")
+    quality, errors = quality[order], (mated[order] < threshold).astype(np.int64)
+    remaining_errors = np.cumsum(errors[::-1])[::-1]       # errors among the comparisons from index k on
+    n = len(errors)
+    counts = np.concatenate([[0], np.flatnonzero(quality[:-1] != quality[1:]) + 1])
+    fnmr = remaining_errors[counts] / (n - counts)
+    discarded = counts / n
+    if discarded[-1] != 1:
+        discarded, fnmr = np.append(discarded, 1.0), np.append(fnmr, 0.0)
+    start = float(fnmr[0])
+    return {"discard_fractions": discarded, "fnmr": fnmr, "threshold": float(threshold), "starting_fnmr": start,
+            "pauc": {limit: _stepwise_area(discarded, fnmr, limit) for limit in pauc_limits},
+            "pauc_theoretical_best": {limit: start ** 2 / 2 - (max(start - limit, 0.0) ** 2) / 2
+                                      for limit in pauc_limits}}
+
+
+def _stepwise_area(discarded: np.ndarray, fnmr: np.ndarray, limit: float) -> float:
+    """Area under a step curve (each FNMR held until the next discard fraction) from 0 to `limit`."""
+    right = np.minimum(np.append(discarded[1:], limit), limit)
+    widths = np.clip(right - discarded, 0, None)
+    return float(np.sum(fnmr * widths))
+
+
 def _official_threshold(impostor_scores, fmr: float) -> float:
     """The official script's threshold on these impostor scores (NaN where it reports nothing)."""
     n = len(impostor_scores)

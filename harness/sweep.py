@@ -412,7 +412,8 @@ def _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet
     trained = execute(runs, spec.name, out, status, jobs=jobs, retry_failed=retry_failed, describe=describe,
                       say=say, quiet=quiet, damage=damage)
     rows = [load_row(r) for r in runs]
-    metrics = spec.summary_metrics or SUMMARY_METRICS
+    ijb = [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("ijb_") and k.endswith("0.0001")]
+    metrics = (*(spec.summary_metrics or SUMMARY_METRICS), *ijb)   # IJB TAR@FAR=1e-4 when runs were evaluated on it
     result = SweepResult(spec, out, runs, rows, trained, summarise(rows, list(spec.axes), metrics),
                          compare(rows, list(spec.axes), spec.reference, metrics) if spec.reference else [])
     with tables_lock(out):

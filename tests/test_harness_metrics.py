@@ -246,3 +246,54 @@ def test_map_at_r_matches_brute_force_and_needs_a_repeated_identity():
         assert r["hit_at_1"][k] == rel[0]
     with pytest.raises(ValueError, match="at least 2 images"):
         metrics.retrieval_per_query(x[:3], np.array([0, 1, 2]))
+
+
+def edc_by_definition(scores, quality, threshold, limit):
+    """The reference EDC (Schlett et al. 2023, dasec/quality-assessment-evaluation) re-derived as a loop: discard
+    whole blocks of tied quality, FNMR of the rest below the threshold, stepwise pAUC."""
+    order = np.argsort(quality, kind="stable")
+    q, s, n = quality[order], scores[order], len(scores)
+    points, k = [], 0
+    while k < n:
+        points.append((k / n, np.mean(s[k:] < threshold)))
+        k += int(np.sum(q == q[k]))
+    if points[-1][0] != 1:
+        points.append((1.0, 0.0))
+    area = 0.0
+    for i, (x, y) in enumerate(points):
+        right = points[i + 1][0] if i + 1 < len(points) else 1.0
+        area += y * (min(right, limit) - x)
+        if right >= limit:
+            break
+    return points, area
+
+
+def test_iso_edc_follows_the_reference_conventions_on_tied_qualities():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(5, 400))
+        issame = rng.random(n) < 0.6
+        if not issame.any() or issame.all():
+            continue
+        scores = rng.normal(size=n) + issame
+        quality = rng.integers(0, rng.integers(2, 30), n).astype(float)      # many ties
+        out = metrics.iso_edc(scores, issame, quality, starting_fnmr=0.05, pauc_limits=(0.2,))
+        assert out["threshold"] == pytest.approx(np.quantile(scores[issame], 0.05))
+        points, area = edc_by_definition(scores[issame], quality[issame], out["threshold"], 0.2)
+        np.testing.assert_allclose(out["discard_fractions"], [p[0] for p in points])
+        np.testing.assert_allclose(out["fnmr"], [p[1] for p in points])
+        assert out["pauc"][0.2] == pytest.approx(area, abs=1e-12)
+        start = out["fnmr"][0]
+        assert out["pauc_theoretical_best"][0.2] == pytest.approx(start ** 2 / 2 - max(start - 0.2, 0) ** 2 / 2)
+    fmr = metrics.iso_edc(scores, issame, quality, starting_fmr=0.01)
+    assert fmr["threshold"] == pytest.approx(np.quantile(scores[~issame], 0.99))
+    for kwargs, message in (({}, "exactly one"), ({"starting_fnmr": 0.05, "threshold": 0.1}, "exactly one"),
+                            ({"starting_fnmr": 1.5}, r"starting_fnmr=1.5 must be in \(0, 1\)")):
+        with pytest.raises(ValueError, match=message):
+            metrics.iso_edc(scores, issame, quality, **kwargs)
+
+
+def test_tar_at_far_is_exact_with_tied_scores():
+    scores, issame = np.array([3, 3, 2, 2, 1, 1.0]), np.array([1, 0, 1, 0, 1, 0], bool)
+    assert metrics.tar_at_far(scores, issame, fars=(0.7,))[0.7] == pytest.approx(2 / 3)   # accept s >= 2
+    assert metrics.tar_at_far(scores, issame, fars=(0.6,), rule="nearest")[0.6] == pytest.approx(2 / 3)
