@@ -18,7 +18,7 @@ import tracemalloc
 import numpy as np
 
 from harness import ijb
-from harness.cli import add_output_args, add_publish_args, output_dir, publish_output
+from harness.cli import add_dry_run, add_output_args, add_publish_args, dry_run, output_dir, publish_output
 from harness.runstate import atomic_json
 
 IJBC = {"images": 469_375, "templates": 23_124, "pairs": 15_658_489, "genuine": 19_557, "dim": 512}
@@ -62,10 +62,18 @@ def main(argv=None):
     ap.add_argument("--mode", default="N0D1F0", help="protocol mode (default N0D1F0: every normalisation step)")
     add_output_args(ap, "ijb_scale", figures=False)
     add_publish_args(ap)
+    add_dry_run(ap)
     args = ap.parse_args(argv)
     if not 0 < args.scale <= 1:
         raise SystemExit(f"error: --scale {args.scale}: expected a fraction in (0, 1]")
-    mode = ijb.Mode.parse(args.mode)
+    if args.scale != 1 and args.publish:
+        raise SystemExit("error: --publish publishes the full-size measurement, not --scale < 1")
+    try:
+        mode = ijb.Mode.parse(args.mode)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if dry_run(args):
+        return None
     release = random_release(args.scale)
     inputs = sum(v.nbytes for v in release.values())
     tracemalloc.start()
@@ -87,8 +95,6 @@ def main(argv=None):
     rows.append({"step": "total", "seconds": total, "peak_bytes": peak, "rss_bytes": rss * 2**30,
                  "images": len(release["templates"]), "pairs": int(release["pairs"].shape[0]),
                  "templates": int(len(np.unique(release["templates"]))), "cpus": os.cpu_count()})
-    if args.scale != 1 and args.publish:
-        raise SystemExit("error: --publish publishes the full-size measurement, not --scale < 1")
     out = output_dir(args, "ijb_scale")
     atomic_json(os.path.join(out, "ijb_scale.json"), {"args": vars(args), "mode": mode.name, "rows": rows})
     print(f"wrote {out}/ijb_scale.json")

@@ -273,3 +273,12 @@ def test_a_run_config_evaluates_on_an_ijb_release(release, tmp_path):
     assert 0 <= row["ijb_MagFace+_auc"] <= 1 and "ijb_MagFace+_tar_far_0.0001" in row
     with pytest.raises(ValueError, match="IJB mode 'N9'"):
         load_config(None, [f'eval.ijb="{release["root"] / "rel"}"', 'eval.ijb_modes=["N9"]'])
+
+
+def test_the_scale_benchmark_runs_small(tmp_path, capsys):
+    from benchmarks import ijb_scale   # noqa: PLC0415  (a benchmark script: only this test)
+    ijb_scale.main(["--scale", "0.002", "--out", str(tmp_path / "scale")])
+    printed = capsys.readouterr().out
+    assert "IJB-C x 0.002: 938 images, 31,316 pairs, mode N0D1F0" in printed and "peak" in printed
+    rows = json.load(open(tmp_path / "scale" / "ijb_scale.json"))["rows"]
+    assert [r["step"] for r in rows] == ["pool", "score", "roc", "total"] and rows[-1]["pairs"] == 31_316
