@@ -5,7 +5,7 @@ identities instead."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 LEVEL = 0.95
 POWER = 0.8
@@ -49,3 +49,96 @@ def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
                                f"(|diff| < {detectable:.3g} would go unseen)")
     return {"diff": mean, "diff_ci_low": low, "diff_ci_high": high, "verdict": verdict, "detectable": detectable,
             "seeds": n}
+
+
+# --- families and equivalence (the building blocks of issue 25's verdicts; the tables do not use them yet) -------
+def holm(pvalues) -> list:
+    """Holm's step-down adjusted p-values of one family (None or NaN entries pass through and do not count)."""
+    p = np.array([np.nan if v is None else v for v in pvalues], float)
+    finite = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(len(p), np.nan)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return [None if np.isnan(v) else float(v) for v in adjusted]
+
+
+def benjamini_hochberg(pvalues) -> list:
+    """Benjamini-Hochberg adjusted p-values (scipy.stats.false_discovery_control) of one family."""
+    p = np.array([np.nan if v is None else v for v in pvalues], float)
+    out = np.full(len(p), np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        out[finite] = stats.false_discovery_control(p[finite], method="bh")
+    return [None if np.isnan(v) else float(v) for v in out]
+
+
+def detectable_effect(se: float, n: int, level: float = LEVEL, power: float = POWER) -> float:
+    """The smallest true paired difference a two-sided paired t test of n pairs (standard error `se`) detects with
+    the given power, from the exact non-central t distribution (not the normal approximation t_a + t_b)."""
+    df, crit = n - 1, stats.t.ppf(0.5 + level / 2, n - 1)
+    if se <= 0:
+        return 0.0
+
+    def shortfall(delta):
+        nc = delta / se
+        return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) - power
+    high = crit * se
+    while shortfall(high) < 0:   # widen the bracket until the power is reached
+        high *= 1.5
+    return float(optimize.brentq(shortfall, 0.0, high))
+
+
+def paired_test(a, b, margin: float | None = None, level: float = LEVEL, power: float = POWER) -> dict:
+    """a - b paired by replicate: mean difference, its t interval, the two-sided p of no difference, the TOST p of
+    equivalence within +-margin (the larger of the two one-sided p-values; None without a margin) and the effect
+    detectable with `power` (exact). Higher is better: negate lower-is-better metrics before calling."""
+    if margin is not None and not (np.isfinite(margin) and margin > 0):
+        raise ValueError(f"equivalence margin {margin!r}: expected a number > 0, declared before the run")
+    pairs = [(x, y) for x, y in zip(a, b, strict=True)
+             if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
+    n = len(pairs)
+    if n < 2:
+        return {"n": n, "diff": float(pairs[0][0] - pairs[0][1]) if pairs else None, "diff_ci_low": None,
+                "diff_ci_high": None, "p": None, "p_equivalence": None, "detectable": None, "margin": margin}
+    d = np.array([x - y for x, y in pairs])
+    mean, low, high = mean_ci(d, level)
+    se = d.std(ddof=1) / np.sqrt(n)
+    if se == 0:
+        p = 0.0 if mean != 0 else 1.0
+        p_eq = None if margin is None else (0.0 if abs(mean) < margin else 1.0)
+    else:
+        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+        p_eq = None if margin is None else float(max(stats.t.sf((mean + margin) / se, n - 1),
+                                                     stats.t.cdf((mean - margin) / se, n - 1)))
+    return {"n": n, "diff": mean, "diff_ci_low": low, "diff_ci_high": high, "p": p, "p_equivalence": p_eq,
+            "detectable": detectable_effect(se, n, level, power), "margin": margin}
+
+
+def family_verdicts(tests: list, family: str, level: float = LEVEL) -> list:
+    """The tests of one declared family (dicts from paired_test) with family, family_size, p_holm,
+    p_equivalence_holm and a verdict on the adjusted values: "better" / "worse" (no difference rejected),
+    "equivalent within +-margin" (both one-sided tests rejected), else "inconclusive (80 % power for |diff| >= X)",
+    or "not computable" (fewer than 2 replicates). A family of one member is an error: there is nothing to
+    correct for, so it is not a family."""
+    if len(tests) < 2:
+        raise ValueError(f"family {family!r} has {len(tests)} member(s); declare families of at least 2 comparisons")
+    alpha = 1 - level
+    p_holm = holm([t["p"] for t in tests])
+    p_eq_holm = holm([t["p_equivalence"] for t in tests])
+    out = []
+    for t, ph, pe in zip(tests, p_holm, p_eq_holm, strict=True):
+        if ph is None:
+            verdict = f"not computable: {t['n']} paired replicate(s), need 2"
+        elif ph < alpha:
+            verdict = "better" if t["diff"] > 0 else "worse"
+        elif pe is not None and pe < alpha:
+            verdict = f"equivalent within ±{t['margin']:g}"
+        else:
+            verdict = f"inconclusive ({100 * POWER:.0f} % power for |diff| >= {t['detectable']:.3g})"
+        out.append({**t, "family": family, "family_size": len(tests), "p_holm": ph, "p_equivalence_holm": pe,
+                    "verdict": verdict})
+    return out

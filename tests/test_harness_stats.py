@@ -47,3 +47,49 @@ def test_comparison_table_pairs_by_seed_and_knows_lower_is_better():
     summary = summarise(rows, ["condition", "head", "seed"])
     assert [s["head"] for s in summary] == ["magface", "arcface"] and summary[0]["seeds"] == 4
     assert summary[0]["accuracy_ci_low"] < summary[0]["accuracy_mean"] < summary[0]["accuracy_ci_high"]
+
+
+def test_holm_and_benjamini_hochberg_adjust_one_family():
+    from harness.stats import benjamini_hochberg, holm
+    p = [0.01, 0.04, 0.03, None, 0.005]
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005, 3 x 0.01, 2 x 0.03, 1 x 0.04, made monotone
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
+    bh = benjamini_hochberg(p)
+    np.testing.assert_allclose([bh[i] for i in (0, 1, 2, 4)],
+                               sps.false_discovery_control([0.01, 0.04, 0.03, 0.005], method="bh"))
+    assert bh[3] is None
+
+
+def test_paired_test_p_values_equal_scipys_and_the_detectable_effect_is_exact():
+    from harness.stats import detectable_effect, paired_test
+    a, b = np.array([0.81, 0.86, 0.83, 0.92, 0.79]), np.array([0.80, 0.85, 0.84, 0.90, 0.78])
+    t = paired_test(a, b, margin=0.02)
+    d = a - b
+    assert t["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    tost = max(sps.ttest_1samp(d, -0.02, alternative="greater").pvalue,
+               sps.ttest_1samp(d, 0.02, alternative="less").pvalue)
+    assert t["p_equivalence"] == pytest.approx(tost)
+    se, crit = d.std(ddof=1) / np.sqrt(5), sps.t.ppf(0.975, 4)
+    nc = t["detectable"] / se   # the exact power of the two-sided test at that effect is 80 %
+    assert sps.nct.sf(crit, 4, nc) + sps.nct.cdf(-crit, 4, nc) == pytest.approx(0.8, abs=1e-6)
+    approx = (sps.t.ppf(0.975, 2) + sps.t.ppf(0.8, 2)) * 0.01
+    assert detectable_effect(0.01, 3) / approx == pytest.approx(1.054, abs=0.002)   # the approximation: 5 % short
+    with pytest.raises(ValueError, match="equivalence margin 0"):
+        paired_test(a, b, margin=0)
+
+
+def test_family_verdicts_on_adjusted_p_values():
+    from harness.stats import family_verdicts, paired_test
+    base = np.array([0.80, 0.85, 0.83, 0.90, 0.78])
+    tests = [paired_test(base + 0.05 + np.array([0.01, -0.01, 0, 0.005, -0.005]), base, 0.01),   # clearly better
+             paired_test(base + np.array([0.001, -0.001, 0.0005, -0.0005, 0]), base, 0.01),       # within 0.01
+             paired_test(base + np.array([0.02, -0.03, 0.01, -0.02, 0.03]), base, 0.01),          # too noisy
+             paired_test([0.9], [0.8], 0.01)]
+    out = family_verdicts(tests, "clean accuracy, 4 heads vs MagFace")
+    assert [o["verdict"].split(" (")[0] for o in out] == ["better", "equivalent within ±0.01", "inconclusive",
+                                                         "not computable: 1 paired replicate(s), need 2"]
+    assert out[2]["verdict"].startswith("inconclusive (80 % power for |diff| >= ")
+    assert all(o["family_size"] == 4 and o["family"].startswith("clean accuracy") for o in out)
+    assert out[0]["p_holm"] == pytest.approx(min(1, 3 * out[0]["p"]))   # the smallest of 3 finite p-values
+    with pytest.raises(ValueError, match="has 1 member"):
+        family_verdicts(tests[:1], "one")
