@@ -38,8 +38,9 @@ FARS = (1e-3, 1e-2)
 
 def write_release(run: str, out: str) -> IJBRelease:
     """The IJB-format release of a run's evaluation images (the same for every head of one data set)."""
-    faces = synthetic_faces(load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))["config_obj"])
-    folder = os.path.join(out, "ijb")
+    cfg = load_checkpoint(os.path.join(run, "checkpoints", "final.pt"))["config_obj"]
+    faces = synthetic_faces(cfg)
+    folder = os.path.join(out, f"ijb-{cfg.data.synthetic.key()}")   # one release per data set: never a stale one
     if not os.path.isdir(os.path.join(folder, "IJBC")):
         quality = np.clip(faces.eval.quality, 1e-3, 1)   # the detector-score column: the ideal weighting (D1)
         write_ijb(folder, faces.eval.images, faces.eval.identity, quality)

@@ -23,6 +23,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
+from sklearn.metrics import roc_curve
 
 from . import roc
 
@@ -139,6 +141,19 @@ def pool_templates(plain: np.ndarray, flipped: np.ndarray | None, detector_score
     return (pooled / norms).astype(np.float32)
 
 
+def qmagface_templates(plain: np.ndarray, grouping: Grouping) -> tuple[np.ndarray, np.ndarray]:
+    """(unit template features, template qualities) by QMagFace's own fusion (`combine_weighted_f_q`, within each
+    media and then across the template's media): the direction of sum_i a_i f_i (raw features f_i of magnitude a_i,
+    so unit features weighted by a_i^2), the magnitude sum(a^2) / sum(a)."""
+    magnitudes = np.sqrt(np.einsum("ij,ij->i", plain, plain))
+    media = grouping.media_means(plain, scale=magnitudes)
+    media /= np.maximum(np.linalg.norm(media, axis=1, keepdims=True), 1e-12)
+    media_q = grouping.media_means(magnitudes ** 2) / grouping.media_means(magnitudes)
+    pooled = grouping.template_sums(media * (media_q ** 2)[:, None])
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return pooled.astype(np.float32), template_quality(magnitudes, grouping)
+
+
 def template_quality(magnitudes: np.ndarray, grouping: Grouping) -> np.ndarray:
     """QMagFace's template quality: within each media, then across the template's media, the magnitude-weighted
     mean magnitude sum(a^2) / sum(a) (QMagFace `combine_weighted_f_q`)."""
@@ -194,33 +209,38 @@ def qmagface_scores(scores, q_left, q_right, alpha: float, beta: float) -> np.nd
 QMAGFACE_PUBLISHED = {"alpha": 0.077428, "beta": 0.125926}   # QMagFace README (fitted on ColorFERET pairs)
 
 
-def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logspace(-5, -2, 50)) -> dict:
+def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logspace(-5, -2, 50),
+                 procedure: str = "reference") -> dict:
     """QMagFace's fit (`similarity/qmagface.py`, `train`) on validation pairs: for each of `omegas` constant weights
-    w in [-0.5, 0.5] / max q, the ROC of s + w * min(q1, q2); at each FMR the w with the lowest FNMR and its
-    threshold; then a line through (threshold, best w): beta its slope, alpha minus its intercept. The thresholds
-    are taken on the score itself (the reference takes them after a sigmoid but applies beta to the raw score)."""
+    w in [-0.5, 0.5] / max q, the ROC (scikit-learn's `roc_curve`) of sigmoid(s + w * min(q1, q2)); at each FMR the
+    first point of the lowest FNMR among those with FPR < FMR, and its threshold; the w of the lowest FNMR per FMR;
+    then a least-squares line through (threshold, best w): beta its slope, alpha minus its intercept.
+    procedure "reference" is that, verbatim (its thresholds are sigmoid values while beta then multiplies the raw
+    score); "score" takes the thresholds on the score itself. The result names the procedure."""
+    if procedure not in ("reference", "score"):
+        raise ValueError(f"QMagFace fit procedure {procedure!r}: expected 'reference' or 'score'")
     q = np.minimum(q_left, q_right)
     top = float(np.max(q))
     if not np.isfinite(top) or top <= 0:
         raise ValueError("QMagFace needs positive template qualities (magnitudes) to fit on")
     best = {}   # fmr -> (fnmr, w, threshold)
     for w in np.linspace(-0.5 / top, 0.5 / top, omegas):
-        sorted_scores = roc.SortedScores.of(scores + w * q, issame)
-        fpr, tpr, _ = sorted_scores.curve()
-        thresholds = np.concatenate([[np.inf], sorted_scores.thresholds])
+        fused = scores + w * q
+        fpr, tpr, thresholds = roc_curve(issame, expit(fused) if procedure == "reference" else fused)
         for fmr in fmrs:
-            ok = np.flatnonzero(fpr < fmr)
-            if not len(ok):
+            kept = int(np.sum(fpr < fmr))   # a prefix: the FPR grows along the curve
+            if not kept:
                 continue
-            i = ok[len(ok) - 1 - np.argmax(tpr[ok][::-1])]   # the lowest threshold of the best TPR below fmr
-            if np.isfinite(thresholds[i]) and (fmr not in best or 1 - tpr[i] < best[fmr][0]):
+            i = int(np.argmin(1 - tpr[:kept]))
+            if fmr not in best or 1 - tpr[i] < best[fmr][0]:
                 best[fmr] = (1 - tpr[i], w, thresholds[i])
-    points = np.array([(t, w) for _, w, t in best.values()])
+    points = np.array([(t, w) for _, w, t in best.values() if np.isfinite(t)])
     if len(points) < 2 or np.ptp(points[:, 0]) <= 1e-9 * max(1.0, np.abs(points[:, 0]).max()):
         raise ValueError(f"QMagFace fit: {len(scores):,} validation pairs give too few distinct thresholds at FMR "
                          "1e-5 .. 1e-2 to fit a line; use more pairs, or QMagFace's published alpha and beta")
     slope, intercept = np.polyfit(points[:, 0], points[:, 1], 1)
-    return {"alpha": float(-intercept), "beta": float(slope), "pairs": int(len(scores)), "fmrs": int(len(points))}
+    return {"alpha": float(-intercept), "beta": float(slope), "pairs": int(len(scores)), "fmrs": int(len(points)),
+            "procedure": procedure}
 
 
 def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np.ndarray,
@@ -229,8 +249,9 @@ def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np
     """Open-set 1:N of unit probe templates against one gallery's unit templates (insightface `ijb_evals.py`,
     `evaluation_1N`): a probe is mated when its subject has a gallery template (its score: the best over them);
     the threshold at an FPIR is the k-th highest of the non-mated probes' best gallery scores, k = max(int(n *
-    FPIR), 1); TPIR counts the mated probes whose mate ranks first and scores above it. Rank-k: the share of mated
-    probes whose mate is among the k best. n_boot > 0: percentile intervals over resampled probe subjects."""
+    FPIR), 1); TPIR counts the mated probes whose mate scores above it and above every non-mate (a tie with a
+    non-mate is not rank 1). Rank-k: the share of mated probes with fewer than k non-mates scoring at least their
+    mate. n_boot > 0: percentile intervals over resampled probe subjects."""
     mate = np.full(len(probes), -np.inf, np.float32)
     best_other = np.full(len(probes), -np.inf, np.float32)
     for lo in range(0, len(probes), block):
@@ -242,7 +263,7 @@ def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np
     for lo in range(0, len(probes), block):   # again, now that every mate score is known
         s = probes[lo:lo + block] @ gallery.T
         own = gallery_subjects[None, :] == probe_subjects[lo:lo + block, None]
-        rank[lo:lo + block] += (np.where(own, -np.inf, s) > mate[lo:lo + block, None]).sum(axis=1)
+        rank[lo:lo + block] += (np.where(own, -np.inf, s) >= mate[lo:lo + block, None]).sum(axis=1)   # ties lose
     mated = np.isfinite(mate)
     search = _Searches(mate, best_other, rank, mated)
     out = {"probes": int(len(probes)), "mated": int(mated.sum()), "non_mated": int((~mated).sum()),
@@ -271,11 +292,11 @@ class _Searches:
         out = {"rank": {f"{k}": float(w_mated @ (self.rank[self.mated] <= k) / total) if total else float("nan")
                         for k in ranks}, "tpir_at_fpir": {}}
         cumulative = np.cumsum(w_non)
-        for fpir in fpirs:
-            k = max(int(cumulative[-1] * fpir), 1) if len(cumulative) else 0
-            if not total or not len(cumulative) or cumulative[-1] * fpir < 1:
+        for fpir in fpirs:   # k = max(int(n * FPIR), 1), as the reference (its top score when n * FPIR < 1)
+            if not total or not len(cumulative) or cumulative[-1] <= 0:
                 out["tpir_at_fpir"][f"{fpir:g}"] = float("nan")
                 continue
+            k = max(int(cumulative[-1] * fpir), 1)
             threshold = self.tops[np.searchsorted(cumulative, k)]
             hit = (self.rank[self.mated] == 1) & (self.mate[self.mated] > threshold)
             out["tpir_at_fpir"][f"{fpir:g}"] = float(w_mated @ hit / total)

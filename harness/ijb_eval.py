@@ -25,13 +25,15 @@ from tqdm import tqdm
 from . import ijb, roc
 from .data import file_sha256
 from .data.align import align, check_landmarks
-from .data.ijb import IJBRelease, check_crops, read_release
+from .data.ijb import IJBRelease, check_crops, check_detector_scores, read_release
 from .data.preprocess import image_to_rgb
 from .networks import load_network, network_input
 from .locks import temporary_name
-from .runstate import atomic_json
+from .runstate import atomic_json, read_json, read_npz
 
 DEFAULT_MODES = ("N1D1F1", "N0D1F1", "MagFace+")
+NO_SUBJECTS = ("unavailable: the release has no 1:N lists naming every compared template's subject (insightface's "
+               "IJB release may lack them); intervals resample subjects")
 ROC_POINTS = 2000
 
 
@@ -91,11 +93,15 @@ def features(release: IJBRelease, checkpoint: str, fmt: str, backbone: str | Non
 
 
 def cache_key(release: IJBRelease, checkpoint: str, prep: dict) -> str:
-    """What the features depend on: the checkpoint's bytes, the face list and landmarks, the preprocessing."""
+    """What the features depend on: the checkpoint's bytes, the face list, each crop's size and modification time,
+    the landmarks, the preprocessing."""
     h = hashlib.sha256()
     ckpt = os.path.join(checkpoint, "checkpoints", "final.pt") if os.path.isdir(checkpoint) else checkpoint
     h.update(file_sha256(ckpt).encode())
     h.update("\n".join(release.images).encode())
+    for i in range(len(release.images)):   # a crop replaced on disk changes its size or modification time
+        info = os.stat(release.image_path(i))
+        h.update(f"{info.st_size}:{info.st_mtime_ns};".encode())
     h.update(np.ascontiguousarray(release.landmarks).tobytes())
     h.update(json.dumps(prep, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
@@ -123,20 +129,19 @@ def evaluate_modes(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray, 
 def _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed) -> tuple[dict, dict]:
     metrics, curve = ijb.verification(scores, release.labels)
     out = {"mode": mode.name, "definition": describe(mode), "verification": metrics}
-    if subjects is not None and n_boot:
-        out["intervals"] = subject_intervals(scores, release.labels, subjects, n_boot, seed=seed)
+    if n_boot:
+        out["intervals"] = (subject_intervals(scores, release.labels, subjects, n_boot, seed=seed)
+                            if subjects is not None else NO_SUBJECTS)
     if release.probes is not None:
         out["identification"] = one_to_n(release, pooled, grouping, n_boot, seed)
     return out, thin(curve)
 
 
 def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed, fit: bool) -> tuple[dict, dict]:
-    """QMagFace on MagFace+ templates (its IJB fusion: magnitude-weighted pooling, no flip, no detector score).
-    Parameters: QMagFace's published alpha and beta, or (fit) fitted on the pairs of a random half of the subjects
-    and reported, with the MagFace+ baseline, on the pairs of the other half."""
-    base = ijb.PRESETS["MagFace+"]
-    pooled = ijb.pool_templates(plain, None, release.detector, base, grouping)
-    quality = ijb.template_quality(np.linalg.norm(plain, axis=1), grouping)
+    """QMagFace with its own IJB fusion (harness.ijb.qmagface_templates: no flip, no detector score). Parameters:
+    QMagFace's published alpha and beta, or (fit) fitted by its own procedure on the pairs of a random half of the
+    subjects and reported, with the plain cosine of the same templates, on the pairs of the other half."""
+    pooled, quality = ijb.qmagface_templates(plain, grouping)
     cosines = ijb.pair_scores(pooled, rows_l, rows_r)
     q_l, q_r = quality[rows_l], quality[rows_r]
     keep = np.ones(len(cosines), bool)
@@ -148,17 +153,18 @@ def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed, 
         validation = np.isin(subjects, np.random.default_rng(seed).permutation(np.unique(subjects))[::2]).all(1)
         keep = np.isin(subjects, np.unique(subjects[validation])).sum(1) == 0
         fitted = ijb.fit_qmagface(cosines[validation], release.labels[validation], q_l[validation], q_r[validation])
-        params = {**fitted, "source": f"fitted on {int(validation.sum()):,} pairs of half the subjects; reported on "
-                                      f"{int(keep.sum()):,} pairs of the other half"}
+        params = {**fitted, "source": f"fitted by QMagFace's procedure on {int(validation.sum()):,} pairs of half "
+                                      f"the subjects; reported on {int(keep.sum()):,} pairs of the other half"}
     scores = ijb.qmagface_scores(cosines, q_l, q_r, params["alpha"], params["beta"])
     metrics, curve = ijb.verification(scores[keep], release.labels[keep])
     out = {"mode": "QMagFace", "parameters": params, "verification": metrics,
-           "definition": "MagFace+ templates; s + min(0, beta s - alpha) min(q1, q2), q the magnitude-weighted mean "
-                         "magnitude of a template"}
+           "definition": "QMagFace's fusion (combine_weighted_f_q within media, then across media); s + min(0, beta "
+                         "s - alpha) min(q1, q2), q a template's fused magnitude sum(a^2) / sum(a)"}
     if fit:
         out["baseline_same_pairs"] = ijb.verification(cosines[keep], release.labels[keep])[0]
-    if subjects is not None and n_boot:
-        out["intervals"] = subject_intervals(scores[keep], release.labels[keep], subjects[keep], n_boot, seed=seed)
+    if n_boot:
+        out["intervals"] = (subject_intervals(scores[keep], release.labels[keep], subjects[keep], n_boot, seed=seed)
+                            if subjects is not None else NO_SUBJECTS)
     return out, thin(curve)
 
 
@@ -222,7 +228,7 @@ def thin(curve: dict, points: int = ROC_POINTS) -> dict:
     """The ROC at the thresholds nearest `points` log-spaced FPRs (and its two ends): enough for figures."""
     fpr = curve["fpr"]
     targets = np.logspace(-7, 0, points)
-    keep = np.unique(np.r_[0, np.minimum(np.searchsorted(fpr, targets), len(fpr) - 1), len(fpr) - 1])
+    keep = np.unique(np.r_[0, np.searchsorted(fpr, targets, side="right") - 1, len(fpr) - 1])   # steps' tops
     return {k: v[keep] for k, v in curve.items()}
 
 
@@ -230,23 +236,51 @@ def run(root: str, name: str, checkpoint: str, fmt: str, out: str, *, backbone: 
         modes=DEFAULT_MODES, qmagface: bool = False, qmagface_fit: bool = False, device: str = "cpu",
         n_boot: int = 200, batch_size: int = 128, workers: int = 0) -> dict:
     """The whole command: read and check the release, embed (or reuse), evaluate, write OUT/<set>.json/_roc.npz."""
-    for text in modes:
-        ijb.Mode.parse(text)   # a mistyped mode fails before any embedding
+    parsed = [ijb.Mode.parse(text) for text in modes]   # a mistyped mode fails before any embedding
     release = read_release(root, name)
+    if any(m.detector for m in parsed):
+        check_detector_scores(release)
     plain, flipped, prep = features(release, checkpoint, fmt, backbone, out, device, batch_size, workers)
     results, curves = evaluate_modes(release, plain, flipped, modes, n_boot, qmagface or qmagface_fit,
                                      qmagface_fit=qmagface_fit)
-    summary = {"set": name, "release": release.folder, "checkpoint": checkpoint, "format": fmt,
+    key = cache_key(release, checkpoint, prep)
+    results, curves = _with_earlier_modes(out, name, key, results, curves)
+    summary = {"set": name, "release": os.path.abspath(release.folder), "checkpoint": os.path.abspath(checkpoint),
+               "features_key": key, "format": fmt,
                "preprocessing": prep, "images": len(release.images),
                "templates": int(len(np.unique(release.templates))), "pairs": int(len(release.labels)),
-               "far_rules": {"nearest": "FPR nearest the target, the highest TPR among equally near (insightface "
-                                        "eval_ijbc.py)", "conservative": "largest FPR <= target"},
+               "far_rules": {"nearest": "FPR nearest the target, the highest TPR among equally near, exact ROC",
+                             "insightface": "the nearest rule on scikit-learn's roc_curve with collinear points "
+                                            "dropped, as insightface's eval_ijbc.py reads it",
+                             "conservative": "largest FPR <= target"},
+               "one_to_n_rule": "per gallery, open set (insightface ijb_evals.py): threshold the k-th highest best "
+                                "gallery score of the non-mated probes, k = max(int(n FPIR), 1); TPIR: mated probes "
+                                "whose mate scores above it and above every non-mate",
                "modes": results}
     atomic_json(os.path.join(out, f"{name.lower()}.json"), summary)
     tmp = temporary_name(os.path.join(out, f"{name.lower()}_roc.npz"), ".npz")
     np.savez(tmp, **{f"{m}/{k}": v for m, c in curves.items() for k, v in c.items()})
     os.replace(tmp, os.path.join(out, f"{name.lower()}_roc.npz"))
     return summary
+
+
+def _with_earlier_modes(out: str, name: str, key: str, results: dict, curves: dict) -> tuple[dict, dict]:
+    """An earlier evaluation in OUT of the same features keeps its other modes (a rerun adds modes, loses none)."""
+    path = os.path.join(out, f"{name.lower()}.json")
+    if not os.path.isfile(path):
+        return results, curves
+    earlier = read_json(path, "IJB results")
+    if earlier.get("features_key") != key:
+        return results, curves
+    roc_path = os.path.join(out, f"{name.lower()}_roc.npz")
+    old_curves = {}
+    if os.path.isfile(roc_path):
+        for k, v in read_npz(roc_path, "IJB ROC arrays").items():
+            mode, field = k.rsplit("/", 1)
+            old_curves.setdefault(mode, {})[field] = v
+    keep = [m for m in earlier["modes"] if m not in results]
+    return ({**{m: earlier["modes"][m] for m in keep}, **results},
+            {**{m: old_curves[m] for m in keep if m in old_curves}, **curves})
 
 
 def table(summary: dict, rule: str = "nearest") -> str:
@@ -258,6 +292,14 @@ def table(summary: dict, rule: str = "nearest") -> str:
         tar = m["verification"][f"tar_at_far_{rule}"]
         auc = _pct(m["verification"]["auc"])
         lines.append(f"{name:<10}" + "".join(f"{_pct(tar[f]):>9}" for f in fars) + f"{auc:>9}")
+    for name, m in summary["modes"].items():
+        band = (m.get("intervals") or {}) if isinstance(m.get("intervals"), dict) else {}
+        if band:
+            lo, hi = band[f"tar_at_far_{rule}"]["0.0001"]
+            lines.append(f"{name}: TAR@FAR=1e-4 95 % interval over {band['subjects']} resampled subjects "
+                         f"[{_pct(lo)}, {_pct(hi)}]")
+        elif isinstance(m.get("intervals"), str):
+            lines.append(f"{name}: intervals {m['intervals']}")
     for name, m in summary["modes"].items():
         for gallery, r in (m.get("identification") or {}).items():
             lines.append(f"{name} 1:N {gallery}: rank-1 {_pct(r['rank']['1'])}, rank-5 {_pct(r['rank']['5'])}, TPIR "

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from harness import ijb, ijb_eval, roc
 from harness.__main__ import main as harness_main
@@ -81,7 +81,12 @@ def naive_scores(rel, plain, flipped, mode: ijb.Mode) -> np.ndarray:
 
 
 def naive_tar(scores, issame, far, rule):
-    """TAR at FAR by trying every threshold: accept s >= t."""
+    """TAR at FAR by trying every threshold (accept s >= t); "insightface": eval_ijbc.py's own reading of
+    scikit-learn's roc_curve (flipped arrays, the first of the nearest FPRs)."""
+    if rule == "insightface":
+        fpr, tpr, _ = roc_curve(issame, scores)
+        _, index = min(zip(np.abs(np.flipud(fpr) - far), range(len(fpr))))
+        return np.flipud(tpr)[index]
     best, best_gap = 0.0, np.inf
     impostor, genuine = scores[~issame], scores[issame]
     for t in np.r_[np.inf, np.unique(scores)[::-1]]:
@@ -125,6 +130,22 @@ def test_exact_roc_with_ties_and_both_far_rules():
         roc.tar_at_far_of_scores(scores, issame, (0.5,), "closest")
 
 
+def test_the_insightface_rule_reads_scikit_learns_thinned_curve_as_eval_ijbc_does():
+    rng = np.random.default_rng(0)
+    differs = 0
+    for _ in range(100):
+        n = int(rng.integers(50, 3000))
+        issame = rng.random(n) < 0.3
+        scores = np.round(rng.normal(size=n) + issame, int(rng.integers(1, 4)))     # many ties
+        for far in (1e-2, 1e-1, 0.3):
+            if far * (~issame).sum() < 1:
+                continue
+            got = roc.tar_at_far_of_scores(scores, issame, (far,), "insightface")[far]
+            assert got == naive_tar(scores, issame, far, "insightface")
+            differs += got != roc.tar_at_far_of_scores(scores, issame, (far,), "nearest")[far]
+    assert differs > 0   # the thinned curve is not the exact one: the two rules are worth naming apart
+
+
 def test_identification_equals_brute_force():
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
@@ -135,7 +156,7 @@ def test_identification_equals_brute_force():
     got = ijb.identification(gallery, gallery_s, probes, probe_s, fpirs=(0.1,), ranks=(1, 5))
     s = probes @ gallery.T
     mated = probe_s < 30
-    ranks = [(s[i] > s[i, probe_s[i]]).sum() + 1 for i in np.flatnonzero(mated)]
+    ranks = [(np.delete(s[i], probe_s[i]) >= s[i, probe_s[i]]).sum() + 1 for i in np.flatnonzero(mated)]
     non_mated_top = np.sort(s[~mated].max(axis=1))[::-1]
     threshold = non_mated_top[int(len(non_mated_top) * 0.1) - 1]
     tpir = np.mean([r == 1 and s[i, probe_s[i]] > threshold for r, i in zip(ranks, np.flatnonzero(mated),
@@ -187,6 +208,7 @@ def damaged_copy(release, tmp_path, meta_file, edit):
      ":1: two landmarks coincide"),
     ("ijbc_name_5pts_score.txt", lambda ls: ls[1:], "no landmarks for 1 listed image"),
     ("ijbc_face_tid_mid.txt", lambda ls: ls + ["nope.png x 1\n"], "field 2 'x' is not an integer"),
+    ("ijbc_name_5pts_score.txt", lambda ls: ls + ls[:1], "image 1.png already has landmarks at"),
 ])
 def test_a_damaged_release_is_refused_naming_file_and_line(release, tmp_path, meta_file, edit, message):
     root, path = damaged_copy(release, tmp_path, meta_file, edit)
@@ -282,3 +304,53 @@ def test_the_scale_benchmark_runs_small(tmp_path, capsys):
     assert "IJB-C x 0.002: 938 images, 31,316 pairs, mode N0D1F0" in printed and "peak" in printed
     rows = json.load(open(tmp_path / "scale" / "ijb_scale.json"))["rows"]
     assert [r["step"] for r in rows] == ["pool", "score", "roc", "total"] and rows[-1]["pairs"] == 31_316
+
+
+def combine_weighted_f_q(fs):
+    """QMagFace's fusion of raw features (experiments/ijb_benchmarks.py), re-derived here."""
+    qs = np.linalg.norm(fs, axis=1)
+    f = np.sum(fs * qs[:, None], axis=0)
+    return f / np.linalg.norm(f) * (np.sum(qs ** 2) / np.sum(qs))
+
+
+def test_qmagface_templates_are_its_own_two_level_fusion(release):
+    rel = read_release(str(release["root"] / "rel"))
+    plain = np.random.default_rng(3).normal(size=(len(rel.images), 6)) * np.random.default_rng(4).uniform(
+        5, 40, (len(rel.images), 1))
+    grouping = ijb.Grouping.of(rel.templates, rel.medias)
+    pooled, quality = ijb.qmagface_templates(plain.astype(np.float32), grouping)
+    for row, t in enumerate(grouping.template_ids):
+        media = [combine_weighted_f_q(plain[(rel.templates == t) & (rel.medias == m)])
+                 for m in np.unique(rel.medias[rel.templates == t])]
+        fused = combine_weighted_f_q(np.array(media))
+        np.testing.assert_allclose(pooled[row], fused / np.linalg.norm(fused), atol=2e-5)
+        assert quality[row] == pytest.approx(np.linalg.norm(fused), rel=1e-5)
+
+
+def test_reruns_keep_earlier_modes_and_missing_subjects_are_said(release, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["evaluate", "--ijb", str(release["root"] / "rel"), "--checkpoint", release["run"], "--format", "run",
+              "--out", str(out), "--bootstrap", "20"]
+    harness_main(common + ["--modes", "N1D1F1"])
+    harness_main(common + ["--modes", "N0D0F0"])
+    assert set(json.load(open(out / "ijbc.json"))["modes"]) == {"N1D1F1", "N0D0F0"}
+    root, _ = damaged_copy(release, tmp_path, "ijbc_face_tid_mid.txt", lambda ls: ls)
+    for f in os.listdir(os.path.join(root, "IJBC", "meta")):
+        if "_1N_" in f:
+            os.remove(os.path.join(root, "IJBC", "meta", f))
+    capsys.readouterr()
+    harness_main(common[:2] + [root] + common[3:-4] + ["--out", str(tmp_path / "o2"), "--bootstrap", "20",
+                                                       "--modes", "N1D1F1"])
+    assert "intervals unavailable: the release has no 1:N lists" in capsys.readouterr().out
+
+
+def test_a_template_without_a_detector_score_is_refused_before_embedding(release, tmp_path):
+    rel = read_release(str(release["root"] / "rel"))
+    first = {rel.images[i] for i in np.flatnonzero(rel.templates == rel.templates[0])}
+
+    def zero_first_template(lines):
+        return [" ".join(line.split()[:-1]) + " 0\n" if line.split()[0] in first else line for line in lines]
+    root, _ = damaged_copy(release, tmp_path, "ijbc_name_5pts_score.txt", zero_first_template)
+    with pytest.raises(ValueError, match=f"template {rel.templates[0]} .*every image's detector score is 0"):
+        ijb_eval.run(root, "IJBC", release["run"], "run", str(tmp_path / "o"), modes=["N1D1F1"])
+    assert not (tmp_path / "o").exists()

@@ -111,18 +111,23 @@ def read_landmarks(path: str) -> list:
 
 def align_folder(images: str, landmarks: str, out: str, size: int = TEMPLATE_SIZE) -> int:
     """Aligned crops of every image the landmarks file names, written under OUT with the same relative names
-    (python -m harness align); every landmark line is checked against its image before anything is written."""
+    (python -m harness align; JPEG names at quality 95 without chroma subsampling); every landmark line is checked
+    against its image before anything is written."""
     rows = read_landmarks(landmarks)
-    loaded = []
-    for number, name, points in rows:
+    for number, name, points in rows:   # every line checked against its image's header first (no pixels read)
         path = os.path.join(images, name)
         if not os.path.isfile(path):
             raise ValueError(f"{landmarks}:{number}: image {path} not found")
+        try:
+            with Image.open(path) as im:
+                check_landmarks(points, im.size, f"{landmarks}:{number}")
+        except OSError as exc:
+            raise ValueError(f"{landmarks}:{number}: cannot read image {path}: {exc}") from None
+    for _, name, points in rows:         # then one image at a time
+        path, target = os.path.join(images, name), os.path.join(out, name)
         with Image.open(path) as im:
-            rgb = image_to_rgb(im, path)
-        loaded.append((name, rgb, check_landmarks(points, (rgb.shape[1], rgb.shape[0]), f"{landmarks}:{number}")))
-    for name, rgb, points in loaded:
-        target = os.path.join(out, name)
+            crop = align(image_to_rgb(im, path), points, size)
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        Image.fromarray(align(rgb, points, size)).save(target)
-    return len(loaded)
+        lossy = os.path.splitext(target)[1].lower() in (".jpg", ".jpeg")
+        Image.fromarray(crop).save(target, **({"quality": 95, "subsampling": 0} if lossy else {}))
+    return len(rows)

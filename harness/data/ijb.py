@@ -126,6 +126,8 @@ def _landmarks(path: str, images: list) -> tuple[np.ndarray, np.ndarray, list]:
         points = check_landmarks(values[:10].reshape(5, 2), None, f"{path}:{number}")
         if not 0 <= values[10] <= 1:
             raise ValueError(f"{path}:{number}: detector score {values[10]} outside [0, 1]")
+        if fields[0] in by_name:
+            raise ValueError(f"{path}:{number}: image {fields[0]} already has landmarks at {by_name[fields[0]][2]}")
         by_name[fields[0]] = (points, values[10], f"{path}:{number}")
     missing = [name for name in images if name not in by_name]
     if missing:
@@ -146,6 +148,19 @@ def check_crops(release: IJBRelease, progress: bool = True) -> None:
         except Exception as exc:  # PIL raises several types for bad data
             raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
         check_landmarks(release.landmarks[i], size, f"{release.landmark_lines[i]} (image {release.images[i]})")
+
+
+def check_detector_scores(release: IJBRelease) -> None:
+    """A mode weighting by the detector score (D1) cannot pool a template whose images all score 0: an error naming
+    the template and its images' landmark lines, before any embedding."""
+    totals = {}
+    for t, score in zip(release.templates.tolist(), release.detector.tolist(), strict=True):
+        totals[t] = totals.get(t, 0.0) + score
+    zero = [t for t, total in totals.items() if total <= 0]
+    if zero:
+        lines = [release.landmark_lines[i] for i in np.flatnonzero(release.templates == zero[0])[:3]]
+        raise ValueError(f"template {zero[0]} (and {len(zero) - 1} more): every image's detector score is 0 "
+                         f"({', '.join(lines)}), so a D1 mode gives it no feature; use a D0 mode or fix the scores")
 
 
 def _check_images(folder: str, images: list, listed_in: str) -> None:
@@ -183,11 +198,13 @@ def _read_one_to_n(release: IJBRelease, meta: str, prefix: str, galleries: tuple
 
 
 def _template_subjects(path: str, known: set) -> tuple[np.ndarray, np.ndarray]:
-    """(template ids, subject ids) of a 1:N list: a header line, then TEMPLATE_ID,SUBJECT_ID,... per image."""
+    """(template ids, subject ids) of a 1:N list: an optional header line, then TEMPLATE_ID,SUBJECT_ID,... per image."""
     with open(path) as f:
         lines = f.read().splitlines()
+    first = lines[0].split(",")[0].strip() if lines else ""
+    start = 0 if first.lstrip("-").isdigit() else 1          # a header line (TEMPLATE_ID,SUBJECT_ID,...) when present
     by_template = {}
-    for number, line in enumerate(lines[1:], 2):
+    for number, line in enumerate(lines[start:], start + 1):
         fields = line.split(",")
         if not line.strip():
             continue
