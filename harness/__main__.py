@@ -59,10 +59,10 @@ def evaluate_ijb_command(args, parser) -> None:
         parser.error("--ijb evaluates one network on an IJB release: give --checkpoint PATH (a run folder with "
                      "--format run), --format and --out")
     device = "cpu" if args.device == "auto" else args.device
-    summary = ijb_eval.run(args.ijb, args.ijb_set, args.checkpoint, args.format, args.out, backbone=args.backbone,
-                           modes=[m for m in args.modes.split(",") if m], qmagface=args.qmagface,
-                           qmagface_fit=args.qmagface_fit, device=device,
-                           n_boot=args.bootstrap, batch_size=args.batch_size, workers=args.workers)
+    summary = ijb_eval.run(ijb_eval.Request(
+        args.ijb, args.ijb_set, args.checkpoint, args.format, args.out, backbone=args.backbone,
+        modes=tuple(m for m in args.modes.split(",") if m), qmagface=args.qmagface, qmagface_fit=args.qmagface_fit,
+        device=device, n_boot=args.bootstrap, batch_size=args.batch_size, workers=args.workers))
     print(ijb_eval.table(summary))
     print(f"wrote {args.out}/{args.ijb_set.lower()}.json and {args.ijb_set.lower()}_roc.npz")
 

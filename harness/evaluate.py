@@ -230,8 +230,8 @@ def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
     TAR at each FAR under both rules and AUC."""
     if checkpoint != "final.pt":
         raise ValueError(f"eval.ijb evaluates a run's final.pt, not {checkpoint}")
-    out = ijb_eval.run(e.ijb, e.ijb_set, run_dir, "run", os.path.join(run_dir, "eval", "ijb"), modes=e.ijb_modes,
-                       device=device, n_boot=e.bootstrap)
+    out = ijb_eval.run(ijb_eval.Request(e.ijb, e.ijb_set, run_dir, "run", os.path.join(run_dir, "eval", "ijb"),
+                                        modes=tuple(e.ijb_modes), device=device, n_boot=e.bootstrap))
     keys = ("tar_at_far_nearest", "tar_at_far_conservative", "auc")
     return {"set": e.ijb_set, "release": out["release"], "pairs": out["pairs"],
             "modes": {m: {k: r["verification"][k] for k in keys} for m, r in out["modes"].items()}}

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -107,64 +108,82 @@ def cache_key(release: IJBRelease, checkpoint: str, prep: dict) -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass
+class _Protocol:
+    """What every mode of one evaluation shares: the release, its grouping, the pairs' template rows and subjects."""
+    release: IJBRelease
+    grouping: ijb.Grouping
+    left: np.ndarray
+    right: np.ndarray
+    subjects: np.ndarray | None
+    n_boot: int
+    seed: int
+
+    def intervals(self, scores: np.ndarray, keep=slice(None)):
+        if not self.n_boot:
+            return None
+        if self.subjects is None:
+            return NO_SUBJECTS
+        return subject_intervals(scores[keep], self.release.labels[keep], self.subjects[keep], self.n_boot,
+                                 seed=self.seed)
+
+
 def evaluate_modes(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray, modes, n_boot: int = 200,
                    qmagface: bool = False, seed: int = 0, qmagface_fit: bool = False) -> tuple[dict, dict]:
     """({mode name: metrics}, {mode name: ROC arrays}) of the release's protocol; optionally QMagFace."""
     grouping = ijb.Grouping.of(release.templates, release.medias)
-    rows_l = ijb.template_rows(grouping.template_ids, release.pairs[:, 0], "pair list")
-    rows_r = ijb.template_rows(grouping.template_ids, release.pairs[:, 1], "pair list")
-    subjects = pair_subjects(release, release.pairs)
+    p = _Protocol(release, grouping, ijb.template_rows(grouping.template_ids, release.pairs[:, 0], "pair list"),
+                  ijb.template_rows(grouping.template_ids, release.pairs[:, 1], "pair list"),
+                  pair_subjects(release, release.pairs), n_boot, seed)
     results, curves = {}, {}
     for text in modes:
         mode = ijb.Mode.parse(text)
         pooled = ijb.pool_templates(plain, flipped, release.detector, mode, grouping)
-        scores = ijb.pair_scores(pooled, rows_l, rows_r)
-        results[text], curves[text] = _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed)
+        results[text], curves[text] = _one_mode(p, mode, pooled)
     if qmagface:
-        results["QMagFace"], curves["QMagFace"] = _qmagface(release, plain, grouping, rows_l, rows_r, subjects,
-                                                            n_boot, seed, qmagface_fit)
+        results["QMagFace"], curves["QMagFace"] = _qmagface(p, plain, qmagface_fit)
     return results, curves
 
 
-def _one_mode(release, mode, scores, subjects, pooled, grouping, n_boot, seed) -> tuple[dict, dict]:
-    metrics, curve = ijb.verification(scores, release.labels)
+def _one_mode(p: _Protocol, mode: ijb.Mode, pooled: np.ndarray) -> tuple[dict, dict]:
+    scores = ijb.pair_scores(pooled, p.left, p.right)
+    metrics, curve = ijb.verification(scores, p.release.labels)
     out = {"mode": mode.name, "definition": describe(mode), "verification": metrics}
-    if n_boot:
-        out["intervals"] = (subject_intervals(scores, release.labels, subjects, n_boot, seed=seed)
-                            if subjects is not None else NO_SUBJECTS)
-    if release.probes is not None:
-        out["identification"] = one_to_n(release, pooled, grouping, n_boot, seed)
+    if p.n_boot:
+        out["intervals"] = p.intervals(scores)
+    if p.release.probes is not None:
+        out["identification"] = one_to_n(p.release, pooled, p.grouping, p.n_boot, p.seed)
     return out, thin(curve)
 
 
-def _qmagface(release, plain, grouping, rows_l, rows_r, subjects, n_boot, seed, fit: bool) -> tuple[dict, dict]:
+def _qmagface(p: _Protocol, plain: np.ndarray, fit: bool) -> tuple[dict, dict]:
     """QMagFace with its own IJB fusion (harness.ijb.qmagface_templates: no flip, no detector score). Parameters:
     QMagFace's published alpha and beta, or (fit) fitted by its own procedure on the pairs of a random half of the
     subjects and reported, with the plain cosine of the same templates, on the pairs of the other half."""
-    pooled, quality = ijb.qmagface_templates(plain, grouping)
-    cosines = ijb.pair_scores(pooled, rows_l, rows_r)
-    q_l, q_r = quality[rows_l], quality[rows_r]
+    pooled, quality = ijb.qmagface_templates(plain, p.grouping)
+    cosines = ijb.pair_scores(pooled, p.left, p.right)
+    q_l, q_r, labels = quality[p.left], quality[p.right], p.release.labels
     keep = np.ones(len(cosines), bool)
     params = {**ijb.QMAGFACE_PUBLISHED, "source": "published (QMagFace README)"}
     if fit:
-        if subjects is None:
+        if p.subjects is None:
             raise ValueError("--qmagface-fit splits the subjects into validation and test halves: the release needs "
                              "its 1:N lists (they name each template's subject)")
-        validation = np.isin(subjects, np.random.default_rng(seed).permutation(np.unique(subjects))[::2]).all(1)
-        keep = np.isin(subjects, np.unique(subjects[validation])).sum(1) == 0
-        fitted = ijb.fit_qmagface(cosines[validation], release.labels[validation], q_l[validation], q_r[validation])
+        half = np.random.default_rng(p.seed).permutation(np.unique(p.subjects))[::2]
+        validation = np.isin(p.subjects, half).all(1)
+        keep = np.isin(p.subjects, np.unique(p.subjects[validation])).sum(1) == 0
+        fitted = ijb.fit_qmagface(cosines[validation], labels[validation], q_l[validation], q_r[validation])
         params = {**fitted, "source": f"fitted by QMagFace's procedure on {int(validation.sum()):,} pairs of half "
                                       f"the subjects; reported on {int(keep.sum()):,} pairs of the other half"}
     scores = ijb.qmagface_scores(cosines, q_l, q_r, params["alpha"], params["beta"])
-    metrics, curve = ijb.verification(scores[keep], release.labels[keep])
+    metrics, curve = ijb.verification(scores[keep], labels[keep])
     out = {"mode": "QMagFace", "parameters": params, "verification": metrics,
            "definition": "QMagFace's fusion (combine_weighted_f_q within media, then across media); s + min(0, beta "
                          "s - alpha) min(q1, q2), q a template's fused magnitude sum(a^2) / sum(a)"}
     if fit:
-        out["baseline_same_pairs"] = ijb.verification(cosines[keep], release.labels[keep])[0]
-    if n_boot:
-        out["intervals"] = (subject_intervals(scores[keep], release.labels[keep], subjects[keep], n_boot, seed=seed)
-                            if subjects is not None else NO_SUBJECTS)
+        out["baseline_same_pairs"] = ijb.verification(cosines[keep], labels[keep])[0]
+    if p.n_boot:
+        out["intervals"] = p.intervals(scores, keep)
     return out, thin(curve)
 
 
@@ -232,35 +251,54 @@ def thin(curve: dict, points: int = ROC_POINTS) -> dict:
     return {k: v[keep] for k, v in curve.items()}
 
 
-def run(root: str, name: str, checkpoint: str, fmt: str, out: str, *, backbone: str | None = None,
-        modes=DEFAULT_MODES, qmagface: bool = False, qmagface_fit: bool = False, device: str = "cpu",
-        n_boot: int = 200, batch_size: int = 128, workers: int = 0) -> dict:
+@dataclass
+class Request:
+    """One IJB evaluation: which release, which network, which modes and where to write (the command's flags)."""
+    root: str
+    name: str
+    checkpoint: str
+    fmt: str
+    out: str
+    backbone: str | None = None
+    modes: tuple = DEFAULT_MODES
+    qmagface: bool = False
+    qmagface_fit: bool = False
+    device: str = "cpu"
+    n_boot: int = 200
+    batch_size: int = 128
+    workers: int = 0
+
+
+FAR_RULE_TEXT = {"nearest": "FPR nearest the target, the highest TPR among equally near, exact ROC",
+                 "insightface": "the nearest rule on scikit-learn's roc_curve with collinear points dropped, as "
+                                "insightface's eval_ijbc.py reads it",
+                 "conservative": "largest FPR <= target"}
+ONE_TO_N_RULE = ("per gallery, open set (insightface ijb_evals.py): threshold the k-th highest best gallery score of "
+                 "the non-mated probes, k = max(int(n FPIR), 1); TPIR: mated probes whose mate scores above it and "
+                 "above every non-mate")
+
+
+def run(r: Request) -> dict:
     """The whole command: read and check the release, embed (or reuse), evaluate, write OUT/<set>.json/_roc.npz."""
-    parsed = [ijb.Mode.parse(text) for text in modes]   # a mistyped mode fails before any embedding
-    release = read_release(root, name)
+    parsed = [ijb.Mode.parse(text) for text in r.modes]   # a mistyped mode fails before any embedding
+    release = read_release(r.root, r.name)
     if any(m.detector for m in parsed):
         check_detector_scores(release)
-    plain, flipped, prep = features(release, checkpoint, fmt, backbone, out, device, batch_size, workers)
-    results, curves = evaluate_modes(release, plain, flipped, modes, n_boot, qmagface or qmagface_fit,
-                                     qmagface_fit=qmagface_fit)
-    key = cache_key(release, checkpoint, prep)
-    results, curves = _with_earlier_modes(out, name, key, results, curves)
-    summary = {"set": name, "release": os.path.abspath(release.folder), "checkpoint": os.path.abspath(checkpoint),
-               "features_key": key, "format": fmt,
-               "preprocessing": prep, "images": len(release.images),
+    plain, flipped, prep = features(release, r.checkpoint, r.fmt, r.backbone, r.out, r.device, r.batch_size,
+                                    r.workers)
+    results, curves = evaluate_modes(release, plain, flipped, r.modes, r.n_boot, r.qmagface or r.qmagface_fit,
+                                     qmagface_fit=r.qmagface_fit)
+    key = cache_key(release, r.checkpoint, prep)
+    results, curves = _with_earlier_modes(r.out, r.name, key, results, curves)
+    summary = {"set": r.name, "release": os.path.abspath(release.folder), "checkpoint": os.path.abspath(r.checkpoint),
+               "features_key": key, "format": r.fmt, "preprocessing": prep, "images": len(release.images),
                "templates": int(len(np.unique(release.templates))), "pairs": int(len(release.labels)),
-               "far_rules": {"nearest": "FPR nearest the target, the highest TPR among equally near, exact ROC",
-                             "insightface": "the nearest rule on scikit-learn's roc_curve with collinear points "
-                                            "dropped, as insightface's eval_ijbc.py reads it",
-                             "conservative": "largest FPR <= target"},
-               "one_to_n_rule": "per gallery, open set (insightface ijb_evals.py): threshold the k-th highest best "
-                                "gallery score of the non-mated probes, k = max(int(n FPIR), 1); TPIR: mated probes "
-                                "whose mate scores above it and above every non-mate",
-               "modes": results}
-    atomic_json(os.path.join(out, f"{name.lower()}.json"), summary)
-    tmp = temporary_name(os.path.join(out, f"{name.lower()}_roc.npz"), ".npz")
+               "far_rules": FAR_RULE_TEXT, "one_to_n_rule": ONE_TO_N_RULE, "modes": results}
+    stem = os.path.join(r.out, r.name.lower())
+    atomic_json(f"{stem}.json", summary)
+    tmp = temporary_name(f"{stem}_roc.npz", ".npz")
     np.savez(tmp, **{f"{m}/{k}": v for m, c in curves.items() for k, v in c.items()})
-    os.replace(tmp, os.path.join(out, f"{name.lower()}_roc.npz"))
+    os.replace(tmp, f"{stem}_roc.npz")
     return summary
 
 

@@ -352,5 +352,5 @@ def test_a_template_without_a_detector_score_is_refused_before_embedding(release
         return [" ".join(line.split()[:-1]) + " 0\n" if line.split()[0] in first else line for line in lines]
     root, _ = damaged_copy(release, tmp_path, "ijbc_name_5pts_score.txt", zero_first_template)
     with pytest.raises(ValueError, match=f"template {rel.templates[0]} .*every image's detector score is 0"):
-        ijb_eval.run(root, "IJBC", release["run"], "run", str(tmp_path / "o"), modes=["N1D1F1"])
+        ijb_eval.run(ijb_eval.Request(root, "IJBC", release["run"], "run", str(tmp_path / "o"), modes=("N1D1F1",)))
     assert not (tmp_path / "o").exists()
