@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from . import ijb_eval, metrics
+from . import metrics
 from .data import batch_to_tensor, file_sha256, read_verification_bin
 from .config import pack_name
 from .data_source import synthetic_faces
@@ -230,6 +230,7 @@ def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
     TAR at each FAR under both rules and AUC."""
     if checkpoint != "final.pt":
         raise ValueError(f"eval.ijb evaluates a run's final.pt, not {checkpoint}")
+    from . import ijb_eval   # noqa: PLC0415 - scikit-image (alignment): loaded only when a run is evaluated on IJB
     out = ijb_eval.run(ijb_eval.Request(e.ijb, e.ijb_set, run_dir, "run", os.path.join(run_dir, "eval", "ijb"),
                                         modes=tuple(e.ijb_modes), device=device, n_boot=e.bootstrap))
     keys = ("tar_at_far_nearest", "tar_at_far_conservative", "auc")
