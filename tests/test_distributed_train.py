@@ -43,9 +43,9 @@ def cmd(out, tmp_path, nproc=2, *extra):
 def run_ok(command, timeout=150, fresh=False):
     """Run a launch that must succeed; a failure shows its output. One retry only when the transport failed (known
     gloo/rendezvous flakiness on loaded machines: an error of the transport, or a launch that hangs, seen twice in
-    about 20 launches on the 2-core machine, with no error of the harness) and the harness raised none of its own errors. A run takes
-    about 8 s, so `timeout` only catches a hang. fresh: the retry starts from an empty output folder, so a reference
-    run is never a resumed one."""
+    about 20 launches on the 2-core machine) and the harness raised none of its own errors. A run takes about 8 s,
+    so `timeout` only catches a hang. fresh: the retry starts from an empty output folder, so a reference run is
+    never a resumed one."""
     out = command[command.index("--out") + 1]
     for attempt in (1, 2):
         res, output = _launch(command, timeout)
