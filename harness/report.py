@@ -6,7 +6,7 @@ text is figures/tables/NAME.md rendered: every `{{table:row:field|format}}` is l
 range and mean formats). A table line of a template may not type a decimal number or a percentage itself (the renderer
 refuses): a setting or a paper's number meant to be typed is written `{{= 10 %}}`, which renders as `10 %`.
 
-    python -m harness report            # rewrite the blocks of README.md and paper_repro.md
+    python -m harness report            # rewrite the blocks of README.md, paper_repro.md and docs/ijb.md
     python -m harness report --check    # exit 1 and name the blocks whose committed text differs
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import re
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCUMENTS = ("README.md", "paper_repro.md")
+DOCUMENTS = ("README.md", "paper_repro.md", "docs/ijb.md")
 TEMPLATES = os.path.join("figures", "tables")
 PUBLISHED = os.path.join("results", "published")
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)

@@ -1,6 +1,6 @@
 """Every `python -m harness`, `python -m theory`, `python benchmarks/...` and `torchrun ... -m harness` command in
-README.md (code blocks and inline code) runs with --dry-run (--help where there is none), so a documented command
-cannot rot. Real-data paths (/data/faces_emore) point at a tiny insightface export made here."""
+README.md and docs/*.md (code blocks and inline code) runs with --dry-run (--help where there is none), so a
+documented command cannot rot. Real-data paths (/data/faces_emore) point at a tiny insightface export made here."""
 import importlib
 import os
 import re
@@ -21,7 +21,9 @@ NO_DRY_RUN = {("harness", "evaluate"), ("harness", "publish"), ("harness", "repo
 
 
 def readme_commands() -> list[str]:
-    text = open(README, encoding="utf-8").read()
+    docs = os.path.join(ROOT, "docs")
+    pages = [README] + sorted(os.path.join(docs, f) for f in os.listdir(docs) if f.endswith(".md"))
+    text = "\n".join(open(p, encoding="utf-8").read() for p in pages)
     pieces = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
     pieces += re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
     commands = []
