@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from . import checks
-from .fused import FusedMarginCE
+from .fused import NORM_EPS, LocalReduce, MarginCE, Recipe
 
 COS_EPS = 1e-6    # cosines are clamped to [-1 + COS_EPS, 1 - COS_EPS] before any sqrt or arccos
-NORM_EPS = 1e-12  # embeddings shorter than this are treated as having this norm when normalised
+# NORM_EPS (from fused.py): embeddings shorter than this are treated as having this norm when normalised
 # Class centres at start: "unit" rows (the official MagFace code) or "normal" N(0, 0.01^2) (insightface's
 # arcface_torch). With d=128 the latter has |W_j| ~ 0.11, so one SGD step at lr 0.1 turns a centre by tens of
 # degrees: cosine heads start far less stable than with unit rows.
@@ -53,10 +53,16 @@ class HeadOutput:
     plain_target: torch.Tensor = None     # [B] target logit without the margin (s * cos_target for cosine heads)
     target_column: torch.Tensor = None    # [B] column of each sample's own class in `logits` (-1: on another rank)
     labels: torch.Tensor = None           # [B] class of each sample (the global batch under torchrun)
+    best_other: torch.Tensor | None = None  # [B] largest plain logit of another class, kept by heads that reshape
+    #                                          the negatives (their `logits` are no longer s * cos there)
+    scale: float = None                   # the scale s this batch used (AdaCos adapts it per batch)
 
     def accuracy(self) -> float:
-        """Top-1 training accuracy measured without the margin (as the official MagFace trainer does)."""
+        """Top-1 training accuracy measured without the margin (as the official MagFace trainer does) and without
+        any reshaping of the negatives."""
         with torch.no_grad():
+            if self.best_other is not None:
+                return float((self.plain_target > self.best_other).float().mean())
             others = self.logits.scatter(1, self.target_column[:, None], float("-inf"))
             return float((self.plain_target > others.max(dim=1).values).float().mean())
 
@@ -69,16 +75,28 @@ class MarginHead(nn.Module):
     # the fused and the sharded (losses/distributed.py) classifiers rely on this. False: a linear classifier
     # x W^T (+ bias) on the raw embedding, computed by the head's own `classify` (SoftmaxHead).
     normalised = True
+    # Optional formulas (see losses/fused.py for how each is applied once for every head):
+    negative_logit = None   # (cos [r, C], cos_y [r, 1], target [r, 1]) -> the negatives' logits (scaled)
+    negative_slope = None   # the same arguments -> d negative_logit / d cos
+    next_scale = None       # (mean over the batch of sum_{j != y} exp(s cos_j), cos_y [B]) -> this batch's scale
+    sigmoid_lam = None      # a float: UniFace's sigmoid loss with weight lam on the negatives (needs `loss_bias`)
+    sigmoid_clamp = None    # with the sigmoid loss: clamp z - b to [-clamp, clamp] (official UniFace: s)
 
     def __init__(self, num_classes: int, embedding_size: int, *, s: float = 64.0, sample_rate: float = 1.0,
-                 centre_init: str = "unit"):
+                 centre_init: str = "unit", centres_per_class: int = 1):
         super().__init__()
         self.num_classes = checks.positive_int("num_classes", num_classes)
         self.embedding_size = checks.positive_int("embedding_size", embedding_size)
         self.s = checks.real("s", s, low=0.0, low_open=True)
         self.sample_rate = checks.real("sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
         self.centre_init = checks.choice("centre_init", centre_init, CENTRE_INITS)
-        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
+        self.centres_per_class = checks.positive_int("centres_per_class", centres_per_class)
+        if self.centres_per_class > 255:
+            raise ValueError(f"centres_per_class={centres_per_class} is outside the valid range [1, 255]")
+        if self.centres_per_class > 1 and type(self).negative_logit is not None:
+            raise ValueError(f"head {self.name!r}: several centres per class together with reshaped negatives is "
+                             "not supported by the shared classifier")
+        self.weight = nn.Parameter(torch.empty(self.centres_per_class * self.num_classes, self.embedding_size))
         nn.init.normal_(self.weight, std=0.01)
         if centre_init == "unit":
             with torch.no_grad():
@@ -94,7 +112,12 @@ class MarginHead(nn.Module):
         return {}
 
     def before_batch(self, norms: torch.Tensor) -> None:
-        """Hook for running statistics (AdaFace); called once per forward with detached norms."""
+        """Hook for running statistics (AdaFace) and per-sample draws (ElasticFace); called once per forward with
+        the detached norms of the whole (global) batch."""
+
+    def observe_targets(self, cos_y: torch.Tensor) -> None:
+        """Hook for running statistics of the target cosines (CurricularFace's t); called once per forward with the
+        detached target cosines, before `target_logit`."""
 
     def log_stats(self, norms: torch.Tensor, cos_target: torch.Tensor) -> dict:
         """Head-specific statistics of a batch for the metrics log, {name: float}; inputs are detached.
@@ -119,6 +142,28 @@ class MarginHead(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams.items() if k != "head")
 
+    def recipe(self) -> Recipe:
+        """What this head asks of the shared classifier (losses/fused.py) for the next batch."""
+        observe = self.observe_targets if type(self).observe_targets is not MarginHead.observe_targets else None
+        return Recipe(name=self.name, s=self.s, target_fn=self.target_logit if self.normalised else None,
+                      negative_fn=self.negative_logit, negative_slope=self.negative_slope,
+                      rescale=self.next_scale, k=self.centres_per_class, lam=self.sigmoid_lam,
+                      sigmoid_clamp=self.sigmoid_clamp, observe=observe)
+
+    def loss_bias_tensor(self):
+        """UniFace's learnt bias b (a 0-d parameter), or None for every softmax head."""
+        return getattr(self, "loss_bias", None)
+
+    def centres(self, weight: torch.Tensor, classes: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
+        """The rows of `weight` (a block of classes starting at `offset`) for the classes kept by Partial FC, each
+        class's centres_per_class rows together."""
+        if classes is None:
+            return weight
+        k = self.centres_per_class
+        if k == 1:
+            return weight.index_select(0, classes - offset)
+        return weight.view(-1, k, weight.shape[1]).index_select(0, classes - offset).reshape(-1, weight.shape[1])
+
     def sample_classes(self, labels: torch.Tensor):
         """Partial FC: keep every class present in the batch plus a random subset of the other centres."""
         if not self.training or self.sample_rate >= 1.0:
@@ -139,27 +184,31 @@ class MarginHead(nn.Module):
             norms = torch.linalg.vector_norm(x, dim=1)
             self.before_batch(norms.detach())
             classes, local = self.sample_classes(labels)
-            weight = self.weight if classes is None else self.weight.index_select(0, classes)
-            weight = weight.to(dtype)
-            per_sample, logits, cos_y, plain = self.classify(x, norms, weight, local, classes)
-            return self.make_output(per_sample, logits, cos_y, plain, norms, classes, local, labels)
+            weight = self.centres(self.weight, classes).to(dtype)
+            result = self.classify(x, norms, weight, local, classes)
+            return self.make_output(result, norms, classes, local, labels)
 
-    def make_output(self, per_sample, logits, cos_y, plain, norms, classes, target_column, labels,
-                    kind=HeadOutput) -> HeadOutput:
-        """Mean cross-entropy plus this head's auxiliary losses, packed into `kind`: the one place the output's
-        fields are filled, shared by this forward and DistributedHead's (which passes its ShardedHeadOutput)."""
+    def make_output(self, result, norms, classes, target_column, labels, kind=HeadOutput) -> HeadOutput:
+        """Mean loss plus this head's auxiliary losses, packed into `kind`: the one place the output's fields are
+        filled, shared by this forward and DistributedHead's (which passes its ShardedHeadOutput). `result`:
+        (per-sample loss, logits, cos_y, plain target logit, best other plain logit or None, scale)."""
+        per_sample, logits, cos_y, plain, best, scale = result
         identity = per_sample.mean()
         aux = self.auxiliary(norms)
         loss = identity + sum(aux.values()) if aux else identity
         return kind(logits=logits, loss=loss, identity_loss=identity, aux=aux, norms=norms, cos_target=cos_y,
                     per_sample_loss=per_sample, classes=classes, plain_target=plain, target_column=target_column,
-                    labels=labels)
+                    labels=labels, best_other=best, scale=scale)
 
-    def classify(self, x, norms, weight, labels, classes):
-        """(per-sample CE [B], logits [B, K], cos_y [B], target logit without margin [B]) of a cosine classifier."""
+    def classify(self, x, norms, weight, labels, classes, reduce=None):
+        """(per-sample loss [B], logits [B, K], cos_y [B], target logit without margin [B], best other or None,
+        scale) of the cosine classifier, through the shared fused function."""
         x_unit = x / norms.clamp_min(NORM_EPS)[:, None]
-        per_sample, logits, cos_y = FusedMarginCE.apply(x_unit, norms, weight, labels, self.s, self.target_logit)
-        return per_sample, logits, cos_y, self.s * cos_y
+        bias = self.loss_bias_tensor()
+        per_sample, logits, cos_y, plain, best, scale = MarginCE.apply(
+            x_unit, norms, weight, None, None if bias is None else bias.to(x.dtype), labels, self.recipe(),
+            reduce or LocalReduce())
+        return per_sample, logits, cos_y, plain, (best if best.numel() else None), float(scale)
 
 
 def clamp_cos(cos: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .base import NORM_EPS, HeadOutput, MarginHead
+from .base import HeadOutput, MarginHead
 from .checks import check_batch
-from .fused import ROW_CHUNK
+from .fused import NORM_EPS, ROW_CHUNK, MarginCE
 
 
 def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -65,87 +65,26 @@ def sum_gradients_hook(state, bucket):
     return fut.then(lambda f: f.value()[0])
 
 
-class _ShardedMarginCE(torch.autograd.Function):
-    """Cross-entropy over classes split across ranks. Inputs: x [B, d] (unit embeddings for cosine heads, raw for
-    the linear softmax), norms [B], weight shard [K, d], bias shard [K] or None, col [B] (column of the target in
-    this shard, -1 where another rank owns it), s, target_fn (None: linear softmax), group.
-    Outputs: per-sample loss [B], shard logits [B, K] (margin applied), cos_y [B], plain target logit [B]."""
+class GroupReduce:
+    """Reductions over the class dimension when the classes are split over the ranks of `group`."""
 
-    @staticmethod
-    def forward(ctx, x, norms, weight, bias, col, s, target_fn, group):
-        owned = col >= 0
-        rows = owned.nonzero().squeeze(1)
-        cols = col[rows]
-        cosine = target_fn is not None
-        logits = torch.mm(x, weight.t())
-        if cosine:
-            inv_wnorm = torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS).reciprocal()
-            logits.mul_(inv_wnorm * s)
-        else:
-            inv_wnorm = None
-            if bias is not None:
-                logits.add_(bias)
-        plain = torch.zeros(len(col), dtype=logits.dtype, device=logits.device)
-        plain[rows] = logits[rows, cols]
-        dist.all_reduce(plain, group=group)                   # each row's target lives on exactly one rank
-        if cosine:
-            with torch.enable_grad():
-                c = (plain / s).detach().requires_grad_(True)
-                n = norms.detach().requires_grad_(True)
-                target = target_fn(c, n)                      # the same on every rank
-            logits[rows, cols] = target.detach()[rows]
-        else:
-            c = n = None
-            target = plain
-        row_max = logits.max(dim=1).values
-        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+    def __init__(self, group):
+        self.group = group
+
+    def sum_(self, t):
+        dist.all_reduce(t, group=self.group)
+        return t
+
+    def max_(self, t):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return t
+
+    def logsumexp(self, logits):
+        """log sum_j exp(z_j) over every rank's columns: all-reduce the row max, then the sum of exponentials."""
+        row_max = self.max_(logits.max(dim=1).values)
         sum_exp = torch.cat([torch.exp(chunk - m[:, None]).sum(1) for chunk, m in
-                             zip(logits.split(ROW_CHUNK), row_max.split(ROW_CHUNK))])
-        dist.all_reduce(sum_exp, group=group)
-        lse = row_max + torch.log(sum_exp)
-        loss = lse - target.detach()
-        ctx.save_for_backward(x, weight, col, logits, lse, inv_wnorm, plain)
-        ctx.margin_graph = (c, n, target)
-        ctx.s, ctx.group, ctx.has_bias, ctx.cosine = s, group, bias is not None, cosine
-        cos_y = plain / s if cosine else plain.clone()
-        ctx.mark_non_differentiable(logits, cos_y, plain)
-        ctx.set_materialize_grads(False)
-        return loss, logits, cos_y, plain
-
-    @staticmethod
-    def backward(ctx, grad_loss, _g_logits, _g_cos, _g_plain):
-        x, weight, col, logits, lse, inv_wnorm, plain = ctx.saved_tensors
-        if grad_loss is None:
-            return (None,) * 8
-        owned = col >= 0
-        rows = owned.nonzero().squeeze(1)
-        cols = col[rows]
-        grad = torch.sub(logits, lse[:, None]).exp_()        # this shard's softmax columns
-        p_y = torch.zeros_like(lse)
-        p_y[rows] = grad[rows, cols]
-        dist.all_reduce(p_y, group=ctx.group)
-        grad_target = (p_y - 1.0) * grad_loss                  # dL/d(target logit), complete on every rank
-        dn = None
-        grad.mul_(grad_loss[:, None])
-        if ctx.cosine:
-            c, n, target = ctx.margin_graph
-            dc, dn = torch.autograd.grad(target, (c, n), grad_target, allow_unused=True)
-            dc = torch.zeros_like(c) if dc is None else dc
-            grad.mul_(ctx.s)
-            grad[rows, cols] = dc[rows]
-            grad.mul_(inv_wnorm)                               # H = dL/dcos / ||W_j||
-        else:
-            grad[rows, cols] = grad_target[rows]
-        grad_x = torch.mm(grad, weight)
-        dist.all_reduce(grad_x, group=ctx.group)               # the shards' shares of dL/dx
-        grad_w = torch.mm(grad.t(), x)
-        grad_b = grad.sum(0) if ctx.has_bias else None
-        if ctx.cosine:                                         # remove the radial part of d(W_j/||W_j||)
-            cos_local = logits / ctx.s
-            cos_local[rows, cols] = plain[rows] / ctx.s
-            colsum = grad.mul_(cos_local).sum(dim=0)
-            grad_w.addcmul_(weight, (colsum * inv_wnorm)[:, None], value=-1.0)
-        return grad_x, dn, grad_w, grad_b, None, None, None, None
+                             zip(logits.split(ROW_CHUNK), row_max.split(ROW_CHUNK), strict=True)])
+        return row_max + torch.log(self.sum_(sum_exp))
 
 
 class ShardedHeadOutput(HeadOutput):
@@ -155,6 +94,8 @@ class ShardedHeadOutput(HeadOutput):
     group = None
 
     def accuracy(self) -> float:
+        if self.best_other is not None:   # already reduced over the ranks in the forward
+            return super().accuracy()
         with torch.no_grad():
             others = self.logits.clone()
             rows = (self.target_column >= 0).nonzero().squeeze(1)
@@ -179,7 +120,8 @@ class DistributedHead(nn.Module):
         self.start, self.end = shard_bounds(head.num_classes, self.world_size, self.rank)
         self.inner = head
         if shard:   # the wrapper owns this rank's rows under the same names, so state-dict keys stay weight/bias
-            rows = slice(self.start, self.end)
+            k = head.centres_per_class
+            rows = slice(self.start * k, self.end * k)
             weight, bias = head.weight, getattr(head, "bias", None)
             del head.weight             # first: while the head has it, __getattr__ would find it and refuse the name
             if bias is not None:
@@ -210,20 +152,21 @@ class DistributedHead(nn.Module):
         """The single-process head's state dict (shards gathered on every rank): for final checkpoints."""
         state = dict(self.inner.state_dict())
         if self.shard:
-            state["weight"] = self._gather_shards(self.weight.detach())
+            state["weight"] = self._gather_shards(self.weight.detach(), self.inner.centres_per_class)
             if self.bias is not None:
                 state["bias"] = self._gather_shards(self.bias.detach())
         return state
 
-    def _gather_shards(self, t):
+    def _gather_shards(self, t, rows_per_class=1):
         """All-gather the uneven shards (padded to the largest: gloo gathers equal sizes only), in class order."""
-        bounds = [shard_bounds(self.inner.num_classes, self.world_size, r) for r in range(self.world_size)]
+        bounds = [tuple(rows_per_class * b for b in shard_bounds(self.inner.num_classes, self.world_size, r))
+                  for r in range(self.world_size)]
         rows = max(e - s for s, e in bounds)
         padded = torch.zeros((rows, *t.shape[1:]), dtype=t.dtype, device=t.device)
         padded[:len(t)] = t
         parts = [torch.empty_like(padded) for _ in bounds]
         dist.all_gather(parts, padded, group=self.group)
-        return torch.cat([p[:e - s] for p, (s, e) in zip(parts, bounds)])
+        return torch.cat([p[:e - s] for p, (s, e) in zip(parts, bounds, strict=True)])
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         b = torch.tensor([embeddings.shape[0]], device=embeddings.device)
@@ -243,23 +186,27 @@ class DistributedHead(nn.Module):
             norms = torch.linalg.vector_norm(x, dim=1)
             head.before_batch(norms.detach())
             classes = self.sample_classes(labels)
-            weight = self.weight if classes is None else self.weight.index_select(0, classes - self.start)
+            weight = head.centres(self.weight, classes, offset=self.start)
             bias = self.bias
             if classes is not None and bias is not None:
                 bias = bias.index_select(0, classes - self.start)
             local = classes if classes is not None else torch.arange(self.start, self.end, device=labels.device)
             col = torch.searchsorted(local, labels)
             col = torch.where((col < len(local)) & (local[col.clamp_max(len(local) - 1)] == labels), col, -1)
-            inp = x / norms.clamp_min(NORM_EPS)[:, None] if head.normalised else x
-            per_sample, logits, cos_y, plain = _ShardedMarginCE.apply(
-                inp, norms, weight.to(dtype), None if bias is None else bias.to(dtype), col, head.s,
-                head.target_logit if head.normalised else None, self.group)
-            if not head.normalised:   # the linear softmax's cosine to the own centre, for logging
-                cos_y = self._softmax_cos(x, norms, labels)
-            out = head.make_output(per_sample, logits, cos_y, plain, norms, classes, col, labels,
-                                   kind=ShardedHeadOutput)
+            if head.normalised:
+                result = head.classify(x, norms, weight.to(dtype), col, classes, reduce=GroupReduce(self.group))
+            else:
+                result = self._linear(x, norms, weight.to(dtype), bias, col, labels, dtype)
+            out = head.make_output(result, norms, classes, col, labels, kind=ShardedHeadOutput)
         out.group = self.group
         return out
+
+    def _linear(self, x, norms, weight, bias, col, labels, dtype):
+        """The sharded linear softmax (SoftmaxHead): the fused function with no target formula."""
+        recipe = self.inner.recipe()
+        per_sample, logits, _, plain, _, _ = MarginCE.apply(
+            x, norms, weight, None if bias is None else bias.to(dtype), None, col, recipe, GroupReduce(self.group))
+        return per_sample, logits, self._softmax_cos(x, norms, labels), plain, None, 1.0
 
     def sample_classes(self, labels):
         """Partial FC on the shard: every class of the batch this rank owns plus a random share of its others.

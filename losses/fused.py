@@ -1,80 +1,287 @@
-"""Cosine classifier + target-column margin + cross-entropy as one autograd function.
+"""The classifier every head shares: cosine (or linear) logits, the head's formulas, the loss, as one autograd function.
 
 Why fused: the naive graph (normalise W, matmul, one-hot mask, margin on a [B, C] copy, log_softmax) keeps
 several [B, C] and [C, d] temporaries alive. Here the forward keeps exactly one [B, C] buffer (the logits,
 which are also handed to the caller), the backward allocates one more (the gradient), and the class centres
-are normalised implicitly by scaling logit columns, so no normalised copy of W is ever stored. The margin
-touches only the B target entries; its derivative comes from autograd on [B]-sized tensors, so a head only
-writes the formula `target_fn(cos_y, norms) -> scaled target logit`.
+are normalised implicitly by scaling logit columns, so no normalised copy of W is ever stored. Everything else
+works on row chunks (ROW_CHUNK x C transients) or on [B]-sized tensors.
+
+What a head may ask for (a `Recipe`, built by MarginHead.recipe()):
+- its target logit `target_fn(cos_y, norms)`; its derivative comes from autograd on [B]-sized tensors;
+- reshaped negatives `negative_fn(cos, cos_y, target)` with their slope d logit / d cos
+  `negative_slope(cos, cos_y, target)` (CurricularFace, MV-Softmax, CircleLoss); cos_y [r, 1] is the sample's
+  target cosine and target [r, 1] its margin-applied target logit, both detached: they enter the negatives only
+  through masks or detached weights (as in every official implementation), so no gradient flows from a negative
+  to the target. The backward recomputes the cosines once into its gradient buffer (one extra
+  matmul) instead of keeping a second [B, C] buffer alive;
+- K centres per class (`k`, Sub-center ArcFace): the class cosine is the max over its K centres (ties: the first
+  centre), taken row chunk by row chunk, so only the [B, C] maxima and a uint8 index stay alive;
+- a per-batch scale (`rescale(mean_negative_exp, cos_y) -> s`, AdaCos): the cosines are known before any scale;
+- a loss other than softmax cross-entropy (`lam`: UniFace's sigmoid per class with a learnt bias b,
+  softplus(b - z_y) + lam * sum_{j != y} softplus(z_j - b), with z - b clamped to [-clamp, clamp] first when
+  `sigmoid_clamp` is set, as the official code does: no gradient beyond it);
+- `observe(cos_y)`: running statistics of the target cosines, updated before the target logit (CurricularFace's t).
+
+The same function runs sharded over ranks (losses/distributed.py): `reduce` says how the class dimension is
+reduced (LocalReduce here: nothing to reduce; GroupReduce there: all-reduce), and `col` holds each row's target
+column in this process's block of classes, -1 where another rank owns it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
 
-ROW_CHUNK = 64  # rows per logsumexp chunk: bounds the transient exp buffer to ROW_CHUNK x C
-
-
-def _row_logsumexp(logits: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.logsumexp(chunk, dim=1) for chunk in logits.split(ROW_CHUNK)])
+ROW_CHUNK = 64  # rows per chunk: bounds every transient to ROW_CHUNK x C
+NORM_EPS = 1e-12
 
 
-class FusedMarginCE(torch.autograd.Function):
-    """loss_i = logsumexp_j(z_ij) - z_iy, where z_ij = s * cos(x_i, W_j) and z_iy = target_fn(cos_iy, norm_i).
+@dataclass(frozen=True)
+class Recipe:
+    """What one head asks of the classifier for one batch (see the module docstring)."""
 
-    Inputs: x_unit [B, d] (unit embeddings), norms [B], weight [K, d] (raw centres), labels [B] in [0, K),
-    s (float) and target_fn.
-    Outputs: per-sample loss [B], logits [B, K] (with the margin), cos_y [B] (no margin; not differentiable).
-    """
+    name: str
+    s: float                              # the scale (before a per-batch rescale); 1 for the linear softmax
+    target_fn: Callable | None            # None: the linear softmax classifier (logits x W^T + b)
+    negative_fn: Callable | None = None
+    negative_slope: Callable | None = None
+    rescale: Callable | None = None
+    k: int = 1
+    lam: float | None = None              # None: softmax cross-entropy; a float: UniFace's sigmoid loss
+    sigmoid_clamp: float | None = None
+    observe: Callable | None = None
+
+
+class LocalReduce:
+    """One process holds every class: reductions over classes are the identity."""
+
+    def sum_(self, t):
+        return t
+
+    def max_(self, t):
+        return t
+
+    def logsumexp(self, logits):
+        return torch.cat([torch.logsumexp(chunk, dim=1) for chunk in logits.split(ROW_CHUNK)])
+
+
+def owned_entries(col):
+    """(rows, cols) of the target entries this process holds."""
+    rows = (col >= 0).nonzero().squeeze(1)
+    return rows, col[rows]
+
+
+def _chunk_targets(rows, cols, start, end):
+    """The target entries of row chunk [start, end), as (row within the chunk, column)."""
+    inside = (rows >= start) & (rows < end)
+    return rows[inside] - start, cols[inside]
+
+
+def cosine_logits(x, weight, inv_wnorm, scale, k):
+    """[B, K] scale * max over each class's k centres of cos(x, W), and the uint8 index of that centre (None for
+    k = 1). With k > 1 the matmul runs row chunk by row chunk, so the [B, k*K] cosines never exist at once."""
+    if k == 1:
+        return torch.mm(x, weight.t()).mul_(inv_wnorm * scale), None
+    rows, classes = x.shape[0], weight.shape[0] // k
+    logits = x.new_empty(rows, classes)
+    sub = torch.empty(rows, classes, dtype=torch.uint8, device=x.device)
+    for start in range(0, rows, ROW_CHUNK):
+        full = torch.mm(x[start:start + ROW_CHUNK], weight.t()).mul_(inv_wnorm * scale).view(-1, classes, k)
+        best = full.argmax(dim=2, keepdim=True)                       # argmax: the first of tied maxima
+        logits[start:start + ROW_CHUNK] = full.gather(2, best).squeeze(2)
+        sub[start:start + ROW_CHUNK] = best.squeeze(2)
+    return logits, sub
+
+
+def _mean_negative_exp(cos, s, rows, cols, reduce):
+    """(1/B) sum_i sum_{j != y_i} exp(s cos_ij) over the global batch: AdaCos's B_avg."""
+    total = sum(torch.exp(chunk * s).sum() for chunk in cos.split(ROW_CHUNK)).reshape(1)
+    total = total - torch.exp(cos[rows, cols] * s).sum()
+    return float(reduce.sum_(total)) / cos.shape[0]
+
+
+def _best_other(cos, rows, cols, reduce):
+    """Per row, the largest cosine to another class (before any reshaping): what the training accuracy uses."""
+    best = []
+    for start in range(0, cos.shape[0], ROW_CHUNK):
+        chunk = cos[start:start + ROW_CHUNK].clone()
+        r, c = _chunk_targets(rows, cols, start, start + ROW_CHUNK)
+        chunk[r, c] = float("-inf")
+        best.append(chunk.max(dim=1).values)
+    return reduce.max_(torch.cat(best))
+
+
+def _reshape_negatives(cos, cos_y, target, recipe):
+    """cos -> the head's negative logits, in place, chunk by chunk; a non-finite result is the head's error."""
+    for start in range(0, cos.shape[0], ROW_CHUNK):
+        chunk = cos[start:start + ROW_CHUNK]
+        rows = slice(start, start + ROW_CHUNK)
+        chunk.copy_(recipe.negative_fn(chunk, cos_y[rows, None], target[rows, None]))
+        if not torch.isfinite(chunk).all():
+            raise ValueError(f"head {recipe.name!r}: its negative logits are not finite for finite cosines "
+                             f"(rows {start}..{start + len(chunk) - 1}); check its parameters")
+
+
+def _clamped(z, limit):
+    return z if limit is None else z.clamp(-limit, limit)
+
+
+def _sigmoid_loss(logits, target, bias, recipe, rows, cols, reduce):
+    """UniFace: softplus(b - z_y) + lam * sum_{j != y} softplus(z_j - b), per row (z - b clamped, see Recipe)."""
+    limit = recipe.sigmoid_clamp
+    negatives = torch.cat([F.softplus(_clamped(chunk - bias, limit)).sum(dim=1) for chunk in logits.split(ROW_CHUNK)])
+    negatives[rows] -= F.softplus(_clamped(target[rows] - bias, limit))
+    return F.softplus(-_clamped(target - bias, limit)) + recipe.lam * reduce.sum_(negatives)
+
+
+def _sigmoid_slope(z, limit):
+    """d softplus(clamp(z)) / dz: sigmoid(z) inside the clamp, 0 beyond it."""
+    slope = torch.sigmoid(z)
+    return slope if limit is None else slope.mul_((z.abs() <= limit).to(slope.dtype))
+
+
+class MarginCE(torch.autograd.Function):
+    """Inputs: x [B, d] (unit embeddings for cosine heads, raw for the linear softmax), norms [B], weight [k*K, d],
+    bias [K] or None (linear softmax), loss_bias (0-d, UniFace's b) or None, col [B], recipe, reduce.
+    Outputs: per-sample loss [B], logits [B, K] (what the loss saw), cos_y [B] (no margin), plain target logit
+    [B] (s * cos_y), best other plain logit [B] (reshaping heads; else empty), the scale used (0-d)."""
 
     @staticmethod
-    def forward(ctx, x_unit, norms, weight, labels, s, target_fn):
-        with torch.autocast(device_type=x_unit.device.type, enabled=False):
-            inv_wnorm = torch.linalg.vector_norm(weight, dim=1).clamp_min(1e-12).reciprocal()
-            logits = torch.mm(x_unit, weight.t())              # [B, K]: the one big buffer
-            logits.mul_(inv_wnorm * s)                          # columns -> s * cos
-            idx = labels[:, None]
-            cos_y = logits.gather(1, idx).squeeze(1) / s
-            with torch.enable_grad():
-                c = cos_y.detach().requires_grad_(True)
-                n = norms.detach().requires_grad_(True)
-                target = target_fn(c, n)
-            logits.scatter_(1, idx, target.detach()[:, None])
-            lse = _row_logsumexp(logits)
-            loss = lse - target.detach()
-        ctx.save_for_backward(x_unit, weight, labels, logits, lse, inv_wnorm, cos_y)
+    def forward(ctx, x, norms, weight, bias, loss_bias, col, recipe, reduce):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            rows, cols = owned_entries(col)
+            cosine = recipe.target_fn is not None
+            plain_scale = recipe.s if cosine and recipe.negative_fn is None and recipe.rescale is None else 1.0
+            inv_wnorm = sub = None
+            if cosine:
+                inv_wnorm = torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS).reciprocal()
+                logits, sub = cosine_logits(x, weight, inv_wnorm, plain_scale, recipe.k)
+            else:
+                logits = torch.mm(x, weight.t())
+                if bias is not None:
+                    logits.add_(bias)
+            plain = logits.new_zeros(len(col))
+            plain[rows] = logits[rows, cols]
+            reduce.sum_(plain)                                   # each row's target lives on exactly one rank
+            best = logits.new_empty(0)
+            s = recipe.s
+            if cosine:
+                cos_y = plain / plain_scale
+                if recipe.observe is not None:
+                    recipe.observe(cos_y)
+                if recipe.rescale is not None:
+                    s = recipe.rescale(_mean_negative_exp(logits, recipe.s, rows, cols, reduce), cos_y)
+                with torch.enable_grad():
+                    c = cos_y.detach().requires_grad_(True)
+                    n = norms.detach().requires_grad_(True)
+                    target = recipe.target_fn(c, n)
+                t = target.detach()
+                if recipe.negative_fn is not None:
+                    best = _best_other(logits, rows, cols, reduce) * s
+                    _reshape_negatives(logits, cos_y, t, recipe)
+                elif plain_scale != s:
+                    logits.mul_(s)
+                plain = s * cos_y
+            else:
+                c = n = target = None
+                t = cos_y = plain
+            logits[rows, cols] = t[rows]
+            if recipe.lam is None:
+                lse = reduce.logsumexp(logits)
+                loss = lse - t
+            else:
+                lse = None
+                loss = _sigmoid_loss(logits, t, loss_bias, recipe, rows, cols, reduce)
+        ctx.save_for_backward(x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub)
         ctx.margin_graph = (c, n, target)
-        ctx.s = s
-        ctx.mark_non_differentiable(logits, cos_y)
-        ctx.set_materialize_grads(False)  # no zero-filled [B, K] gradient for the logits output
-        return loss, logits, cos_y
+        ctx.recipe, ctx.reduce, ctx.s, ctx.has_bias = recipe, reduce, s, bias is not None
+        scale = torch.tensor(float(s))
+        ctx.mark_non_differentiable(logits, cos_y, plain, best, scale)
+        ctx.set_materialize_grads(False)   # no zero-filled [B, K] gradient for the logits output
+        return loss, logits, cos_y, plain, best, scale
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_logits, _grad_cos):
-        x_unit, weight, labels, logits, lse, inv_wnorm, cos_y = ctx.saved_tensors
+    def backward(ctx, grad_loss, *_unused):
         if grad_loss is None:
-            return None, None, None, None, None, None
-        c, n, target = ctx.margin_graph
-        s = ctx.s
-        idx = labels[:, None]
-        with torch.autocast(device_type=x_unit.device.type, enabled=False):
-            grad = torch.sub(logits, lse[:, None]).exp_()              # softmax, the second [B, K] buffer
-            grad_target = (grad.gather(1, idx).squeeze(1) - 1.0) * grad_loss
-            dc, dn = torch.autograd.grad(target, (c, n), grad_target, allow_unused=True, retain_graph=True)
-            dc = torch.zeros_like(c) if dc is None else dc
-            dn = None if dn is None else dn.to(n.dtype)
-            # gradient w.r.t. the cosine matrix, scaled by 1/||W_j||: H = dL/dcos * inv_wnorm
-            grad.mul_(grad_loss[:, None] * s)
-            grad.scatter_(1, idx, dc[:, None])
-            grad.mul_(inv_wnorm)
-            grad_x = torch.mm(grad, weight) if ctx.needs_input_grad[0] else None
-            grad_w = None
-            if ctx.needs_input_grad[2]:
-                grad_w = torch.mm(grad.t(), x_unit)
-                # d/dW_j of W_j/||W_j|| removes the radial part: r_j * sum_b H_bj cos_bj * W_j. The target column
-                # holds the margin logit, so its product is overwritten with the plain cosine's; scatter_ writes one
-                # entry per row (no accumulation, unlike index_add_, whose CUDA atomics add duplicate labels in
-                # varying order), and the column sum is a deterministic reduction.
-                h_y = grad.gather(1, idx)
-                colsum = grad.mul_(logits).scatter_(1, idx, h_y * (cos_y[:, None] * s)).sum(dim=0).div_(s)
-                grad_w.addcmul_(weight, (colsum * inv_wnorm)[:, None], value=-1.0)
-        return grad_x, dn, grad_w, None, None, None
+            return (None,) * 8
+        x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub = ctx.saved_tensors
+        recipe, reduce = ctx.recipe, ctx.reduce
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if recipe.lam is None:
+                dtarget = torch.exp(t - lse).sub_(1.0).mul_(grad_loss)     # dL/d(target logit), on every rank
+            else:
+                dtarget = -_sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp) * grad_loss
+            c, n, target = ctx.margin_graph
+            dn = None
+            if target is not None:
+                dc, dn = torch.autograd.grad(target, (c, n), dtarget, allow_unused=True, retain_graph=True)
+                dtarget = torch.zeros_like(c) if dc is None else dc          # the target column: dL/d cos_y
+                dn = None if dn is None else dn.to(n.dtype)
+            grad, colsum, bias_sum = _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub,
+                                                     grad_loss, dtarget)
+            grad_loss_bias = None
+            if loss_bias is not None and ctx.needs_input_grad[4]:   # dL/db = sum w sigmoid(b - z_y) - sum_neg dL/dz
+                positive = _sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp).mul(grad_loss).sum()
+                grad_loss_bias = positive - reduce.sum_(bias_sum.reshape(1))[0]
+            if inv_wnorm is not None:
+                grad.mul_(inv_wnorm)                                     # H = dL/dcos / ||W_j||
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_x = reduce.sum_(torch.mm(grad, weight))             # the shards' shares of dL/dx
+            grad_w = torch.mm(grad.t(), x) if ctx.needs_input_grad[2] else None
+            if grad_w is not None and inv_wnorm is not None:             # the radial part of d(W_j / ||W_j||)
+                grad_w.addcmul_(weight, (colsum * inv_wnorm * inv_wnorm)[:, None], value=-1.0)
+            grad_b = grad.sum(0) if ctx.has_bias else None
+        return grad_x, dn, grad_w, grad_b, grad_loss_bias, None, None, None
+
+
+def _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget):
+    """dL/dcos (cosine heads; dL/dz for the linear softmax) as one [B, k*K] buffer, filled row chunk by row chunk,
+    with sum_b dL/dcos_bj * cos_bj per centre (the radial correction) and UniFace's sum of dL/dz over negatives."""
+    recipe, s = ctx.recipe, ctx.s
+    rows, cols = owned_entries(col)
+    cosine = recipe.target_fn is not None
+    k, classes = recipe.k, logits.shape[1]
+    if recipe.negative_fn is not None:   # the one recomputation: the cosines, into the gradient's buffer
+        grad = torch.mm(x, weight.t()).mul_(torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS).reciprocal())
+    elif k > 1:
+        grad = logits.new_zeros(logits.shape[0], k * classes)
+    else:
+        grad = torch.empty_like(logits)
+    colsum = logits.new_zeros(k * classes) if cosine else None
+    bias_sum = logits.new_zeros(())
+    for start in range(0, logits.shape[0], ROW_CHUNK):
+        end = start + ROW_CHUNK
+        z = logits[start:end]
+        if recipe.lam is None:
+            g = torch.sub(z, lse[start:end, None]).exp_()
+        else:
+            g = _sigmoid_slope(z - loss_bias, recipe.sigmoid_clamp).mul_(recipe.lam)
+        g.mul_(grad_loss[start:end, None])
+        r, cc = _chunk_targets(rows, cols, start, end)
+        if recipe.lam is not None:
+            bias_sum = bias_sum + g.sum() - g[r, cc].sum()
+        g[r, cc] = 0.0
+        if not cosine:
+            g[r, cc] = dtarget[r + start]
+            grad[start:end] = g
+            continue
+        if recipe.negative_fn is not None:
+            cos = grad[start:end]
+            g.mul_(recipe.negative_slope(cos, cos_y[start:end, None], t[start:end, None]))
+        else:
+            cos = z / s
+            g.mul_(s)
+        g[r, cc] = dtarget[r + start]
+        cos[r, cc] = cos_y[r + start]
+        if k == 1:
+            colsum += (g * cos).sum(dim=0)
+            grad[start:end] = g
+        else:
+            idx = sub[start:end, :, None].long()
+            grad[start:end].view(-1, classes, k).scatter_(2, idx, g[:, :, None])
+            spread = torch.zeros(len(g), classes, k, dtype=g.dtype, device=g.device)
+            colsum += spread.scatter_(2, idx, (g * cos)[:, :, None]).sum(dim=0).view(-1)
+    return grad, colsum, bias_sum

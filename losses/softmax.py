@@ -37,7 +37,7 @@ class SoftmaxHead(MarginHead):
             centre = weight.index_select(0, labels)
             cos_y = (x * centre).sum(1) / (norms * centre.norm(dim=1)).clamp_min(NORM_EPS)
             plain = logits.gather(1, labels[:, None]).squeeze(1)
-        return per_sample, logits.detach(), cos_y, plain
+        return per_sample, logits.detach(), cos_y, plain, None, 1.0
 
 
 class NormFaceHead(MarginHead):
