@@ -3,15 +3,27 @@ from __future__ import annotations
 
 import inspect
 
+from .adacos import AdaCosHead
 from .adaface import AdaFaceHead
 from .arcface import ArcFaceHead
+from .circleloss import CircleLossHead
 from .cosface import CosFaceHead
+from .curricularface import CurricularFaceHead
+from .elasticface import ElasticArcFaceHead, ElasticCosFaceHead
 from .magface import MagCosFaceHead, MagFaceHead
+from .mv_softmax import MVSoftmaxHead
 from .softmax import NormFaceHead, SoftmaxHead
 from .sphereface import SphereFaceHead
+from .subcenter import SubCenterArcFaceHead
+from .uniface import UniFaceHead
 
+# The paper's heads and their relatives, then the field's other families: reshaped negatives (CurricularFace,
+# MV-Softmax, CircleLoss), several centres per class (Sub-center ArcFace), an adaptive scale (AdaCos), a margin
+# drawn per sample (ElasticFace) and no softmax (UniFace).
 HEADS = {cls.name: cls for cls in (SoftmaxHead, NormFaceHead, CosFaceHead, ArcFaceHead, MagFaceHead,
-                                   MagCosFaceHead, AdaFaceHead, SphereFaceHead)}
+                                   MagCosFaceHead, AdaFaceHead, SphereFaceHead, CurricularFaceHead, MVSoftmaxHead,
+                                   CircleLossHead, SubCenterArcFaceHead, AdaCosHead, ElasticArcFaceHead,
+                                   ElasticCosFaceHead, UniFaceHead)}
 
 
 def head_parameters(name: str) -> list[str]:

@@ -70,6 +70,72 @@ def sphereface(c, norms, p, buffers):
     return (lam * c + psi) / (1 + lam)
 
 
+def cosines(x, weight, k=1):
+    """[B, C] cosines to every class: the max over each class's k consecutive rows of `weight`."""
+    cos = F.normalize(x, dim=1) @ F.normalize(weight, dim=1).t()
+    return cos.view(len(x), -1, k).max(dim=2).values if k > 1 else cos
+
+
+def own_column(cos, labels, target, others):
+    """target [B] in each row's own column, `others` [B, C] elsewhere."""
+    one_hot = F.one_hot(labels, cos.shape[1]).bool()
+    return torch.where(one_hot, target[:, None], others)
+
+
+def curricularface(x, weight, labels, p, buffers):
+    cos = cosines(x, weight)
+    c = cos.gather(1, labels[:, None]).squeeze(1)
+    hard = cos > torch.cos(torch.acos(c) + p["m"])[:, None]
+    t = buffers["t"]
+    negatives = torch.where(hard, cos * (t + cos), cos)
+    return p["s"] * own_column(cos, labels, angular(c, torch.full_like(c, p["m"]), p["theta_policy"],
+                                                    p["grad_mode"]), negatives)
+
+
+def mv_softmax(x, weight, labels, p, buffers):
+    cos = cosines(x, weight)
+    c = cos.gather(1, labels[:, None]).squeeze(1)
+    m, t = p["m"], p["t"]
+    if p["target"] == "am":
+        boundary = c - m
+        target = torch.where(c > m, c - m, c) if p["theta_policy"] == "easy" else c - m
+    else:
+        boundary = torch.cos(torch.acos(c) + m)
+        target = angular(c, torch.full_like(c, m), p["theta_policy"], p["grad_mode"])
+    negatives = torch.where(cos > boundary[:, None], t * cos + t - 1, cos)
+    return p["s"] * own_column(cos, labels, target, negatives)
+
+
+def circleloss(x, weight, labels, p, buffers):
+    cos = cosines(x, weight)
+    c = cos.gather(1, labels[:, None]).squeeze(1)
+    m, gamma = p["m"], p["gamma"]
+    target = torch.relu(1 + m - c).detach() * (c - (1 - m))
+    negatives = torch.relu(cos + m).detach() * (cos - m)
+    return gamma * own_column(cos, labels, target, negatives)
+
+
+def subcenter_arcface(x, weight, labels, p, buffers):
+    cos = cosines(x, weight, p["k"])
+    c = cos.gather(1, labels[:, None]).squeeze(1)
+    return p["s"] * own_column(cos, labels, angular(c, torch.full_like(c, p["m"]), p["theta_policy"],
+                                                    p["grad_mode"]), cos)
+
+
+def adacos(x, weight, labels, p, buffers):
+    return buffers["scale"].to(x.dtype) * cosines(x, weight)
+
+
+def uniface_loss(logits, labels, p, state):
+    """Mean over the batch of softplus(-(z_y - b)) + lam * sum_{j != y} softplus(z_j - b), z - b clamped."""
+    z = logits - state.get("loss_bias", p["bias_init"])
+    if p["clamp"]:
+        z = z.clamp(-p["s"], p["s"])
+    one_hot = F.one_hot(labels, logits.shape[1]).bool()
+    per_class = torch.where(one_hot, F.softplus(-z), p["lam"] * F.softplus(z))
+    return per_class.sum(dim=1).mean()
+
+
 REFERENCES = {
     "softmax": linear,
     "normface": cosine(lambda c, norms, p, buffers: c),
@@ -81,7 +147,20 @@ REFERENCES = {
     "mag_cosface": cosine(lambda c, norms, p, buffers: c - mag_margin(norms, p)),
     "adaface": cosine(adaface),
     "sphereface": cosine(sphereface),
+    "curricularface": curricularface,
+    "mv_softmax": mv_softmax,
+    "circleloss": circleloss,
+    "subcenter_arcface": subcenter_arcface,
+    "adacos": adacos,
+    # evaluation mode: every sample gets the mean margin m (training draws them; tests/test_heads_field.py)
+    "elasticface_arc": cosine(lambda c, norms, p, buffers: angular(c, torch.full_like(c, p["m"]),
+                                                                   p["theta_policy"], p["grad_mode"])),
+    "elasticface_cos": cosine(lambda c, norms, p, buffers: c - p["m"]),
+    "uniface": cosine(lambda c, norms, p, buffers: c - p["m"]),
 }
+LOSSES = {"uniface": uniface_loss}
+# running state set before a comparison, so the formula is tested away from its starting value
+STATE = {"curricularface": {"t": 0.3}, "adacos": {"scale": 11.0}}   # heads whose loss is not softmax cross-entropy over the logits
 AUXILIARY = {"magface": mag_g, "mag_cosface": mag_g}
 
 CASES = {
@@ -93,10 +172,20 @@ CASES = {
     "mag_cosface": [MAG],
     "adaface": [{}, {"h": 2.0}],
     "sphereface": [{}, {"m": 1.7}],
+    "curricularface": [{}, {"theta_policy": "none"}],
+    "mv_softmax": [{}, {"target": "am", "theta_policy": "none"}, {"target": "arc"},
+                   {"target": "arc", "theta_policy": "threshold", "t": 1.3}],
+    "circleloss": [{}, {"m": 0.4, "gamma": 64.0}],
+    "subcenter_arcface": [{}, {"k": 1}, {"k": 2, "theta_policy": "easy"}],
+    "elasticface_arc": [{}, {"theta_policy": "threshold"}],
+    "uniface": [{}, {"clamp": False, "lam": 0.5}, {"bias_init": 2.0}],
 }
 # settings under which a head's loss is an exact function of x and W, for gradcheck: AdaFace's norm term is a
 # stop-gradient by design, and h = 0 removes it
 GRADCHECK = {"adaface": {"h": 0.0}}
+# heads whose gradient is not the derivative of their loss under any setting: CircleLoss's weights alpha_p and
+# alpha_n are stop-gradients by design (the reference formula, which detaches them too, checks its gradient)
+NO_GRADCHECK = {"circleloss"}
 
 
 def cases(names):
@@ -107,7 +196,7 @@ def cases(names):
 def reference_loss(name, x, weight, labels, p, buffers=None):
     """(loss, logits) in float64 by the textbook route; p: the head's hparams, buffers: its running statistics."""
     logits = REFERENCES[name](x, weight, labels, p, buffers or {})
-    loss = F.cross_entropy(logits, labels)
+    loss = LOSSES[name](logits, labels, p, buffers or {}) if name in LOSSES else F.cross_entropy(logits, labels)
     if name in AUXILIARY:
         loss = loss + AUXILIARY[name](x.norm(dim=1), p)
     return loss, logits

@@ -34,7 +34,7 @@ def test_bad_batches_raise_clear_errors(x, y, message):
 
 
 @pytest.mark.parametrize("name,params,message", [
-    ("magfce", {}, "unknown head 'magfce'; valid heads: adaface, arcface, cosface"),
+    ("magfce", {}, "unknown head 'magfce'; valid heads: adacos, adaface, arcface, circleloss"),
     ("arcface", {"margin": 0.5}, "unknown parameter(s) ['margin'] for head 'arcface'; valid parameters: s, m,"),
     ("magface", {"l_a": 20.0, "u_a": 10.0},
      "u_a (must exceed l_a, or 'auto')=10.0 is outside the valid range (20.0, inf)"),
@@ -92,7 +92,7 @@ def test_hparams_record_every_hidden_choice():
 def test_centre_init_unit_rows_or_insightface_normal(name):
     torch.manual_seed(0)
     unit = build_head(name, 50, 128).weight.detach().norm(dim=1)
-    assert torch.allclose(unit, torch.ones(50), atol=1e-6)
+    assert torch.allclose(unit, torch.ones_like(unit), atol=1e-6)
     normal = build_head(name, 50, 128, centre_init="normal").weight.detach()
     assert 0.008 < float(normal.std()) < 0.012 and build_head(name, 5, 4, centre_init="normal").centre_init == "normal"
     with pytest.raises(ValueError, match=r"centre_init='xavier' is not one of \['normal', 'unit'\]"):

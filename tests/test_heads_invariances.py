@@ -11,7 +11,8 @@ from losses import HEADS, build_head
 def run(name, x, w, y, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        head = build_head(name, w.shape[0], w.shape[1], **params).double().eval()
+        k = build_head(name, w.shape[0], w.shape[1], **params).centres_per_class   # w holds k rows per class
+        head = build_head(name, w.shape[0] // k, w.shape[1], **params).double().eval()
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     out = functional_call(head, {"weight": wg}, (xg, y))
     out.loss.backward()
@@ -21,7 +22,7 @@ def run(name, x, w, y, **params):
 @pytest.fixture
 def batch(rng):
     x = torch.randn(16, 8, generator=rng, dtype=torch.float64) * 40 + 5
-    w = torch.randn(11, 8, generator=rng, dtype=torch.float64)
+    w = torch.randn(33, 8, generator=rng, dtype=torch.float64)   # 33 classes, or 11 classes x 3 sub-centres
     y = torch.randint(0, 11, (16,), generator=rng)
     return x, w, y
 

@@ -49,7 +49,7 @@ def hard_batches(draw):
 
 
 def finite_step(head, x, w, y, autocast):
-    head.weight.data.copy_(w)
+    head.weight.data.copy_(w.repeat_interleave(head.centres_per_class, dim=0))   # K equal sub-centres: tied maxima
     head.weight.grad = None
     xg = x.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

@@ -1,0 +1,33 @@
+"""CircleLoss (Sun et al., CVPR 2020) in its classification form, as FaceX-Zoo's head/CircleLoss.py.
+
+Target logit gamma * alpha_p * (cos_y - (1 - m)), alpha_p = [1 + m - cos_y]_+; negatives
+gamma * alpha_n * (cos_j - m), alpha_n = [cos_j + m]_+; both weights detached (the paper's and the code's
+stop-gradient), then softmax cross-entropy. Defaults gamma=256, m=0.25 (FaceX-Zoo).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import checks
+from .base import MarginHead
+
+
+class CircleLossHead(MarginHead):
+    name = "circleloss"
+
+    def __init__(self, num_classes: int, embedding_size: int, *, gamma: float = 256.0, m: float = 0.25,
+                 sample_rate: float = 1.0, centre_init: str = "unit"):
+        gamma = checks.real("gamma", gamma, low=0.0, low_open=True)
+        super().__init__(num_classes, embedding_size, s=gamma, sample_rate=sample_rate, centre_init=centre_init)
+        self.gamma = self.s
+        self.m = checks.real("m", m, low=0.0, high=1.0, high_open=True)
+
+    def target_logit(self, cos_y, norms):
+        alpha = (1.0 + self.m - cos_y).clamp_min(0.0).detach()
+        return self.gamma * alpha * (cos_y - (1.0 - self.m))
+
+    def negative_logit(self, cos, cos_y, target):
+        return self.gamma * (cos + self.m).clamp_min(0.0) * (cos - self.m)
+
+    def negative_slope(self, cos, cos_y, target):
+        return self.gamma * (cos + self.m).clamp_min(0.0)
