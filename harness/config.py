@@ -21,7 +21,7 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 
-from losses import build_head
+from losses import HEADS, build_head
 
 from .data.synthetic import SyntheticConfig
 from .ijb import Mode as IJBMode
@@ -287,8 +287,10 @@ def load_config(path: str | None = None, overrides=()) -> RunConfig:
 
 
 def resolved_head(cfg: RunConfig, num_classes: int = 2):
-    """The head the config describes (on `num_classes` classes), built quietly: its `hparams` hold every value,
-    defaults included. The feasibility warning is the trainer's to print."""
+    """The head the config describes (on `num_classes` classes, or the fewest the head accepts), built quietly: its
+    `hparams` hold every value, defaults included. The feasibility warning is the trainer's to print."""
+    head_class = HEADS.get(cfg.head.name)
+    num_classes = max(num_classes, head_class.min_classes if head_class else 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build_head(cfg.head.name, num_classes, cfg.model.embedding_size, **cfg.head.params)

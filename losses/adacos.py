@@ -23,6 +23,7 @@ def initial_scale(num_classes: int) -> float:
 
 class AdaCosHead(MarginHead):
     name = "adacos"
+    min_classes = 3
 
     def __init__(self, num_classes: int, embedding_size: int, *, sample_rate: float = 1.0,
                  centre_init: str = "unit"):

@@ -75,6 +75,7 @@ class MarginHead(nn.Module):
     # the fused and the sharded (losses/distributed.py) classifiers rely on this. False: a linear classifier
     # x W^T (+ bias) on the raw embedding, computed by the head's own `classify` (SoftmaxHead).
     normalised = True
+    min_classes = 1         # the fewest classes the head is defined for (AdaCos: 3)
     # Optional formulas (see losses/fused.py for how each is applied once for every head):
     negative_logit = None   # (cos [r, C], cos_y [r, 1], target [r, 1]) -> the negatives' logits (scaled)
     negative_slope = None   # the same arguments -> d negative_logit / d cos

@@ -8,8 +8,9 @@ The "+" variant (plus=True) sorts the batch's margins and hands them out by targ
   "official": what the official code does, margin_i = sorted_margins[argsort(-cos_y)[i]] (a gather by the
               descending argsort, which is the rank assignment only when that permutation is its own inverse);
   "rank":     the stated intent, the r-th highest target cosine gets the r-th smallest margin.
-The draws come from the head's own generator (seeded by `seed`; None draws the seed from torch's global generator
-at construction, so it follows the run's seed and is recorded), one draw per training forward, on the CPU, so runs
+The draws come from the head's own generator (seeded by `seed`; None: by torch.initial_seed() at construction,
+which the trainer sets to train.seed just before, so the draws follow the run's seed without consuming its random
+stream and every rank of a torchrun draws alike), one draw per training forward, on the CPU, so runs
 are reproducible on any device; its state is in the state dict (`_extra_state`), so resumes are exact. In
 evaluation mode every sample gets m (no draw).
 """
@@ -34,12 +35,10 @@ class _ElasticHead(MarginHead):
             raise ValueError(f"plus must be True or False, got {plus!r}")
         self.plus = plus
         self.plus_order = checks.choice("plus_order", plus_order, PLUS_ORDERS)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, ()))
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         self._draw = None
 
     def before_batch(self, norms):

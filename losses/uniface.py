@@ -26,13 +26,12 @@ class UniFaceHead(MarginHead):
         super().__init__(num_classes, embedding_size, s=s, sample_rate=sample_rate, centre_init=centre_init)
         self.m = checks.real("m", m, low=0.0, high=2.0, high_open=True)
         self.lam = checks.real("lam", lam, low=0.0, low_open=True)
-        if bias_init == "auto":
-            bias_init = math.log(10.0 * self.num_classes)
-        self.bias_init = checks.real("bias_init (a number or 'auto')", bias_init)
+        self.bias_init = bias_init if bias_init == "auto" else checks.real("bias_init (a number or 'auto')", bias_init)
+        start = math.log(10.0 * self.num_classes) if bias_init == "auto" else self.bias_init
         if not isinstance(clamp, bool):
             raise ValueError(f"clamp must be True or False, got {clamp!r}")
         self.clamp = clamp
-        self.loss_bias = nn.Parameter(torch.tensor(self.bias_init))
+        self.loss_bias = nn.Parameter(torch.tensor(start))
 
     @property
     def sigmoid_lam(self):

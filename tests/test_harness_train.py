@@ -80,10 +80,15 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
 
 def _state(path):
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return {**{"b." + k: v for k, v in ckpt["backbone"].items()}, **{"h." + k: v for k, v in ckpt["head"].items()}}
+    head = {}
+    for k, v in ckpt["head"].items():   # a head's extra state (ElasticFace's generator) is a dict of tensors
+        head.update({f"h.{k}.{name}": t for name, t in v.items()} if isinstance(v, dict) else {"h." + k: v})
+    return {**{"b." + k: v for k, v in ckpt["backbone"].items()}, **head}
 
 
-@pytest.mark.parametrize("head", ["magface", "adaface"])
+# the stateful heads: AdaFace's running norm statistics in buffers (as CurricularFace's t), AdaCos's scale (a buffer
+# mirrored in a plain attribute), ElasticFace's draws (its generator's state in the state dict's extra state)
+@pytest.mark.parametrize("head", ["magface", "adaface", "adacos", "elasticface_arc"])
 def test_kill_and_resume_is_bitwise_identical(tmp_path, head):
     base = TINY + [f'data.cache_dir="{tmp_path / "cache"}"', "train.epochs=12", "train.checkpoint_every=1",
                    f'head.name="{head}"', "model.dropout=0.2", "data.synthetic.label_noise=0.1"]
