@@ -197,7 +197,7 @@ class MarginCE(torch.autograd.Function):
         ctx.save_for_backward(x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub)
         ctx.margin_graph = (c, n, target)
         ctx.recipe, ctx.reduce, ctx.s, ctx.has_bias = recipe, reduce, s, bias is not None
-        scale = torch.tensor(float(s))
+        scale = torch.tensor(float(s), dtype=torch.float64)
         ctx.mark_non_differentiable(logits, cos_y, plain, best, scale)
         ctx.set_materialize_grads(False)   # no zero-filled [B, K] gradient for the logits output
         return loss, logits, cos_y, plain, best, scale
