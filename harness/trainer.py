@@ -75,7 +75,8 @@ def _autocast(device, amp):
 
 
 def _target_probability(out) -> torch.Tensor:
-    """Softmax probability of the own class (with the margin): exp(-cross-entropy)."""
+    """Softmax probability of the own class (with the margin): exp(-cross-entropy). For UniFace's sigmoid loss
+    exp(-loss) is the product of its per-class sigmoid terms instead (no softmax to take a probability from)."""
     return torch.exp(-out.per_sample_loss.detach())
 
 
@@ -444,7 +445,8 @@ def _metrics_row(out, head, step, epoch, lr, ips) -> dict:
 
 
 def _dump(run_dir, step, out, all_logits: bool = True):
-    """Per-sample (magnitude, target cosine, target probability, lse_neg) of this batch, for the paper's Fig. 3 and
+    """Per-sample (magnitude, target cosine, target probability, lse_neg) of this batch and the batch's scale s
+    (AdaCos adapts it), for the paper's Fig. 3 and
     the theory's optimum a*(cos theta_y, lse_neg). lse_neg = log sum_{j != y} exp(logit_j) over the logit columns
     (with Partial FC the sampled classes only); NaN under torchrun, where a rank holds only its shard."""
     path = os.path.join(run_dir, "dumps", f"step_{step:08d}.npz")
@@ -457,7 +459,8 @@ def _dump(run_dir, step, out, all_logits: bool = True):
             lse_neg = np.full(len(out.labels), np.nan)
     np.savez(tmp, norms=out.norms.detach().cpu().numpy(), cos_target=out.cos_target.detach().cpu().numpy(),
              probability=_target_probability(out).cpu().numpy(), labels=out.labels.cpu().numpy(),
-             per_sample_loss=out.per_sample_loss.detach().cpu().numpy(), lse_neg=lse_neg)
+             per_sample_loss=out.per_sample_loss.detach().cpu().numpy(), lse_neg=lse_neg,
+             scale=np.float64(out.scale if out.scale is not None else float("nan")))
     os.replace(tmp, path)
 
 

@@ -103,25 +103,26 @@ def _mean_negative_exp(cos, s, rows, cols, reduce):
 
 
 def _best_other(cos, rows, cols, reduce):
-    """Per row, the largest cosine to another class (before any reshaping): what the training accuracy uses."""
-    best = []
-    for start in range(0, cos.shape[0], ROW_CHUNK):
-        chunk = cos[start:start + ROW_CHUNK].clone()
-        r, c = _chunk_targets(rows, cols, start, start + ROW_CHUNK)
-        chunk[r, c] = float("-inf")
-        best.append(chunk.max(dim=1).values)
-    return reduce.max_(torch.cat(best))
+    """Per row, the largest cosine to another class (before any reshaping): what the training accuracy uses. The
+    target entries are set to -inf for it; the caller overwrites them with the target logits afterwards."""
+    cos[rows, cols] = float("-inf")
+    return reduce.max_(cos.max(dim=1).values)
 
 
 def _reshape_negatives(cos, cos_y, target, recipe):
-    """cos -> the head's negative logits, in place, chunk by chunk; a non-finite result is the head's error."""
+    """cos -> the head's negative logits, in place, chunk by chunk."""
     for start in range(0, cos.shape[0], ROW_CHUNK):
-        chunk = cos[start:start + ROW_CHUNK]
         rows = slice(start, start + ROW_CHUNK)
-        chunk.copy_(recipe.negative_fn(chunk, cos_y[rows, None], target[rows, None]))
-        if not torch.isfinite(chunk).all():
-            raise ValueError(f"head {recipe.name!r}: its negative logits are not finite for finite cosines "
-                             f"(rows {start}..{start + len(chunk) - 1}); check its parameters")
+        cos[rows] = recipe.negative_fn(cos[rows], cos_y[rows, None], target[rows, None])
+
+
+def _check_reshaped(loss, recipe):
+    """Finite cosines and a finite target give a finite loss unless the head's negatives are not finite."""
+    bad = ~torch.isfinite(loss)
+    if bad.any():
+        rows = bad.nonzero().squeeze(1).tolist()
+        raise ValueError(f"head {recipe.name!r}: its negative logits are not finite for finite cosines "
+                         f"(rows {rows[:5]}{' ...' if len(rows) > 5 else ''}); check its parameters")
 
 
 def _clamped(z, limit):
@@ -194,6 +195,8 @@ class MarginCE(torch.autograd.Function):
             else:
                 lse = None
                 loss = _sigmoid_loss(logits, t, loss_bias, recipe, rows, cols, reduce)
+            if recipe.negative_fn is not None:
+                _check_reshaped(loss, recipe)
         ctx.save_for_backward(x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub)
         ctx.margin_graph = (c, n, target)
         ctx.recipe, ctx.reduce, ctx.s, ctx.has_bias = recipe, reduce, s, bias is not None
@@ -220,68 +223,100 @@ class MarginCE(torch.autograd.Function):
                 dtarget = torch.zeros_like(c) if dc is None else dc          # the target column: dL/d cos_y
                 dn = None if dn is None else dn.to(n.dtype)
             grad, colsum, bias_sum = _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub,
-                                                     grad_loss, dtarget)
+                                                     grad_loss, dtarget, inv_wnorm)
             grad_loss_bias = None
             if loss_bias is not None and ctx.needs_input_grad[4]:   # dL/db = sum w sigmoid(b - z_y) - sum_neg dL/dz
                 positive = _sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp).mul(grad_loss).sum()
                 grad_loss_bias = positive - reduce.sum_(bias_sum.reshape(1))[0]
-            if inv_wnorm is not None:
-                grad.mul_(inv_wnorm)                                     # H = dL/dcos / ||W_j||
+            grad_b = grad.sum(0) if ctx.has_bias else None
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_x = reduce.sum_(torch.mm(grad, weight))             # the shards' shares of dL/dx
             grad_w = torch.mm(grad.t(), x) if ctx.needs_input_grad[2] else None
-            if grad_w is not None and inv_wnorm is not None:             # the radial part of d(W_j / ||W_j||)
-                grad_w.addcmul_(weight, (colsum * inv_wnorm * inv_wnorm)[:, None], value=-1.0)
-            grad_b = grad.sum(0) if ctx.has_bias else None
+            if grad_w is not None and colsum is not None:                # the radial part of d(W_j / ||W_j||)
+                grad_w.addcmul_(weight, (colsum(grad_w) * inv_wnorm)[:, None], value=-1.0)
         return grad_x, dn, grad_w, grad_b, grad_loss_bias, None, None, None
 
 
-def _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget):
-    """dL/dcos (cosine heads; dL/dz for the linear softmax) as one [B, k*K] buffer, filled row chunk by row chunk,
-    with sum_b dL/dcos_bj * cos_bj per centre (the radial correction) and UniFace's sum of dL/dz over negatives."""
+def _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget, inv_wnorm):
+    """(H, colsum, negatives' sum): H = dL/dcos / ||W_j|| as one [B, k*K] buffer (dL/dz for the linear softmax),
+    colsum_j = sum_b H_bj cos_bj (the radial correction of d(W_j / ||W_j||)), and the sum of dL/dz over the negatives
+    (UniFace's bias gradient)."""
+    recipe = ctx.recipe
+    if recipe.target_fn is not None and recipe.negative_fn is None and recipe.k == 1:
+        return _plain_gradient(ctx, logits, lse, loss_bias, col, cos_y, grad_loss, dtarget, inv_wnorm)
+    return _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget,
+                             inv_wnorm)
+
+
+def _dloss_dlogit_(out, z, lse, loss_bias, recipe):
+    """out <- dL/dz of the negatives, elementwise: the softmax exp(z - lse) (lse [rows, 1]), or UniFace's
+    lam * sigmoid(z - b) (0 beyond the clamp)."""
+    if recipe.lam is None:
+        return torch.sub(z, lse, out=out).exp_()
+    torch.sub(z, loss_bias, out=out)
+    inside = None if recipe.sigmoid_clamp is None else out.abs() <= recipe.sigmoid_clamp
+    out.sigmoid_().mul_(recipe.lam)
+    return out if inside is None else out.mul_(inside)
+
+
+def _plain_gradient(ctx, logits, lse, loss_bias, col, cos_y, grad_loss, dtarget, inv_wnorm):
+    """Whole-matrix passes for the heads that only change the target (logits = s * cos off the target column)."""
+    recipe, s = ctx.recipe, ctx.s
+    rows, cols = owned_entries(col)
+    grad = _dloss_dlogit_(torch.empty_like(logits), logits, None if lse is None else lse[:, None], loss_bias,
+                          recipe)                                   # the backward's one [B, K] buffer
+    grad.mul_(grad_loss[:, None])
+    bias_sum = grad.sum() - grad[rows, cols].sum() if recipe.lam is not None else grad.new_zeros(())
+    grad.mul_(s)
+    grad[rows, cols] = dtarget[rows]
+    grad.mul_(inv_wnorm)
+    h_y = grad[rows, cols]
+
+    def colsum(_grad_w):   # after the matmuls, reusing the buffer: sum_b H_bj cos_bj, cos = logits / s off target
+        grad.mul_(logits)
+        grad[rows, cols] = h_y * (cos_y[rows] * s)
+        return grad.sum(dim=0).div_(s)
+    return grad, colsum, bias_sum
+
+
+def _projected_colsum(weight, inv_wnorm):
+    """sum_b H_bj cos_bj = (G^T x)_j . W_j / ||W_j||: the radial part from the raw centre gradient itself."""
+    return lambda grad_w: (grad_w * weight).sum(dim=1).mul_(inv_wnorm)
+
+
+def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget, inv_wnorm):
+    """Row chunk by row chunk, for reshaped negatives (their slope needs the cosines, recomputed once into the
+    gradient's buffer and overwritten by the gradient), K centres per class (scattered to the chosen centre) and
+    the linear softmax."""
     recipe, s = ctx.recipe, ctx.s
     rows, cols = owned_entries(col)
     cosine = recipe.target_fn is not None
     k, classes = recipe.k, logits.shape[1]
     if recipe.negative_fn is not None:   # the one recomputation: the cosines, into the gradient's buffer
-        grad = torch.mm(x, weight.t()).mul_(torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS).reciprocal())
+        grad = torch.mm(x, weight.t()).mul_(inv_wnorm)
     elif k > 1:
         grad = logits.new_zeros(logits.shape[0], k * classes)
     else:
         grad = torch.empty_like(logits)
-    colsum = logits.new_zeros(k * classes) if cosine else None
     bias_sum = logits.new_zeros(())
     for start in range(0, logits.shape[0], ROW_CHUNK):
         end = start + ROW_CHUNK
-        z = logits[start:end]
-        if recipe.lam is None:
-            g = torch.sub(z, lse[start:end, None]).exp_()
+        if recipe.negative_fn is not None:    # the slope first: it reads the cosines that g then overwrites
+            slope = recipe.negative_slope(grad[start:end], cos_y[start:end, None], t[start:end, None])
         else:
-            g = _sigmoid_slope(z - loss_bias, recipe.sigmoid_clamp).mul_(recipe.lam)
+            slope = s if cosine else None
+        g = grad[start:end] if k == 1 else torch.empty_like(logits[start:end])
+        _dloss_dlogit_(g, logits[start:end], None if lse is None else lse[start:end, None], loss_bias, recipe)
         g.mul_(grad_loss[start:end, None])
         r, cc = _chunk_targets(rows, cols, start, end)
         if recipe.lam is not None:
             bias_sum = bias_sum + g.sum() - g[r, cc].sum()
-        g[r, cc] = 0.0
-        if not cosine:
-            g[r, cc] = dtarget[r + start]
-            grad[start:end] = g
-            continue
-        if recipe.negative_fn is not None:
-            cos = grad[start:end]
-            g.mul_(recipe.negative_slope(cos, cos_y[start:end, None], t[start:end, None]))
-        else:
-            cos = z / s
-            g.mul_(s)
+        if slope is not None:
+            g.mul_(slope)
         g[r, cc] = dtarget[r + start]
-        cos[r, cc] = cos_y[r + start]
-        if k == 1:
-            colsum += (g * cos).sum(dim=0)
-            grad[start:end] = g
-        else:
-            idx = sub[start:end, :, None].long()
-            grad[start:end].view(-1, classes, k).scatter_(2, idx, g[:, :, None])
-            spread = torch.zeros(len(g), classes, k, dtype=g.dtype, device=g.device)
-            colsum += spread.scatter_(2, idx, (g * cos)[:, :, None]).sum(dim=0).view(-1)
-    return grad, colsum, bias_sum
+        if k > 1:
+            grad[start:end].view(-1, classes, k).scatter_(2, sub[start:end, :, None].long(), g[:, :, None])
+    if cosine:
+        grad.mul_(inv_wnorm)
+    return grad, _projected_colsum(weight, inv_wnorm) if cosine else None, bias_sum
