@@ -1,15 +1,18 @@
-"""Loss comparison: Softmax, SphereFace, CosFace, ArcFace, MagFace and AdaFace on one harness, one data set, one
-budget and the same seeds, trained on clean data and on data with label noise and garbage images.
+"""Loss comparison: the paper's heads (Softmax, SphereFace, CosFace, ArcFace, MagFace, AdaFace) and the field's
+other families (CurricularFace, MV-Softmax, CircleLoss, Sub-center ArcFace, AdaCos, ElasticFace-Arc/-Cos, UniFace) on
+one harness, one data set, one budget and the same seeds, trained on clean data and on data with label noise and
+garbage images.
 
 The grid (conditions x heads x seeds, each head's parameters) is the sweep spec configs/sweeps/compare_losses.toml,
 run by harness.sweep: every run is a harness run in OUT/runs/, reused when finished, resumed when killed, never
 deleted by a run of another configuration. Tables: OUT/compare_losses.csv (one row per run),
 OUT/compare_losses_summary.csv (mean, std and 95 % t interval over seeds per condition and head),
 OUT/compare_losses_comparison.csv (every head minus MagFace, paired by seed, with CI and verdict),
+OUT/compare_losses_vs_arcface.csv (every head minus ArcFace, the baseline the newer heads' papers claim to beat),
 OUT/noise_robustness.csv (accuracy lost to noise, and that loss minus MagFace's), OUT/compare_losses.json;
 figure: OUT/compare_losses.png (and a copy in figures/).
 
-    python benchmarks/compare_losses.py              # 6 heads x 5 seeds x {clean, noisy}, CPU, about 55 minutes
+    python benchmarks/compare_losses.py              # 14 heads x 5 seeds x {clean, noisy}, CPU, about 2.5 hours
     python benchmarks/compare_losses.py --quick      # 1 seed, 2 epochs, a few minutes
     python benchmarks/compare_losses.py --tune 8 --jobs 2   # equal tuning budget per head (see below)
     python benchmarks/compare_losses.py --data /data/faces_emore --eval-bins /data/faces_emore/lfw.bin \\
@@ -38,19 +41,20 @@ from harness.config import RunConfig
 from harness.publish import run_folder
 from harness.runstate import atomic_json
 from harness.stats import mean_ci, paired_difference
-from harness.sweep import run_spec, write_csv
+from harness.sweep import SUMMARY_METRICS, compare, run_spec, write_csv
 from harness.tune import best_table, best_values, load_plan, search, tuned_spec
 
 TEST_METRICS = (("test_accuracy", "accuracy"), ("test_tar_far_0.01", "TAR@FAR=1e-2"), ("map_at_r", "MAP@R"),
                 ("precision_at_1", "P@1"))
 
 SPEC = "configs/sweeps/compare_losses.toml"
+ARCFACE = "arcface"   # the second reference: the newer heads' papers each claim to beat ArcFace on one backbone
 TAR_KEY = "tar_far_0.01"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--heads", type=comma_list(str), help="subset of the spec's heads (default: all six)")
+    ap.add_argument("--heads", type=comma_list(str), help="subset of the spec's heads (default: all of them)")
     ap.add_argument("--conditions", type=comma_list(str),
                     help="clean and/or noisy (10%% wrong labels + 5%% garbage images in the training set)")
     ap.add_argument("--tune", type=int, metavar="N", help="equal tuning budget: N trials per head on validation "
@@ -73,6 +77,10 @@ def main(argv=None):
         return
     print_summary(result.summary)
     print_comparison(result.comparison)
+    versus_arcface = compare(result.rows, list(spec.axes), ARCFACE, result.spec.summary_metrics or SUMMARY_METRICS)
+    if versus_arcface:
+        write_csv(os.path.join(result.out, "compare_losses_vs_arcface.csv"), versus_arcface)
+        print_comparison(versus_arcface, ARCFACE)
     robustness = noise_robustness(result.rows)
     if robustness:
         write_csv(os.path.join(result.out, "noise_robustness.csv"), robustness)
@@ -278,7 +286,7 @@ def comparison_figure(table, title):
 
 def print_summary(summary):
     print("mean over seeds [95 % t interval]")
-    print(f"{'condition':<10}{'head':<12}{'seeds':>6}{'accuracy (%)':>24}{'TAR@FAR=1e-2 (%)':>24}"
+    print(f"{'condition':<10}{'head':<19}{'seeds':>6}{'accuracy (%)':>24}{'TAR@FAR=1e-2 (%)':>24}"
           f"{'rho(|f|,q)':>24}")
     for s in summary:
         def ci(key, scale=100, digits=2):
@@ -287,20 +295,20 @@ def print_summary(summary):
                 return "n/a"
             text = f"{scale * mean:.{digits}f}"
             return text + (f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]" if low is not None else "")
-        print(f"{s['condition']:<10}{s['head']:<12}{s['seeds']:>6}{ci('accuracy'):>24}{ci(TAR_KEY):>24}"
+        print(f"{s['condition']:<10}{s['head']:<19}{s['seeds']:>6}{ci('accuracy'):>24}{ci(TAR_KEY):>24}"
               f"{ci('spearman_rho', 1, 3):>24}")
 
 
-def print_comparison(comparison):
-    """Accuracy and TAR of every head minus MagFace's, paired by seed, with the verdict."""
+def print_comparison(comparison, reference="magface"):
+    """Accuracy and TAR of every head minus the reference's, paired by seed, with the verdict."""
     rows = [c for c in comparison if c["metric"] in ("accuracy", TAR_KEY)]
     if not rows:
         return
-    print("\nhead - MagFace, paired by seed (points) [95 % t interval]: verdict")
+    print(f"\nhead - {reference}, paired by seed (points) [95 % t interval]: verdict")
     for c in rows:
-        diff = c["diff_vs_magface"]
+        diff = c[f"diff_vs_{reference}"]
         ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
-        print(f"  {c['condition']:<8}{c['head']:<12}{c['metric']:<14}"
+        print(f"  {c['condition']:<8}{c['head']:<19}{c['metric']:<14}"
               f"{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: {verdict_in_points(c)}")
 
 

@@ -212,18 +212,24 @@ class MarginCE(torch.autograd.Function):
         x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub = ctx.saved_tensors
         recipe, reduce = ctx.recipe, ctx.reduce
         with torch.autocast(device_type=x.device.type, enabled=False):
-            if recipe.lam is None:
-                dtarget = torch.exp(t - lse).sub_(1.0).mul_(grad_loss)     # dL/d(target logit), on every rank
-            else:
-                dtarget = -_sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp) * grad_loss
+            plain_heads = recipe.target_fn is not None and recipe.negative_fn is None and recipe.k == 1
+            # heads that only change the target: dL/dz of the whole matrix first (the backward's one [B, K] buffer),
+            # the target's softmax read from it (so these heads' arithmetic is the earlier fused function's, bitwise)
+            softmax = _dloss_dlogit_(torch.empty_like(logits), logits, _column(lse), loss_bias, recipe) \
+                if plain_heads else None
+            dtarget = _target_gradient(softmax, col, lse, loss_bias, t, grad_loss, recipe, reduce)
             c, n, target = ctx.margin_graph
             dn = None
             if target is not None:
                 dc, dn = torch.autograd.grad(target, (c, n), dtarget, allow_unused=True, retain_graph=True)
                 dtarget = torch.zeros_like(c) if dc is None else dc          # the target column: dL/d cos_y
                 dn = None if dn is None else dn.to(n.dtype)
-            grad, colsum, bias_sum = _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub,
-                                                     grad_loss, dtarget, inv_wnorm)
+            if plain_heads:
+                grad, colsum, bias_sum = _plain_gradient(ctx, softmax, logits, col, cos_y, grad_loss, dtarget,
+                                                         inv_wnorm)
+            else:
+                grad, colsum, bias_sum = _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t,
+                                                           sub, grad_loss, dtarget, inv_wnorm)
             grad_loss_bias = None
             if loss_bias is not None and ctx.needs_input_grad[4]:   # dL/db = sum w sigmoid(b - z_y) - sum_neg dL/dz
                 positive = _sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp).mul(grad_loss).sum()
@@ -238,15 +244,23 @@ class MarginCE(torch.autograd.Function):
         return grad_x, dn, grad_w, grad_b, grad_loss_bias, None, None, None
 
 
-def _class_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget, inv_wnorm):
-    """(H, colsum, negatives' sum): H = dL/dcos / ||W_j|| as one [B, k*K] buffer (dL/dz for the linear softmax),
-    colsum_j = sum_b H_bj cos_bj (the radial correction of d(W_j / ||W_j||)), and the sum of dL/dz over the negatives
-    (UniFace's bias gradient)."""
-    recipe = ctx.recipe
-    if recipe.target_fn is not None and recipe.negative_fn is None and recipe.k == 1:
-        return _plain_gradient(ctx, logits, lse, loss_bias, col, cos_y, grad_loss, dtarget, inv_wnorm)
-    return _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget,
-                             inv_wnorm)
+def _column(lse):
+    return None if lse is None else lse[:, None]
+
+
+def _target_gradient(softmax, col, lse, loss_bias, t, grad_loss, recipe, reduce):
+    """dL/d(target logit) [B], complete on every rank: (p_y - 1) w for the softmax (p_y read from the softmax
+    matrix when it exists), -sigmoid(b - z_y) w for UniFace."""
+    if recipe.lam is not None:
+        return -_sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp) * grad_loss
+    if softmax is None:
+        p_y = torch.exp(t - lse)
+    else:
+        rows, cols = owned_entries(col)
+        p_y = softmax.new_zeros(len(col))
+        p_y[rows] = softmax[rows, cols]
+        reduce.sum_(p_y)
+    return (p_y - 1.0) * grad_loss
 
 
 def _dloss_dlogit_(out, z, lse, loss_bias, recipe):
@@ -260,15 +274,15 @@ def _dloss_dlogit_(out, z, lse, loss_bias, recipe):
     return out if inside is None else out.mul_(inside)
 
 
-def _plain_gradient(ctx, logits, lse, loss_bias, col, cos_y, grad_loss, dtarget, inv_wnorm):
-    """Whole-matrix passes for the heads that only change the target (logits = s * cos off the target column)."""
+def _plain_gradient(ctx, grad, logits, col, cos_y, grad_loss, dtarget, inv_wnorm):
+    """Whole-matrix passes, in place on dL/dz, for the heads that only change the target (logits = s * cos off the
+    target column)."""
     recipe, s = ctx.recipe, ctx.s
     rows, cols = owned_entries(col)
-    grad = _dloss_dlogit_(torch.empty_like(logits), logits, None if lse is None else lse[:, None], loss_bias,
-                          recipe)                                   # the backward's one [B, K] buffer
-    grad.mul_(grad_loss[:, None])
-    bias_sum = grad.sum() - grad[rows, cols].sum() if recipe.lam is not None else grad.new_zeros(())
-    grad.mul_(s)
+    bias_sum = grad.new_zeros(())
+    if recipe.lam is not None:
+        bias_sum = grad.sum(dim=1).mul_(grad_loss).sum() - (grad[rows, cols] * grad_loss[rows]).sum()
+    grad.mul_(grad_loss[:, None] * s)
     grad[rows, cols] = dtarget[rows]
     grad.mul_(inv_wnorm)
     h_y = grad[rows, cols]
