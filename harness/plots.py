@@ -178,9 +178,11 @@ def loss_comparison(rows, metrics, title=""):
     df = pd.DataFrame(rows)
     conditions = list(dict.fromkeys(df["condition"]))
     heads = list(dict.fromkeys(df["head"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), constrained_layout=True,
-                             squeeze=False)
-    for ax, (key, label) in zip(axes[0], metrics):
+    many = len(heads) > 8   # many heads: one panel per row, wide enough for every name
+    shape, size = ((len(metrics), 1), (max(8.0, 0.75 * len(heads) + 1.5), 3.4 * len(metrics))) if many else \
+        ((1, len(metrics)), (5.2 * len(metrics), 4.0))
+    fig, axes = plt.subplots(*shape, figsize=size, constrained_layout=True, squeeze=False)
+    for ax, (key, label) in zip(axes.flat, metrics):
         d = df.assign(value=100 * df[key])
         common = dict(data=d, x="head", y="value", hue="condition", order=heads, hue_order=conditions, ax=ax,
                       palette=PALETTE[:len(conditions)])
@@ -196,10 +198,13 @@ def loss_comparison(rows, metrics, title=""):
         ax.set_xlabel("head")
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(f"{label}: mean ± std over seeds, dots = seeds", fontsize=10)
-        ax.tick_params(axis="x", labelrotation=20)
+        if many:
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+        else:
+            ax.tick_params(axis="x", labelrotation=20)
         ax.get_legend().remove()
         ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, title="training set", loc="outside lower center", ncol=len(conditions), fontsize=9,
                title_fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)

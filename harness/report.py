@@ -37,6 +37,7 @@ TABLES = {
     "compare": ("compare_losses/compare_losses_summary.csv", ("condition", "head")),
     "compare_runs": ("compare_losses/compare_losses.csv", ("condition", "head", "seed")),
     "compare_vs": ("compare_losses/compare_losses_comparison.csv", ("condition", "head", "metric")),
+    "compare_vs_arcface": ("compare_losses/compare_losses_vs_arcface.csv", ("condition", "head", "metric")),
     "noise": ("compare_losses/noise_robustness.csv", ("head",)),
     "regime": ("magface_regime/magface_regime_summary.csv", ("head",)),
     "regime_runs": ("magface_regime/magface_regime.csv", ("head", "seed")),
