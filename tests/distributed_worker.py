@@ -27,6 +27,12 @@ def make_head(name, seed=1, **extra):
     return head
 
 
+def loss_bias_grad(head):
+    """UniFace's learnt bias b: its gradient (replicated on every rank, so each must hold the complete one)."""
+    bias = getattr(head, "loss_bias", None)
+    return None if bias is None else bias.grad.clone()
+
+
 def reference(name, steps=2):
     """Single process, global batch: per step the loss, per-sample loss, accuracy and gradients."""
     head = make_head(name)
@@ -39,6 +45,7 @@ def reference(name, steps=2):
         out.append({"loss": o.loss.detach(), "per_sample": o.per_sample_loss.detach(), "accuracy": o.accuracy(),
                     "cos": o.cos_target.detach(), "grad_x": x.grad, "grad_w": head.weight.grad.clone(),
                     "grad_b": None if getattr(head, "bias", None) is None else head.bias.grad.clone(),
+                    "grad_loss_bias": loss_bias_grad(head),
                     "stats": head.log_stats(o.norms.detach(), o.cos_target.detach()),
                     "startup": head.startup_check()})
         head.zero_grad()
@@ -69,6 +76,7 @@ def rank_main(rank, world, store_path, out_dir, heads, shard, steps=2):
             per_step.append({"loss": o.loss.detach(), "per_sample": o.per_sample_loss.detach(),
                              "accuracy": o.accuracy(), "cos": o.cos_target.detach(), "grad_x": mine.grad,
                              "grad_w": w.grad.clone(), "grad_b": None if b is None else b.grad.clone(),
+                             "grad_loss_bias": loss_bias_grad(head.inner),
                              "bounds": (head.start, head.end),
                              "stats": head.log_stats(o.norms.detach(), o.cos_target.detach()),
                              "startup": head.startup_check()})

@@ -37,6 +37,9 @@ def test_two_processes_equal_one(ranks, name):
             for key, value in ref["stats"].items():
                 assert r["stats"][key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
         close(torch.cat([r0["grad_x"], r1["grad_x"]]), ref["grad_x"])   # each rank: its own rows
+        if ref["grad_loss_bias"] is not None:                             # UniFace's b: complete on every rank
+            close(r0["grad_loss_bias"], ref["grad_loss_bias"])
+            close(r1["grad_loss_bias"], ref["grad_loss_bias"])
         if shard:
             assert r0["bounds"] == (0, 6) and r1["bounds"] == (6, 11)
             close(torch.cat([r0["grad_w"], r1["grad_w"]]), ref["grad_w"])

@@ -99,21 +99,25 @@ def test_centre_init_unit_rows_or_insightface_normal(name):
         build_head(name, 5, 4, centre_init="xavier")
 
 
-def test_partial_fc_keeps_positives_and_matches_reference_on_sampled_classes():
+@pytest.mark.parametrize("name", ["cosface", "subcenter_arcface", "curricularface", "uniface"])
+def test_partial_fc_keeps_positives_and_matches_reference_on_sampled_classes(name):
     torch.manual_seed(0)
     C, d = 200, 6
-    head = build_head("cosface", C, d, sample_rate=0.1).double().train()
+    head = build_head(name, C, d, sample_rate=0.1).double().train()
+    k = head.centres_per_class
     x = torch.randn(12, d, dtype=torch.float64)
     y = torch.randint(0, C, (12,))
     out = head(x, y)
     assert out.classes is not None and out.logits.shape == (12, 20)
     assert set(y.tolist()) <= set(out.classes.tolist())
     assert torch.equal(out.classes[out.target_column], y)
-    ref, _ = reference_loss("cosface", x, head.weight.detach()[out.classes], out.target_column, head.hparams)
+    rows = (out.classes[:, None] * k + torch.arange(k)).flatten()          # each sampled class's k centres
+    state = {n: v.detach() for n, v in [*head.named_buffers(), *head.named_parameters()] if n != "weight"}
+    ref, _ = reference_loss(name, x, head.weight.detach()[rows], out.target_column, head.hparams, state)
     torch.testing.assert_close(out.loss, ref, rtol=1e-10, atol=1e-10)
     out.loss.backward()
-    untouched = torch.ones(C, dtype=torch.bool)
-    untouched[out.classes] = False
+    untouched = torch.ones(k * C, dtype=torch.bool)
+    untouched[rows] = False
     assert torch.all(head.weight.grad[untouched] == 0)
     head.eval()
     assert head(x, y).classes is None and head(x, y).logits.shape == (12, C)
