@@ -15,9 +15,16 @@ The contract of a new head (one file in losses/ plus one line in losses/registry
   overrides `hparams`, as SoftmaxHead does for its bias);
 - `target_logit(cos_y, norms)`: the scaled logit of the own class, differentiable in both;
 - optional: `auxiliary(norms)` (named weighted losses, added to the loss and logged), `before_batch(norms)`
-  (running statistics; keep them in buffers so checkpoints hold them), `log_stats(norms, cos_target)` (plain floats
-  for the metrics log), `startup_check()` (a line the trainer prints at start), and `normalised = False` for a head
-  whose logits are not scaled cosines (it then overrides `classify`, as SoftmaxHead's linear classifier does).
+  (running statistics or per-sample draws; keep them in buffers, or in `get_extra_state` for a generator, so
+  checkpoints hold them), `observe_targets(cos_y)` (running statistics of the target cosines, before the target
+  logit), `log_stats(norms, cos_target)` (plain floats for the metrics log), `startup_check()` (a line the trainer
+  prints at start), and `normalised = False` for a head whose logits are not scaled cosines (it then overrides
+  `classify`, as SoftmaxHead's linear classifier does);
+- optional, for the field's other families, each applied once by losses/fused.py for every head, in one process and
+  sharded alike: `negative_logit(cos, cos_y, target)` with its slope `negative_slope(...)` (reshaped negatives:
+  CurricularFace, MV-Softmax, CircleLoss), `centres_per_class` passed to `super().__init__` (Sub-center ArcFace),
+  `next_scale(mean_negative_exp, cos_y)` (a per-batch scale: AdaCos), `sigmoid_lam` / `sigmoid_clamp` with a
+  `loss_bias` parameter (UniFace's sigmoid loss instead of softmax cross-entropy), `min_classes`.
 Its reference formula goes in tests/reference_heads.py; the generic tests iterate over HEADS and then cover it.
 """
 from __future__ import annotations
