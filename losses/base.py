@@ -86,6 +86,7 @@ class MarginHead(nn.Module):
     # Optional formulas (see losses/fused.py for how each is applied once for every head):
     negative_logit = None   # (cos [r, C], cos_y [r, 1], target [r, 1]) -> the negatives' logits (scaled)
     negative_slope = None   # the same arguments -> d negative_logit / d cos
+    slope_of_logits = False  # True: negative_slope is given the reshaped logits in place of the cosines
     next_scale = None       # (mean over the batch of sum_{j != y} exp(s cos_j), cos_y [B]) -> this batch's scale
     sigmoid_lam = None      # a float: UniFace's sigmoid loss with weight lam on the negatives (needs `loss_bias`)
     sigmoid_clamp = None    # with the sigmoid loss: clamp z - b to [-clamp, clamp] (official UniFace: s)
@@ -155,6 +156,7 @@ class MarginHead(nn.Module):
         observe = self.observe_targets if type(self).observe_targets is not MarginHead.observe_targets else None
         return Recipe(name=self.name, s=self.s, target_fn=self.target_logit if self.normalised else None,
                       negative_fn=self.negative_logit, negative_slope=self.negative_slope,
+                      slope_of_logits=self.slope_of_logits,
                       rescale=self.next_scale, k=self.centres_per_class, lam=self.sigmoid_lam,
                       sigmoid_clamp=self.sigmoid_clamp, observe=observe)
 

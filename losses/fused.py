@@ -13,7 +13,8 @@ What a head may ask for (a `Recipe`, built by MarginHead.recipe()):
   target cosine and target [r, 1] its margin-applied target logit, both detached: they enter the negatives only
   through masks or detached weights (as in every official implementation), so no gradient flows from a negative
   to the target. The backward recomputes the cosines once into its gradient buffer (one extra
-  matmul) instead of keeping a second [B, C] buffer alive;
+  matmul) instead of keeping a second [B, C] buffer alive, unless the head can read its slope off the reshaped
+  logits themselves (`slope_of_logits`, MV-Softmax: its two branches' logits never overlap);
 - K centres per class (`k`, Sub-center ArcFace): the class cosine is the max over its K centres (ties: the first
   centre), taken row chunk by row chunk, so only the [B, C] maxima and a uint8 index stay alive;
 - a per-batch scale (`rescale(mean_negative_exp, cos_y) -> s`, AdaCos): the cosines are known before any scale;
@@ -47,6 +48,7 @@ class Recipe:
     target_fn: Callable | None            # None: the linear softmax classifier (logits x W^T + b)
     negative_fn: Callable | None = None
     negative_slope: Callable | None = None
+    slope_of_logits: bool = False         # negative_slope reads the reshaped logits, not the cosines: no recompute
     rescale: Callable | None = None
     k: int = 1
     lam: float | None = None              # None: softmax cross-entropy; a float: UniFace's sigmoid loss
@@ -307,7 +309,8 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
     rows, cols = owned_entries(col)
     cosine = recipe.target_fn is not None
     k, classes = recipe.k, logits.shape[1]
-    if recipe.negative_fn is not None:   # the one recomputation: the cosines, into the gradient's buffer
+    recompute = recipe.negative_fn is not None and not recipe.slope_of_logits
+    if recompute:   # the one recomputation: the cosines, into the gradient's buffer
         grad = torch.mm(x, weight.t()).mul_(inv_wnorm)
     elif k > 1:
         grad = logits.new_zeros(logits.shape[0], k * classes)
@@ -317,7 +320,8 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
     for start in range(0, logits.shape[0], ROW_CHUNK):
         end = start + ROW_CHUNK
         if recipe.negative_fn is not None:    # the slope first: it reads the cosines that g then overwrites
-            slope = recipe.negative_slope(grad[start:end], cos_y[start:end, None], t[start:end, None])
+            source = grad[start:end] if recompute else logits[start:end]
+            slope = recipe.negative_slope(source, cos_y[start:end, None], t[start:end, None])
         else:
             slope = s if cosine else None
         g = grad[start:end] if k == 1 else torch.empty_like(logits[start:end])

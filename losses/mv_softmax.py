@@ -45,13 +45,20 @@ class MVSoftmaxHead(MarginHead):
             shifted = torch.where(cos_y > self.m, shifted, cos_y)
         return self.s * shifted
 
+    def _boundary(self, cos_y):
+        return cos_y - self.m if self.target == "am" else plain_angular_margin(cos_y, self.m)
+
     def _misclassified(self, cos, cos_y):
-        boundary = cos_y - self.m if self.target == "am" else plain_angular_margin(cos_y, self.m)
-        return cos > boundary
+        return cos > self._boundary(cos_y)
 
     def negative_logit(self, cos, cos_y, target):
         return self.s * torch.where(self._misclassified(cos, cos_y), self.t * cos + self.t - 1.0, cos)
 
-    def negative_slope(self, cos, cos_y, target):
-        return self.s * torch.where(self._misclassified(cos, cos_y), torch.full_like(cos, self.t),
-                                    torch.ones_like(cos))
+    # The slope is read off the reshaped logits (no recomputed cosines): a misclassified negative's logit
+    # s (t c + t - 1) with c > b exceeds s b, since t b + t - 1 >= b for t >= 1 and b >= -1, and every other logit
+    # s c <= s b; so z > s b tells the two branches apart.
+    slope_of_logits = True
+
+    def negative_slope(self, logits, cos_y, target):
+        misclassified = logits > self.s * self._boundary(cos_y)
+        return misclassified.to(logits.dtype).mul_(self.s * (self.t - 1.0)).add_(self.s)   # s t or s
