@@ -32,12 +32,13 @@ def faces(tmp_path_factory):
 
 
 HEAD_PARAMS = {"magface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto'}",
-               "mag_cosface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto', lambda_g_ratio = 1.55}"}
+               "mag_cosface": "{s = 16.0, l_a = 'auto', u_a = 'auto', lambda_g = 'auto', lambda_g_ratio = 1.55}",
+               "circleloss": "{gamma = 32.0}", "adacos": "{}", "softmax": "{}"}   # no s: their own scale
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_every_head_trains_and_its_loss_falls(tmp_path, faces, head):
-    params = HEAD_PARAMS.get(head, "{}" if head == "softmax" else "{s = 16.0}")
+    params = HEAD_PARAMS.get(head, "{s = 16.0}")
     cfg = tiny(tmp_path, f'head.name="{head}"', f"head.params={params}", "train.epochs=12")
     result = train(cfg, faces=faces, quiet=True, evaluate=False)
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
