@@ -36,6 +36,14 @@ import torch
 import torch.nn.functional as F
 
 ROW_CHUNK = 64  # rows per chunk: bounds every transient to ROW_CHUNK x C
+CHUNK_ELEMENTS = 2**18   # the chunked paths' elementwise passes: about 1 MB per temporary, several alive at once
+
+
+def chunk_rows(columns: int) -> int:
+    """Rows per chunk of the chunked paths (reshaped negatives, sub-centres): a head's formula keeps several
+    temporaries of a chunk alive, so a chunk holds about CHUNK_ELEMENTS values (at most ROW_CHUNK rows) and the
+    temporaries stay a small share of the one [B, C] buffer."""
+    return max(1, min(ROW_CHUNK, CHUNK_ELEMENTS // max(columns, 1)))
 NORM_EPS = 1e-12
 
 
@@ -89,11 +97,12 @@ def cosine_logits(x, weight, inv_wnorm, scale, k):
     rows, classes = x.shape[0], weight.shape[0] // k
     logits = x.new_empty(rows, classes)
     sub = torch.empty(rows, classes, dtype=torch.uint8, device=x.device)
-    for start in range(0, rows, ROW_CHUNK):
-        full = torch.mm(x[start:start + ROW_CHUNK], weight.t()).mul_(inv_wnorm * scale).view(-1, classes, k)
+    step = ROW_CHUNK   # the matmul wants whole row blocks; its [ROW_CHUNK, k*K] product is the one transient
+    for start in range(0, rows, step):
+        full = torch.mm(x[start:start + step], weight.t()).mul_(inv_wnorm * scale).view(-1, classes, k)
         best = full.argmax(dim=2, keepdim=True)                       # argmax: the first of tied maxima
-        logits[start:start + ROW_CHUNK] = full.gather(2, best).squeeze(2)
-        sub[start:start + ROW_CHUNK] = best.squeeze(2)
+        logits[start:start + step] = full.gather(2, best).squeeze(2)
+        sub[start:start + step] = best.squeeze(2)
     return logits, sub
 
 
@@ -113,8 +122,9 @@ def _best_other(cos, rows, cols, reduce):
 
 def _reshape_negatives(cos, cos_y, target, recipe):
     """cos -> the head's negative logits, in place, chunk by chunk."""
-    for start in range(0, cos.shape[0], ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
+    step = chunk_rows(cos.shape[1])
+    for start in range(0, cos.shape[0], step):
+        rows = slice(start, start + step)
         cos[rows] = recipe.negative_fn(cos[rows], cos_y[rows, None], target[rows, None])
 
 
@@ -297,8 +307,13 @@ def _plain_gradient(ctx, grad, logits, col, cos_y, grad_loss, dtarget, inv_wnorm
 
 
 def _projected_colsum(weight, inv_wnorm):
-    """sum_b H_bj cos_bj = (G^T x)_j . W_j / ||W_j||: the radial part from the raw centre gradient itself."""
-    return lambda grad_w: (grad_w * weight).sum(dim=1).mul_(inv_wnorm)
+    """sum_b H_bj cos_bj = (G^T x)_j . W_j / ||W_j||: the radial part from the raw centre gradient itself, row block
+    by row block (a whole-matrix product would be a [C, d] temporary, the size of the centres' gradient)."""
+    def colsum(grad_w):
+        rows = max(1, CHUNK_ELEMENTS // weight.shape[1])
+        return torch.cat([(g * w).sum(dim=1) for g, w in zip(grad_w.split(rows), weight.split(rows), strict=True)]
+                         ).mul_(inv_wnorm)
+    return colsum
 
 
 def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget, inv_wnorm):
@@ -317,8 +332,9 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
     else:
         grad = torch.empty_like(logits)
     bias_sum = logits.new_zeros(())
-    for start in range(0, logits.shape[0], ROW_CHUNK):
-        end = start + ROW_CHUNK
+    step = chunk_rows(logits.shape[1])
+    for start in range(0, logits.shape[0], step):
+        end = start + step
         if recipe.negative_fn is not None:    # the slope first: it reads the cosines that g then overwrites
             source = grad[start:end] if recompute else logits[start:end]
             slope = recipe.negative_slope(source, cos_y[start:end, None], t[start:end, None])
