@@ -6,7 +6,6 @@ stop-gradient), then softmax cross-entropy. Defaults gamma=256, m=0.25 (FaceX-Zo
 """
 from __future__ import annotations
 
-import torch
 
 from . import checks
 from .base import MarginHead

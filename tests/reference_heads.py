@@ -158,9 +158,9 @@ REFERENCES = {
     "elasticface_cos": cosine(lambda c, norms, p, buffers: c - p["m"]),
     "uniface": cosine(lambda c, norms, p, buffers: c - p["m"]),
 }
-LOSSES = {"uniface": uniface_loss}
+LOSSES = {"uniface": uniface_loss}   # heads whose loss is not softmax cross-entropy over the logits
 # running state set before a comparison, so the formula is tested away from its starting value
-STATE = {"curricularface": {"t": 0.3}, "adacos": {"scale": 11.0}}   # heads whose loss is not softmax cross-entropy over the logits
+STATE = {"curricularface": {"t": 0.3}, "adacos": {"scale": 11.0}}
 AUXILIARY = {"magface": mag_g, "mag_cosface": mag_g}
 
 CASES = {
