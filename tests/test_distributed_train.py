@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -62,17 +63,37 @@ def run_ok(command, timeout=150, fresh=False):
 
 
 def _launch(command, timeout):
-    """(CompletedProcess, output), or (None, output) when the launch hung: then its whole process group (the
-    launcher and its ranks) is killed, so nothing of it outlives the attempt."""
+    """(CompletedProcess, output), or (None, output) when the launch hung: then the launcher and its ranks are
+    killed, so nothing of it outlives the attempt (nor holds the pipes open)."""
     proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_launch(proc)
         stdout, stderr = proc.communicate()
         return None, f"hung for {timeout} s\n{stdout}{stderr}"
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr), stdout + stderr
+
+
+def kill_launch(proc):
+    """SIGKILL a launch: the launcher's process group and every process under it. torchrun starts each rank in a
+    session of its own, so killing the launcher's group alone leaves the ranks running: they keep writing into the
+    run folder and hold the launcher's pipes open (communicate() then waits for them; a hung rank is an endless
+    wait, the CI hang of 2026-12-04)."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=30)
+    proc.wait()
+    assert not alive, f"ranks outlived the kill: {[p.pid for p in alive]}"
 
 
 def state(path):
@@ -109,8 +130,7 @@ def test_torchrun_kill_and_resume_is_exact(tmp_path):
         except (OSError, ValueError):
             pass
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)   # the launcher and both ranks at once
-    proc.wait()
+    kill_launch(proc)   # the launcher and both ranks at once
     stopped_at = json.load(open(pointer))["global_step"]
     assert stopped_at < 20, "the run finished before it could be killed"
     run_ok(cmd(killed, tmp_path))
