@@ -86,7 +86,8 @@ class MarginHead(nn.Module):
     # Optional formulas (see losses/fused.py for how each is applied once for every head):
     negative_logit = None   # (cos [r, C], cos_y [r, 1], target [r, 1]) -> the negatives' logits (scaled)
     negative_slope = None   # the same arguments -> d negative_logit / d cos
-    slope_of_logits = False  # True: negative_slope is given the reshaped logits in place of the cosines
+    slope_of_logits = False  # True: negative_slope(logits, cos_y, target, code) reads the reshaped logits
+    negative_code = None    # (cos, cos_y, target) -> uint8 [r, C]: what that slope needs beside the logit
     next_scale = None       # (mean over the batch of sum_{j != y} exp(s cos_j), cos_y [B]) -> this batch's scale
     sigmoid_lam = None      # a float: UniFace's sigmoid loss with weight lam on the negatives (needs `loss_bias`)
     sigmoid_clamp = None    # with the sigmoid loss: clamp z - b to [-clamp, clamp] (official UniFace: s)
@@ -156,7 +157,7 @@ class MarginHead(nn.Module):
         observe = self.observe_targets if type(self).observe_targets is not MarginHead.observe_targets else None
         return Recipe(name=self.name, s=self.s, target_fn=self.target_logit if self.normalised else None,
                       negative_fn=self.negative_logit, negative_slope=self.negative_slope,
-                      slope_of_logits=self.slope_of_logits,
+                      slope_of_logits=self.slope_of_logits, negative_code=self.negative_code,
                       rescale=self.next_scale, k=self.centres_per_class, lam=self.sigmoid_lam,
                       sigmoid_clamp=self.sigmoid_clamp, observe=observe)
 

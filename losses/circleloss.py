@@ -6,9 +6,11 @@ stop-gradient), then softmax cross-entropy. Defaults gamma=256, m=0.25 (FaceX-Zo
 """
 from __future__ import annotations
 
+import torch
 
 from . import checks
 from .base import MarginHead
+from .branchfree import above, below
 
 
 class CircleLossHead(MarginHead):
@@ -28,5 +30,16 @@ class CircleLossHead(MarginHead):
     def negative_logit(self, cos, cos_y, target):
         return self.gamma * (cos + self.m).clamp_min(0.0) * (cos - self.m)
 
-    def negative_slope(self, cos, cos_y, target):
-        return self.gamma * (cos + self.m).clamp_min(0.0)
+    # The slope gamma [c + m]_+ is read off the logit: where c + m > 0, z = gamma (c^2 - m^2), so
+    # |c| = sqrt(z / gamma + m^2). The code (int8) keeps what z cannot tell: 0 where c + m <= 0 (no slope), else
+    # the sign of c (+1 where c >= 0).
+    slope_of_logits = True
+
+    def negative_code(self, cos, cos_y, target):
+        active = above(cos, -self.m)                       # c + m > 0, computed as c - (-m): the same float op
+        return active.mul_(below(cos, 0.0).mul_(-2.0).add_(1.0)).to(torch.int8)
+
+    def negative_slope(self, logits, cos_y, target, code):
+        sign = code.to(logits.dtype)
+        magnitude = torch.div(logits, self.gamma).add_(self.m * self.m).clamp_min_(0.0).sqrt_()
+        return torch.addcmul(sign.abs().mul_(self.m), sign, magnitude).mul_(self.gamma)

@@ -16,6 +16,7 @@ import torch
 from . import checks
 from .arcface import GRAD_MODES, THETA_POLICIES, additive_angular_margin
 from .base import MarginHead, clamp_cos
+from .branchfree import above, below, select
 
 
 def plain_angular_margin(cos_y, m):
@@ -48,15 +49,29 @@ class CurricularFaceHead(MarginHead):
         return self.s * additive_angular_margin(cos_y, self.m, self.theta_policy, self.grad_mode)
 
     def _hard(self, cos, cos_y):
-        return cos > plain_angular_margin(cos_y, self.m)
+        """1.0 for a hard negative (cos_j > cos(theta_y + m)), else 0.0."""
+        return above(cos, plain_angular_margin(cos_y, self.m))
 
     def negative_logit(self, cos, cos_y, target):
         t = self.t.to(cos.dtype)
-        return self.s * torch.where(self._hard(cos, cos_y), cos * (t + cos), cos)
+        return select(self._hard(cos, cos_y), cos * (t + cos), cos).mul_(self.s)
 
-    def negative_slope(self, cos, cos_y, target):
-        t = self.t.to(cos.dtype)
-        return self.s * torch.where(self._hard(cos, cos_y), t + 2.0 * cos, torch.ones_like(cos))
+    # The slope is read off the logit: a hard negative's z = s c (t + c) gives (t + 2c)^2 = t^2 + 4 z / s, so the
+    # slope s (t + 2c) is s * sqrt(t^2 + 4 z / s) with the sign of t + 2c. The code (int8) keeps what z cannot
+    # tell: 0 for an easy negative, else that sign (+1 where t + 2c >= 0). Float rounding of z costs about
+    # sqrt(eps) * t of slope only where t + 2c ~ 0 (where the slope itself is ~ 0); tests/test_heads_field.py
+    # holds the float32 gradients to the float64 head's, also there.
+    slope_of_logits = True
+
+    def negative_code(self, cos, cos_y, target):
+        falling = below(torch.mul(cos, 2.0).add_(self.t.to(cos.dtype)), 0.0)     # t + 2c < 0
+        return self._hard(cos, cos_y).mul_(falling.mul_(-2.0).add_(1.0)).to(torch.int8)
+
+    def negative_slope(self, logits, cos_y, target, code):
+        t = self.t.to(logits.dtype)
+        sign = code.to(logits.dtype)
+        root = torch.mul(logits, 4.0 / self.s).add_(t * t).clamp_min_(0.0).sqrt_()
+        return torch.addcmul(1.0 - sign.abs(), sign, root).mul_(self.s)
 
     def log_stats(self, norms, cos_target):
         """The curriculum's running t (0 at start, rising towards the mean target cosine)."""

@@ -12,9 +12,12 @@ What a head may ask for (a `Recipe`, built by MarginHead.recipe()):
   `negative_slope(cos, cos_y, target)` (CurricularFace, MV-Softmax, CircleLoss); cos_y [r, 1] is the sample's
   target cosine and target [r, 1] its margin-applied target logit, both detached: they enter the negatives only
   through masks or detached weights (as in every official implementation), so no gradient flows from a negative
-  to the target. The backward recomputes the cosines once into its gradient buffer (one extra
-  matmul) instead of keeping a second [B, C] buffer alive, unless the head can read its slope off the reshaped
-  logits themselves (`slope_of_logits`, MV-Softmax: its two branches' logits never overlap);
+  to the target. The slope is read off the reshaped logits (`slope_of_logits`) wherever the head can invert its
+  formula, with one byte per logit (`negative_code`, kept from the forward: the branch an entry took, the sign of
+  a root) for what the logit alone does not tell: MV-Softmax (its branches' logits never overlap; no code),
+  CurricularFace and CircleLoss (a quadratic in cos: the code holds the branch and the root's sign). A head that
+  cannot invert gets the cosines recomputed once into the backward's gradient buffer (one extra matmul) instead
+  of a second [B, C] float buffer kept alive;
 - K centres per class (`k`, Sub-center ArcFace): the class cosine is the max over its K centres (ties: the first
   centre), taken row chunk by row chunk, so only the [B, C] maxima and a uint8 index stay alive;
 - a per-batch scale (`rescale(mean_negative_exp, cos_y) -> s`, AdaCos): the cosines are known before any scale;
@@ -34,6 +37,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .branchfree import above, at_most, equal_to, select
 
 ROW_CHUNK = 64  # rows per chunk: bounds every transient to ROW_CHUNK x C
 CHUNK_ELEMENTS = 2**18   # the chunked paths' elementwise passes: about 1 MB per temporary, several alive at once
@@ -57,6 +62,7 @@ class Recipe:
     negative_fn: Callable | None = None
     negative_slope: Callable | None = None
     slope_of_logits: bool = False         # negative_slope reads the reshaped logits, not the cosines: no recompute
+    negative_code: Callable | None = None  # (cos, cos_y, target) -> int8/uint8: what the slope needs beside the logit
     rescale: Callable | None = None
     k: int = 1
     lam: float | None = None              # None: softmax cross-entropy; a float: UniFace's sigmoid loss
@@ -91,19 +97,33 @@ def _chunk_targets(rows, cols, start, end):
 
 def cosine_logits(x, weight, inv_wnorm, scale, k):
     """[B, K] scale * max over each class's k centres of cos(x, W), and the uint8 index of that centre (None for
-    k = 1). With k > 1 the matmul runs row chunk by row chunk, so the [B, k*K] cosines never exist at once."""
+    k = 1). With k > 1 the [B, k*K] product is one matmul (the transient its bare baseline also holds), reduced
+    to the maxima row chunk by row chunk and freed before the loss."""
     if k == 1:
         return torch.mm(x, weight.t()).mul_(inv_wnorm * scale), None
     rows, classes = x.shape[0], weight.shape[0] // k
+    full = torch.mm(x, weight.t())
     logits = x.new_empty(rows, classes)
     sub = torch.empty(rows, classes, dtype=torch.uint8, device=x.device)
-    step = ROW_CHUNK   # the matmul wants whole row blocks; its [ROW_CHUNK, k*K] product is the one transient
+    inv = (inv_wnorm * scale).view(classes, k)
+    step = chunk_rows(k * classes)
     for start in range(0, rows, step):
-        full = torch.mm(x[start:start + step], weight.t()).mul_(inv_wnorm * scale).view(-1, classes, k)
-        best = full.argmax(dim=2, keepdim=True)                       # argmax: the first of tied maxima
-        logits[start:start + step] = full.gather(2, best).squeeze(2)
-        sub[start:start + step] = best.squeeze(2)
+        _max_over_centres(full[start:start + step].view(-1, classes, k), inv, logits[start:start + step],
+                          sub[start:start + step])
     return logits, sub
+
+
+def _max_over_centres(cos, inv, best, index):
+    """best <- max_k cos[:, :, k] * inv[:, k], index <- its k (strictly greater only: ties keep the first), with
+    branch-free selections (losses/branchfree.py)."""
+    torch.mul(cos[:, :, 0], inv[:, 0], out=best)
+    chosen = torch.zeros_like(best)
+    for j in range(1, cos.shape[2]):
+        candidate = cos[:, :, j] * inv[:, j]
+        better = above(candidate, best)
+        best.copy_(select(better, candidate, best))
+        chosen = select(better, torch.full_like(chosen, float(j)), chosen)
+    index.copy_(chosen)
 
 
 def _mean_negative_exp(cos, s, rows, cols, reduce):
@@ -121,11 +141,20 @@ def _best_other(cos, rows, cols, reduce):
 
 
 def _reshape_negatives(cos, cos_y, target, recipe):
-    """cos -> the head's negative logits, in place, chunk by chunk."""
+    """cos -> the head's negative logits, in place, chunk by chunk; returns the head's code of each entry (a
+    one-byte integer [B, K], read by its slope in the backward), or None for a head without one."""
+    code = None
     step = chunk_rows(cos.shape[1])
     for start in range(0, cos.shape[0], step):
         rows = slice(start, start + step)
-        cos[rows] = recipe.negative_fn(cos[rows], cos_y[rows, None], target[rows, None])
+        args = (cos[rows], cos_y[rows, None], target[rows, None])
+        if recipe.negative_code is not None:
+            piece = recipe.negative_code(*args)
+            if code is None:
+                code = torch.empty(cos.shape, dtype=piece.dtype, device=cos.device)
+            code[rows] = piece
+        cos[rows] = recipe.negative_fn(*args)
+    return code
 
 
 def _check_reshaped(loss, recipe):
@@ -152,7 +181,7 @@ def _sigmoid_loss(logits, target, bias, recipe, rows, cols, reduce):
 def _sigmoid_slope(z, limit):
     """d softplus(clamp(z)) / dz: sigmoid(z) inside the clamp, 0 beyond it."""
     slope = torch.sigmoid(z)
-    return slope if limit is None else slope.mul_((z.abs() <= limit).to(slope.dtype))
+    return slope if limit is None else slope.mul_(at_most(z.abs(), limit))
 
 
 class MarginCE(torch.autograd.Function):
@@ -167,7 +196,7 @@ class MarginCE(torch.autograd.Function):
             rows, cols = owned_entries(col)
             cosine = recipe.target_fn is not None
             plain_scale = recipe.s if cosine and recipe.negative_fn is None and recipe.rescale is None else 1.0
-            inv_wnorm = sub = None
+            inv_wnorm = sub = code = None
             if cosine:
                 inv_wnorm = torch.linalg.vector_norm(weight, dim=1).clamp_min(NORM_EPS).reciprocal()
                 logits, sub = cosine_logits(x, weight, inv_wnorm, plain_scale, recipe.k)
@@ -193,7 +222,7 @@ class MarginCE(torch.autograd.Function):
                 t = target.detach()
                 if recipe.negative_fn is not None:
                     best = _best_other(logits, rows, cols, reduce) * s
-                    _reshape_negatives(logits, cos_y, t, recipe)
+                    code = _reshape_negatives(logits, cos_y, t, recipe)
                 elif plain_scale != s:
                     logits.mul_(s)
                 plain = s * cos_y
@@ -209,7 +238,7 @@ class MarginCE(torch.autograd.Function):
                 loss = _sigmoid_loss(logits, t, loss_bias, recipe, rows, cols, reduce)
             if recipe.negative_fn is not None:
                 _check_reshaped(loss, recipe)
-        ctx.save_for_backward(x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub)
+        ctx.save_for_backward(x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub, code)
         ctx.margin_graph = (c, n, target)
         ctx.recipe, ctx.reduce, ctx.s, ctx.has_bias = recipe, reduce, s, bias is not None
         scale = torch.tensor(float(s), dtype=torch.float64)
@@ -221,7 +250,7 @@ class MarginCE(torch.autograd.Function):
     def backward(ctx, grad_loss, *_unused):
         if grad_loss is None:
             return (None,) * 8
-        x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub = ctx.saved_tensors
+        x, weight, loss_bias, col, logits, lse, inv_wnorm, cos_y, t, sub, code = ctx.saved_tensors
         recipe, reduce = ctx.recipe, ctx.reduce
         with torch.autocast(device_type=x.device.type, enabled=False):
             plain_heads = recipe.target_fn is not None and recipe.negative_fn is None and recipe.k == 1
@@ -241,7 +270,7 @@ class MarginCE(torch.autograd.Function):
                                                          inv_wnorm)
             else:
                 grad, colsum, bias_sum = _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t,
-                                                           sub, grad_loss, dtarget, inv_wnorm)
+                                                           sub, code, grad_loss, dtarget, inv_wnorm)
             grad_loss_bias = None
             if loss_bias is not None and ctx.needs_input_grad[4]:   # dL/db = sum w sigmoid(b - z_y) - sum_neg dL/dz
                 positive = _sigmoid_slope(loss_bias - t, recipe.sigmoid_clamp).mul(grad_loss).sum()
@@ -281,7 +310,7 @@ def _dloss_dlogit_(out, z, lse, loss_bias, recipe):
     if recipe.lam is None:
         return torch.sub(z, lse, out=out).exp_()
     torch.sub(z, loss_bias, out=out)
-    inside = None if recipe.sigmoid_clamp is None else out.abs() <= recipe.sigmoid_clamp
+    inside = None if recipe.sigmoid_clamp is None else at_most(out.abs(), recipe.sigmoid_clamp)
     out.sigmoid_().mul_(recipe.lam)
     return out if inside is None else out.mul_(inside)
 
@@ -316,10 +345,11 @@ def _projected_colsum(weight, inv_wnorm):
     return colsum
 
 
-def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, grad_loss, dtarget, inv_wnorm):
-    """Row chunk by row chunk, for reshaped negatives (their slope needs the cosines, recomputed once into the
-    gradient's buffer and overwritten by the gradient), K centres per class (scattered to the chosen centre) and
-    the linear softmax."""
+def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub, code, grad_loss, dtarget,
+                      inv_wnorm):
+    """Row chunk by row chunk, for reshaped negatives (their slope read off the logits, or from the cosines
+    recomputed once into the gradient's buffer and overwritten by the gradient), K centres per class (spread to
+    the chosen centre) and the linear softmax; the centres' 1 / ||W_j|| applied chunk by chunk."""
     recipe, s = ctx.recipe, ctx.s
     rows, cols = owned_entries(col)
     cosine = recipe.target_fn is not None
@@ -328,16 +358,18 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
     if recompute:   # the one recomputation: the cosines, into the gradient's buffer
         grad = torch.mm(x, weight.t()).mul_(inv_wnorm)
     elif k > 1:
-        grad = logits.new_zeros(logits.shape[0], k * classes)
+        grad = logits.new_empty(logits.shape[0], k * classes)
     else:
         grad = torch.empty_like(logits)
     bias_sum = logits.new_zeros(())
     step = chunk_rows(logits.shape[1])
     for start in range(0, logits.shape[0], step):
         end = start + step
-        if recipe.negative_fn is not None:    # the slope first: it reads the cosines that g then overwrites
-            source = grad[start:end] if recompute else logits[start:end]
-            slope = recipe.negative_slope(source, cos_y[start:end, None], t[start:end, None])
+        if recompute:    # the slope first: it reads the cosines that g then overwrites
+            slope = recipe.negative_slope(grad[start:end], cos_y[start:end, None], t[start:end, None])
+        elif recipe.negative_fn is not None:
+            slope = recipe.negative_slope(logits[start:end], cos_y[start:end, None], t[start:end, None],
+                                          None if code is None else code[start:end])
         else:
             slope = s if cosine else None
         g = grad[start:end] if k == 1 else torch.empty_like(logits[start:end])
@@ -350,7 +382,15 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
             g.mul_(slope)
         g[r, cc] = dtarget[r + start]
         if k > 1:
-            grad[start:end].view(-1, classes, k).scatter_(2, sub[start:end, :, None].long(), g[:, :, None])
-    if cosine:
-        grad.mul_(inv_wnorm)
+            _spread_to_centres(g, sub[start:end], inv_wnorm.view(classes, k), grad[start:end].view(-1, classes, k))
+        elif cosine:
+            g.mul_(inv_wnorm)
     return grad, _projected_colsum(weight, inv_wnorm) if cosine else None, bias_sum
+
+
+def _spread_to_centres(g, index, inv, out):
+    """out[:, :, j] <- g * inv[:, j] where the class's chosen centre is j, else 0: every entry written once (no
+    zero fill, no scatter, no pass over the whole [B, k*K] buffer for the centres' norms)."""
+    chosen = index.to(g.dtype)
+    for j in range(out.shape[2]):
+        torch.mul(g * equal_to(chosen, float(j)), inv[:, j], out=out[:, :, j])

@@ -16,6 +16,7 @@ import torch
 from . import checks
 from .arcface import GRAD_MODES, THETA_POLICIES, additive_angular_margin
 from .base import MarginHead
+from .branchfree import above, select
 from .curricularface import plain_angular_margin
 
 TARGETS = ("am", "arc")
@@ -49,16 +50,17 @@ class MVSoftmaxHead(MarginHead):
         return cos_y - self.m if self.target == "am" else plain_angular_margin(cos_y, self.m)
 
     def _misclassified(self, cos, cos_y):
-        return cos > self._boundary(cos_y)
+        """1.0 for a misclassified negative (cos_j above the target's boundary), else 0.0."""
+        return above(cos, self._boundary(cos_y))
 
     def negative_logit(self, cos, cos_y, target):
-        return self.s * torch.where(self._misclassified(cos, cos_y), self.t * cos + self.t - 1.0, cos)
+        return select(self._misclassified(cos, cos_y), self.t * cos + self.t - 1.0, cos).mul_(self.s)
 
     # The slope is read off the reshaped logits (no recomputed cosines): a misclassified negative's logit
     # s (t c + t - 1) with c > b exceeds s b, since t b + t - 1 >= b for t >= 1 and b >= -1, and every other logit
     # s c <= s b; so z > s b tells the two branches apart.
     slope_of_logits = True
 
-    def negative_slope(self, logits, cos_y, target):
-        misclassified = logits > self.s * self._boundary(cos_y)
-        return misclassified.to(logits.dtype).mul_(self.s * (self.t - 1.0)).add_(self.s)   # s t or s
+    def negative_slope(self, logits, cos_y, target, code=None):
+        misclassified = above(logits, self.s * self._boundary(cos_y))
+        return misclassified.mul_(self.s * (self.t - 1.0)).add_(self.s)   # s t or s

@@ -147,3 +147,68 @@ def test_curricular_t_moves_in_training_only_and_accuracy_ignores_the_reshaping(
         cos = torch.nn.functional.normalize(x) @ torch.nn.functional.normalize(head.weight).t()
     plain = (cos.argmax(dim=1) == y).float().mean().item()
     assert out.accuracy() == pytest.approx(plain)
+
+
+@pytest.mark.parametrize("name", ["curricularface", "circleloss"])
+def test_slopes_read_off_the_logits_keep_float32_accuracy_at_the_roots_vertex(name):
+    """CurricularFace and CircleLoss invert their quadratic from the logit (losses/fused.py): in float32 the
+    gradients stay within float32 accuracy of the float64 head, also for cosines at the vertex where the root
+    is ill-conditioned (CurricularFace t + 2c = 0, CircleLoss c = 0) and on both signs of the root."""
+    torch.manual_seed(0)
+    classes, dim = 400, 8
+    head64 = build_head(name, classes, dim).double().train()
+    x = torch.randn(64, dim, dtype=torch.float64)
+    vertex = -0.15 if name == "curricularface" else 0.0
+    with torch.no_grad():   # a third of the centres at the vertex of sample 0's cosine
+        unit = torch.nn.functional.normalize(x[0], dim=0)
+        other = torch.nn.functional.normalize(torch.randn(classes // 3, dim, dtype=torch.float64), dim=1)
+        other -= (other @ unit)[:, None] * unit
+        other = torch.nn.functional.normalize(other, dim=1)
+        head64.weight[: classes // 3] = vertex * unit + math.sqrt(1 - vertex**2) * other
+    if name == "curricularface":
+        head64.t.fill_(0.3)
+        head64.momentum = 0.0
+    head32 = build_head(name, classes, dim).train()
+    head32.load_state_dict({k: v.float() for k, v in head64.state_dict().items()})
+    if name == "curricularface":
+        head32.momentum = 0.0
+    y = torch.randint(classes // 3, classes, (64,))
+    x64, x32 = x.clone().requires_grad_(), x.float().requires_grad_()
+    out64, out32 = head64(x64, y), head32(x32, y)
+    assert (out64.logits > 0).any() and (out64.logits < 0).any()
+    out64.loss.backward()
+    out32.loss.backward()
+    for a, b in ((x32.grad, x64.grad), (head32.weight.grad, head64.weight.grad)):
+        assert float((a.double() - b).abs().max() / b.abs().max()) < 2e-5
+
+
+def test_a_slope_from_recomputed_cosines_equals_the_slope_read_off_the_logits():
+    """The fallback for a head that cannot invert its formula (its slope from the cosines, recomputed once in the
+    backward) and CurricularFace's closed form from the logits give the same gradients."""
+    from losses.branchfree import select      # noqa: PLC0415  (only this test builds a head from the parts)
+    from losses.curricularface import CurricularFaceHead   # noqa: PLC0415
+
+    class FromCosines(CurricularFaceHead):
+        slope_of_logits = False
+        negative_code = None
+
+        def negative_slope(self, cos, cos_y, target):
+            t = self.t.to(cos.dtype)
+            return select(self._hard(cos, cos_y), t + 2.0 * cos, torch.ones_like(cos)).mul_(self.s)
+
+    torch.manual_seed(0)
+    closed = build_head("curricularface", 50, 6).double().train()
+    fallback = FromCosines(50, 6).double().train()
+    closed.t.fill_(0.3)   # hard negatives on both signs of t + 2c (about -0.15 < c and c < -0.15 both occur)
+    fallback.load_state_dict(closed.state_dict())
+    x, y = torch.randn(32, 6, dtype=torch.float64), torch.randint(0, 50, (32,))
+    for _ in range(3):
+        grads = []
+        for head in (closed, fallback):
+            head.zero_grad()
+            xi = x.clone().requires_grad_()
+            head(xi, y).loss.backward()
+            grads.append((xi.grad, head.weight.grad))
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert float(closed.t) == float(fallback.t)
