@@ -3,7 +3,7 @@
 The bare cost is what any classifier over C centres must pay: logits = x @ W^T, then grad_x = G @ W and
 grad_W = G^T @ x. Cases are interleaved in a shuffled order each round so machine noise hits all alike;
 the table reports medians. Each head is held to its family's target: a head that only changes the target logit
-<= 1.10x the bare matmuls, one that reshapes the negatives (one recomputed matmul in its backward) <= 1.35x, one with
+<= 1.10x the bare matmuls, one that reshapes the negatives (several elementwise passes per logit) <= 1.35x, one with
 K centres per class <= 1.10x the bare matmuls over K*C centres; every head's peak memory <= 1.10x its baseline's.
 A textbook (unfused) ArcFace is timed beside them as a reference point, under the same
 autocast dtype as the heads. With --dtype bfloat16/float16 the embeddings arrive in that dtype and the heads compute

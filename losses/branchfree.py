@@ -26,11 +26,6 @@ def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.addcmul(b * (1.0 - mask), mask, a)
 
 
-def equal_to(values: torch.Tensor, level: float) -> torch.Tensor:
-    """1.0 where a small-integer-valued float tensor equals `level`, else 0.0."""
-    return torch.sub(values, level).abs_().clamp_(max=1.0).neg_().add_(1.0)
-
-
 def at_most(x: torch.Tensor, bound) -> torch.Tensor:
     """1.0 where x <= bound, else 0.0."""
     return above(x, bound).neg_().add_(1.0)

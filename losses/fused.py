@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .branchfree import above, at_most, equal_to, select
+from .branchfree import above, at_most, select
 
 ROW_CHUNK = 64  # rows per chunk: bounds every transient to ROW_CHUNK x C
 CHUNK_ELEMENTS = 2**18   # the chunked paths' elementwise passes: about 1 MB per temporary, several alive at once
@@ -97,33 +97,38 @@ def _chunk_targets(rows, cols, start, end):
 
 def cosine_logits(x, weight, inv_wnorm, scale, k):
     """[B, K] scale * max over each class's k centres of cos(x, W), and the uint8 index of that centre (None for
-    k = 1). With k > 1 the [B, k*K] product is one matmul (the transient its bare baseline also holds), reduced
-    to the maxima row chunk by row chunk and freed before the loss."""
+    k = 1). With k > 1 one matmul per centre index j (the rows c*k + j of W, read in place as a strided matrix), so
+    every elementwise pass runs on contiguous [B, K] tensors."""
     if k == 1:
         return torch.mm(x, weight.t()).mul_(inv_wnorm * scale), None
-    rows, classes = x.shape[0], weight.shape[0] // k
-    full = torch.mm(x, weight.t())
-    logits = x.new_empty(rows, classes)
-    sub = torch.empty(rows, classes, dtype=torch.uint8, device=x.device)
-    inv = (inv_wnorm * scale).view(classes, k)
-    step = chunk_rows(k * classes)
-    for start in range(0, rows, step):
-        _max_over_centres(full[start:start + step].view(-1, classes, k), inv, logits[start:start + step],
-                          sub[start:start + step])
-    return logits, sub
-
-
-def _max_over_centres(cos, inv, best, index):
-    """best <- max_k cos[:, :, k] * inv[:, k], index <- its k (strictly greater only: ties keep the first), with
-    branch-free selections (losses/branchfree.py)."""
-    torch.mul(cos[:, :, 0], inv[:, 0], out=best)
+    centres, inv = _by_centre(weight, inv_wnorm * scale, k)
+    best = torch.mm(x, centres[:, 0].t())
     chosen = torch.zeros_like(best)
-    for j in range(1, cos.shape[2]):
-        candidate = cos[:, :, j] * inv[:, j]
-        better = above(candidate, best)
-        best.copy_(select(better, candidate, best))
-        chosen = select(better, torch.full_like(chosen, float(j)), chosen)
-    index.copy_(chosen)
+    for j in range(1, k):
+        _keep_larger_(best, chosen, torch.mm(x, centres[:, j].t()), inv, j)
+    return best, chosen.to(torch.uint8)
+
+
+def _by_centre(weight, inv, k):
+    """weight [k*K, d] as [K, k, d] (class c's centres in rows c*k ... c*k + k - 1) and inv [k*K] as k contiguous
+    [K] rows."""
+    classes = weight.shape[0] // k
+    return weight.view(classes, k, -1), inv.view(classes, k).t().contiguous()
+
+
+def _keep_larger_(best, chosen, candidate, inv, j):
+    """candidate <- candidate * inv[j] (and, for j = 1, best <- best * inv[0]: the products arrive unscaled); then
+    where candidate > best (strictly: ties keep the first centre) best <- candidate, chosen <- j. Row chunk by row
+    chunk, so each chunk's passes run in cache, with branch-free selections (losses/branchfree.py)."""
+    step = chunk_rows(best.shape[1])
+    for start in range(0, best.shape[0], step):
+        b, c, index = best[start:start + step], candidate[start:start + step], chosen[start:start + step]
+        if j == 1:
+            b.mul_(inv[0])
+        c.mul_(inv[j])
+        better = above(c, b)
+        b.copy_(select(better, c, b))
+        index.addcmul_(better, index.neg().add_(float(j)))     # exact: index + 1 * (j - index) = j
 
 
 def _mean_negative_exp(cos, s, rows, cols, reduce):
@@ -278,11 +283,33 @@ class MarginCE(torch.autograd.Function):
             grad_b = grad.sum(0) if ctx.has_bias else None
             grad_x = None
             if ctx.needs_input_grad[0]:
-                grad_x = reduce.sum_(torch.mm(grad, weight))             # the shards' shares of dL/dx
-            grad_w = torch.mm(grad.t(), x) if ctx.needs_input_grad[2] else None
+                grad_x = reduce.sum_(_input_gradient(grad, weight))      # the shards' shares of dL/dx
+            grad_w = _centre_gradient(grad, x, weight) if ctx.needs_input_grad[2] else None
             if grad_w is not None and colsum is not None:                # the radial part of d(W_j / ||W_j||)
                 grad_w.addcmul_(weight, (colsum(grad_w) * inv_wnorm)[:, None], value=-1.0)
         return grad_x, dn, grad_w, grad_b, grad_loss_bias, None, None, None
+
+
+def _input_gradient(grad, weight):
+    """G W: grad [B, K] (or [k, B, K], one block per centre index: Sub-center ArcFace) times the centres."""
+    if grad.dim() == 2:
+        return torch.mm(grad, weight)
+    centres = weight.view(grad.shape[2], grad.shape[0], -1)
+    total = torch.mm(grad[0], centres[:, 0])
+    for j in range(1, grad.shape[0]):
+        total.addmm_(grad[j], centres[:, j])
+    return total
+
+
+def _centre_gradient(grad, x, weight):
+    """G^T x, written straight into the [k*K, d] layout of the centres (rows c*k + j) for k blocks."""
+    if grad.dim() == 2:
+        return torch.mm(grad.t(), x)
+    out = torch.empty_like(weight)
+    rows = out.view(grad.shape[2], grad.shape[0], -1)
+    for j in range(grad.shape[0]):
+        torch.mm(grad[j].t(), x, out=rows[:, j])
+    return out
 
 
 def _column(lse):
@@ -353,12 +380,13 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
     recipe, s = ctx.recipe, ctx.s
     rows, cols = owned_entries(col)
     cosine = recipe.target_fn is not None
-    k, classes = recipe.k, logits.shape[1]
+    k = recipe.k
     recompute = recipe.negative_fn is not None and not recipe.slope_of_logits
     if recompute:   # the one recomputation: the cosines, into the gradient's buffer
         grad = torch.mm(x, weight.t()).mul_(inv_wnorm)
     elif k > 1:
-        grad = logits.new_empty(logits.shape[0], k * classes)
+        grad = logits.new_empty(k, *logits.shape)     # one [B, K] block per centre index
+        inv_by_centre = _by_centre(weight, inv_wnorm, k)[1]
     else:
         grad = torch.empty_like(logits)
     bias_sum = logits.new_zeros(())
@@ -382,15 +410,16 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
             g.mul_(slope)
         g[r, cc] = dtarget[r + start]
         if k > 1:
-            _spread_to_centres(g, sub[start:end], inv_wnorm.view(classes, k), grad[start:end].view(-1, classes, k))
+            _spread_to_centres(g, sub[start:end], inv_by_centre, grad[:, start:end])
         elif cosine:
             g.mul_(inv_wnorm)
     return grad, _projected_colsum(weight, inv_wnorm) if cosine else None, bias_sum
 
 
 def _spread_to_centres(g, index, inv, out):
-    """out[:, :, j] <- g * inv[:, j] where the class's chosen centre is j, else 0: every entry written once (no
-    zero fill, no scatter, no pass over the whole [B, k*K] buffer for the centres' norms)."""
+    """out[j] <- g * inv[j] where the class's chosen centre is j, else 0 (out [k, rows, K], inv [k, K]): every
+    entry written once, contiguously (no zero fill, no scatter)."""
     chosen = index.to(g.dtype)
-    for j in range(out.shape[2]):
-        torch.mul(g * equal_to(chosen, float(j)), inv[:, j], out=out[:, :, j])
+    for j in range(out.shape[0]):
+        one_hot = torch.sub(chosen, float(j)).abs_().clamp_(max=1.0).neg_().add_(1.0)    # 1 where index == j
+        torch.mul(one_hot.mul_(g), inv[j], out=out[j])
