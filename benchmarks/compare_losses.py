@@ -40,8 +40,8 @@ from harness.plots import loss_comparison, publish_figure, tuning_figure
 from harness.config import RunConfig
 from harness.publish import run_folder
 from harness.runstate import atomic_json
-from harness.stats import mean_ci, paired_difference
-from harness.sweep import SUMMARY_METRICS, compare, run_spec, write_csv
+from harness.stats import family_verdicts, mean_ci, paired_difference, paired_test
+from harness.sweep import compare, replicate_variance, run_spec, write_csv
 from harness.tune import best_table, best_values, load_plan, search, tuned_spec
 
 TEST_METRICS = (("test_accuracy", "accuracy"), ("test_tar_far_0.01", "TAR@FAR=1e-2"), ("map_at_r", "MAP@R"),
@@ -77,11 +77,14 @@ def main(argv=None):
         return
     print_summary(result.summary)
     print_comparison(result.comparison)
-    versus_arcface = compare(result.rows, list(spec.axes), ARCFACE, result.spec.summary_metrics or SUMMARY_METRICS)
+    compared = sorted({c["metric"] for c in result.comparison}, key=[c["metric"] for c in result.comparison].index)
+    versus_arcface = compare(result.rows, list(spec.axes), ARCFACE, compared, spec.verdicts["margins"],
+                             f"{spec.name} vs {ARCFACE}", replicate_variance(result.runs))
     if versus_arcface:
         write_csv(os.path.join(result.out, "compare_losses_vs_arcface.csv"), versus_arcface)
         print_comparison(versus_arcface, ARCFACE)
-    robustness = noise_robustness(result.rows)
+    robustness = noise_robustness(result.rows, spec.verdicts["margins"].get("accuracy"),
+                                  replicate_variance(result.runs))
     if robustness:
         write_csv(os.path.join(result.out, "noise_robustness.csv"), robustness)
         print_robustness(robustness)
@@ -304,24 +307,30 @@ def print_comparison(comparison, reference="magface"):
     rows = [c for c in comparison if c["metric"] in ("accuracy", TAR_KEY)]
     if not rows:
         return
-    print(f"\nhead - {reference}, paired by seed (points) [95 % t interval]: verdict")
+    print(f"\nhead - {reference}, paired by seed (points) [95 % t interval, unadjusted]: verdict on the Holm-adjusted "
+          f"p within each family (one metric in one condition, every head vs {reference}); variance: "
+          f"{rows[0].get('variance') or 'n/a'}")
     for c in rows:
         diff = c[f"diff_vs_{reference}"]
         ci = "" if c["diff_ci_low"] is None else f" [{100 * c['diff_ci_low']:+.2f}, {100 * c['diff_ci_high']:+.2f}]"
-        print(f"  {c['condition']:<8}{c['head']:<19}{c['metric']:<14}"
+        print(f"  {c['condition']:<8}{c['head']:<27}{c['metric']:<14}"
               f"{'n/a' if diff is None else f'{100 * diff:+.2f}'}{ci}: {verdict_in_points(c)}")
 
 
 def verdict_in_points(c) -> str:
-    """The verdict with the detectable difference in points (the tables keep the metric's own units)."""
-    if c["verdict"].startswith("no detectable") and c["detectable"] is not None:
-        return f"no detectable difference at {c['seeds']} seeds (could detect {100 * c['detectable']:.1f} points)"
-    return c["verdict"]
+    """The verdict with effects in accuracy points (the tables keep the metric's own units)."""
+    verdict = c["verdict"]
+    if verdict.startswith("inconclusive") and c["detectable"] is not None:
+        return f"inconclusive at {c['seeds']} seeds (80 % power for |diff| >= {100 * c['detectable']:.1f} points)"
+    if verdict.startswith("equivalent") and c.get("equivalence_margin") is not None:
+        return f"equivalent within ±{100 * c['equivalence_margin']:g} points"
+    return verdict
 
 
-def noise_robustness(rows) -> list:
+def noise_robustness(rows, margin=None, variance="") -> list:
     """Accuracy lost to label noise per head (clean - noisy, per seed) and, as a difference in differences, that
-    loss minus MagFace's, with CI and verdict ("better" = the head loses less than MagFace)."""
+    loss minus MagFace's, with CI and a verdict over the family of every head against MagFace (Holm; "better" =
+    the head loses less than MagFace; equivalence within the accuracy margin)."""
     acc = {(r["condition"], r["head"], r["seed"]): r["accuracy"] for r in rows}
     heads = list(dict.fromkeys(r["head"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
@@ -329,17 +338,27 @@ def noise_robustness(rows) -> list:
                 else None for s in seeds] for h in heads}
     if "magface" not in drop or all(v is None for v in drop["magface"]):
         return []
+    others = [h for h in heads if h != "magface"]
+    tests = [paired_test([None if v is None else -v for v in drop[h]],
+                         [None if v is None else -v for v in drop["magface"]], margin) for h in others]
+    family = f"compare_losses: accuracy lost to noise minus MagFace's, {len(others)} head(s) vs magface"
+    judged = dict(zip(others, family_verdicts(tests, family), strict=True)) if others else {}
     out = []
     for h in heads:
         mean, low, high = mean_ci(drop[h])
-        did = paired_difference([None if v is None else -v for v in drop[h]],
-                                [None if v is None else -v for v in drop["magface"]])
-        out.append({"head": h, "accuracy_drop": mean, "accuracy_drop_ci_low": low, "accuracy_drop_ci_high": high,
-                    "drop_minus_magface": None if did["diff"] is None else -did["diff"],
-                    "did_ci_low": None if did["diff_ci_high"] is None else -did["diff_ci_high"],
-                    "did_ci_high": None if did["diff_ci_low"] is None else -did["diff_ci_low"],
-                    "verdict": did["verdict"] if h != "magface" else "reference", "detectable": did["detectable"],
-                    "seeds": did["seeds"]})
+        row = {"head": h, "accuracy_drop": mean, "accuracy_drop_ci_low": low, "accuracy_drop_ci_high": high}
+        t = judged.get(h)
+        if t is None:
+            row.update({"verdict": "reference", "seeds": sum(v is not None for v in drop[h])})
+        else:   # the test ran on -drop (higher is better): back to drops
+            row.update({"drop_minus_magface": None if t["diff"] is None else -t["diff"],
+                        "did_ci_low": None if t["diff_ci_high"] is None else -t["diff_ci_high"],
+                        "did_ci_high": None if t["diff_ci_low"] is None else -t["diff_ci_low"],
+                        "p": t["p"], "p_holm": t["p_holm"], "equivalence_margin": margin,
+                        "p_equivalence_holm": t["p_equivalence_holm"], "verdict": t["verdict"],
+                        "detectable": t["detectable"], "seeds": t["n"], "family": t["family"],
+                        "family_size": t["family_size"]})
+        out.append({**row, "variance": variance})
     return out
 
 
@@ -347,10 +366,10 @@ def print_robustness(rows):
     print("\naccuracy lost to noise (clean - noisy, points) and that loss minus MagFace's [95 % t interval]")
     for r in rows:
         drop = "n/a" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.2f}"
-        did = ("" if r["did_ci_low"] is None or r["head"] == "magface" else
+        did = ("" if r.get("did_ci_low") is None else
                f"  minus MagFace {100 * r['drop_minus_magface']:+.2f} [{100 * r['did_ci_low']:+.2f}, "
                f"{100 * r['did_ci_high']:+.2f}]: {verdict_in_points(r)}")
-        print(f"  {r['head']:<12}{drop}{did}")
+        print(f"  {r['head']:<27}{drop}{did}")
 
 
 if __name__ == "__main__":

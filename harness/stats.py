@@ -51,7 +51,7 @@ def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
             "seeds": n}
 
 
-# --- families and equivalence (the building blocks of issue 25's verdicts; the tables do not use them yet) -------
+# --- families and equivalence: the verdicts of the comparison tables (harness.sweep.compare) -------------------
 def holm(pvalues) -> list:
     """Holm's step-down adjusted p-values of one family (None or NaN entries pass through and do not count)."""
     p = np.array([np.nan if v is None else v for v in pvalues], float)
@@ -103,7 +103,8 @@ def paired_test(a, b, margin: float | None = None, level: float = LEVEL, power: 
     n = len(pairs)
     if n < 2:
         return {"n": n, "diff": float(pairs[0][0] - pairs[0][1]) if pairs else None, "diff_ci_low": None,
-                "diff_ci_high": None, "p": None, "p_equivalence": None, "detectable": None, "margin": margin}
+                "diff_ci_high": None, "p": None, "p_equivalence": None, "detectable": None, "margin": margin,
+                "se": None}
     d = np.array([x - y for x, y in pairs])
     mean, low, high = mean_ci(d, level)
     se = d.std(ddof=1) / np.sqrt(n)
@@ -115,22 +116,27 @@ def paired_test(a, b, margin: float | None = None, level: float = LEVEL, power: 
         p_eq = None if margin is None else float(max(stats.t.sf((mean + margin) / se, n - 1),
                                                      stats.t.cdf((mean - margin) / se, n - 1)))
     return {"n": n, "diff": mean, "diff_ci_low": low, "diff_ci_high": high, "p": p, "p_equivalence": p_eq,
-            "detectable": detectable_effect(se, n, level, power), "margin": margin}
+            "detectable": detectable_effect(se, n, level, power), "margin": margin, "se": float(se)}
 
 
 def family_verdicts(tests: list, family: str, level: float = LEVEL) -> list:
     """The tests of one declared family (dicts from paired_test) with family, family_size, p_holm,
     p_equivalence_holm and a verdict on the adjusted values: "better" / "worse" (no difference rejected),
     "equivalent within +-margin" (both one-sided tests rejected), else "inconclusive (80 % power for |diff| >= X)",
-    or "not computable" (fewer than 2 replicates). A family of one member is an error: there is nothing to
-    correct for, so it is not a family."""
-    if len(tests) < 2:
-        raise ValueError(f"family {family!r} has {len(tests)} member(s); declare families of at least 2 comparisons")
+    or "not computable" (fewer than 2 replicates). X (`detectable`) is the effect a test of the family has 80 %
+    power for at the level Holm's first step uses, alpha / m (so at least as large as X at alpha). A family of one
+    member is its own correction (p_holm = p)."""
+    if not tests:
+        raise ValueError(f"family {family!r} has no member; a family holds at least one comparison")
     alpha = 1 - level
     p_holm = holm([t["p"] for t in tests])
+    p_bh = benjamini_hochberg([t["p"] for t in tests])
     p_eq_holm = holm([t["p_equivalence"] for t in tests])
     out = []
-    for t, ph, pe in zip(tests, p_holm, p_eq_holm, strict=True):
+    corrected = 1 - alpha / len(tests)
+    for t, ph, pb, pe in zip(tests, p_holm, p_bh, p_eq_holm, strict=True):
+        if t.get("se") is not None:
+            t = {**t, "detectable": detectable_effect(t["se"], t["n"], corrected)}
         if ph is None:
             verdict = f"not computable: {t['n']} paired replicate(s), need 2"
         elif ph < alpha:
@@ -139,6 +145,6 @@ def family_verdicts(tests: list, family: str, level: float = LEVEL) -> list:
             verdict = f"equivalent within ±{t['margin']:g}"
         else:
             verdict = f"inconclusive ({100 * POWER:.0f} % power for |diff| >= {t['detectable']:.3g})"
-        out.append({**t, "family": family, "family_size": len(tests), "p_holm": ph, "p_equivalence_holm": pe,
-                    "verdict": verdict})
+        out.append({**t, "family": family, "family_size": len(tests), "p_holm": ph, "p_bh": pb,
+                    "p_equivalence_holm": pe, "verdict": verdict})
     return out

@@ -8,6 +8,9 @@ A spec (configs/sweeps/*.toml):
     base = "../cpu_synthetic_ablation.toml"   # the harness config of every run, relative to the spec
     columns = ["head.params.lambda_g"]     # config values recorded as table columns (head params: resolved)
     reference = "magface"                  # optional: <name>_comparison.csv pairs every head with this one
+    [verdicts]                             # with a reference, declared before the runs: the compared metrics
+    metrics = ["accuracy"]                 #   (default: the summary's) and equivalence margins per metric, in
+    margins = { accuracy = 0.01 }          #   the metric's units (a metric without one: no equivalence test)
     [set]                                  # dotted config keys applied to every run
     "train.epochs" = 3
     [axes]                                 # the grid, in this order: a dotted config key, or
@@ -53,7 +56,7 @@ from .evaluate import EVAL_VERSION, evaluate_run
 from .locks import RunBusy, SweepsBusy, run_lock, sweep_sharing, sweeps_exclusive, tables_lock, temporary_name
 from .run_rows import metric_columns
 from .runstate import DamagedFile, atomic_json, load_data, read_json
-from .stats import mean_ci, paired_difference
+from .stats import family_verdicts, mean_ci, paired_test
 from .sweep_workers import FAILED_FILE, META_FILE, RESULT_FILE, Job, record_failure, run_all, worker_threads
 
 try:
@@ -62,7 +65,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "conditions", "overrides", "reference",
-             "quick", "tune")
+             "verdicts", "quick", "tune")
+VERDICT_KEYS = ("metrics", "margins")
 QUICK_KEYS = ("base", "set", "axes", "tune")
 SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=\[\]-]*")   # a label that becomes a file or folder name
@@ -93,6 +97,7 @@ class SweepSpec:
     quick: bool = False
     tune: dict = field(default_factory=dict)   # the equal-budget search of the heads (harness.tune reads it)
     summary_metrics: tuple = ()   # metrics of the summary and comparison tables (empty: SUMMARY_METRICS)
+    verdicts: dict = field(default_factory=lambda: {"metrics": None, "margins": {}})   # [verdicts], see above
 
     def with_axis(self, axis: str, values) -> "SweepSpec":
         """A copy with one axis's values replaced (e.g. from a benchmark flag), checked like the file's."""
@@ -141,7 +146,8 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
                      description=raw.get("description", ""), columns=list(raw.get("columns", [])),
                      set=dict(raw.get("set", {})), axes=dict(raw["axes"]), heads=dict(raw.get("heads", {})),
                      conditions=dict(raw.get("conditions", {})), overrides=list(raw.get("overrides", [])),
-                     reference=raw.get("reference", ""), tune=dict(raw.get("tune", {})))
+                     reference=raw.get("reference", ""), tune=dict(raw.get("tune", {})),
+                     verdicts=_verdicts(raw.get("verdicts", {}), where))
     if quick:
         q = raw.get("quick", {})
         _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
@@ -171,6 +177,25 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
             _check_key(key, f"{where} [[overrides]] #{i + 1}")
     _check_axes(spec)
     return spec
+
+
+def _verdicts(table: dict, where: str) -> dict:
+    """[verdicts]: `metrics` (a list of metric names) and `margins` ({metric: a number > 0}), each margin's metric
+    among the compared ones."""
+    _no_unknown(table, VERDICT_KEYS, f"{where} [verdicts]")
+    metrics = table.get("metrics")
+    if metrics is not None and (not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics)):
+        raise ValueError(f"{where} [verdicts]: metrics must be a list of metric names, got {metrics!r}")
+    margins = table.get("margins", {})
+    for metric, margin in margins.items():
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and
+                                                                                    margin > 0):
+            raise ValueError(f"{where} [verdicts] margins.{metric} = {margin!r}: expected a number > 0 (the "
+                             "equivalence margin, in the metric's units)")
+        if metrics is not None and metric not in metrics:
+            raise ValueError(f"{where} [verdicts] margins.{metric}: {metric!r} is not among the compared metrics "
+                             f"{metrics}")
+    return {"metrics": None if metrics is None else list(metrics), "margins": dict(margins)}
 
 
 def _no_unknown(table: dict, valid, where: str) -> None:
@@ -414,8 +439,11 @@ def _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet
     rows = [load_row(r) for r in runs]
     ijb = [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("ijb_") and k.endswith("0.0001")]
     metrics = (*(spec.summary_metrics or SUMMARY_METRICS), *ijb)   # IJB TAR@FAR=1e-4 when runs were evaluated on it
+    declared = spec.verdicts["metrics"]
+    compared = metrics if declared is None else [m for m in metrics if m in declared]
     result = SweepResult(spec, out, runs, rows, trained, summarise(rows, list(spec.axes), metrics),
-                         compare(rows, list(spec.axes), spec.reference, metrics) if spec.reference else [])
+                         compare(rows, list(spec.axes), spec.reference, compared, spec.verdicts["margins"],
+                                 spec.name, replicate_variance(runs)) if spec.reference else [])
     with tables_lock(out):
         write_tables(result)
     say(f"{trained} new run(s) in {time.perf_counter() - t0:.0f} s; tables {out}/{spec.name}.csv"
@@ -650,12 +678,17 @@ def summarise(rows: list, axes: list, metrics=SUMMARY_METRICS) -> list:
     return out
 
 
-def compare(rows: list, axes: list, reference: str, metrics=SUMMARY_METRICS) -> list:
+def compare(rows: list, axes: list, reference: str, metrics=SUMMARY_METRICS, margins=None, name: str = "",
+            variance: str = "") -> list:
     """Paired by seed, every head against `reference` within each combination of the other axes: the difference
-    (head - reference, in the metric's units) with its 95 % t interval, a verdict that knows which direction is
-    better, and the smallest difference the seeds could detect (harness.stats.paired_difference)."""
+    (head - reference, in the metric's units) with its 95 % t interval, the two-sided p and, where the metric has
+    an equivalence margin, the TOST p; then per family (one metric in one combination of the other axes: every
+    head against the reference) Holm-adjusted p-values and the verdict on them (harness.stats.family_verdicts:
+    better / worse / equivalent within +-margin / inconclusive with the effect 80 % power needed). `variance`
+    says which sources of variance the replicates, and so the intervals, include."""
     if "seed" not in axes or "head" not in axes:
         return []
+    margins = margins or {}
     others = [column_name(a) for a in axes if a not in ("seed", "head")]
     out = []
     for key, rs in _groups(rows, others).items():
@@ -663,23 +696,50 @@ def compare(rows: list, axes: list, reference: str, metrics=SUMMARY_METRICS) -> 
         for r in rs:
             by_head.setdefault(r["head"], {})[r["seed"]] = r
         ref = by_head.get(reference, {})
-        for head, runs in by_head.items():
-            if head == reference:
+        heads = [h for h in by_head if h != reference]
+        for metric in metrics:
+            tests = [_paired(by_head[h], ref, metric, margins.get(metric)) for h in heads]
+            if not tests:
                 continue
-            seeds = sorted(set(runs) & set(ref))
-            for metric in metrics:
-                sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-                a = [None if runs[s].get(metric) is None else sign * runs[s][metric] for s in seeds]
-                b = [None if ref[s].get(metric) is None else sign * ref[s][metric] for s in seeds]
-                d = paired_difference(a, b)
-                low, high = d["diff_ci_low"], d["diff_ci_high"]
-                if sign < 0 and low is not None:
-                    low, high = -high, -low
-                out.append({**dict(key), "head": head, "metric": metric, f"diff_vs_{reference}":
-                            None if d["diff"] is None else sign * d["diff"], "diff_ci_low": low,
-                            "diff_ci_high": high, "verdict": d["verdict"], "detectable": d["detectable"],
-                            "seeds": d["seeds"]})
+            where = ", ".join(f"{k} = {v}" for k, v in key)
+            family = f"{name}: {metric}{f' ({where})' if where else ''}, {len(tests)} head(s) vs {reference}"
+            for head, t in zip(heads, family_verdicts(tests, family), strict=True):
+                out.append({**dict(key), "head": head, "metric": metric, **_oriented(t, metric, reference),
+                            "variance": variance})
     return out
+
+
+def _paired(runs: dict, ref: dict, metric: str, margin) -> dict:
+    """paired_test of one head against the reference on one metric, higher taken as better (lower-is-better
+    metrics negated)."""
+    seeds = sorted(set(runs) & set(ref))
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    a = [None if runs[s].get(metric) is None else sign * runs[s][metric] for s in seeds]
+    b = [None if ref[s].get(metric) is None else sign * ref[s][metric] for s in seeds]
+    return paired_test(a, b, margin)
+
+
+def _oriented(t: dict, metric: str, reference: str) -> dict:
+    """The columns of one comparison, the difference and its interval back in the metric's own direction."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    low, high = t["diff_ci_low"], t["diff_ci_high"]
+    if sign < 0 and low is not None:
+        low, high = -high, -low
+    return {f"diff_vs_{reference}": None if t["diff"] is None else sign * t["diff"], "diff_ci_low": low,
+            "diff_ci_high": high, "p": t["p"], "p_holm": t["p_holm"], "p_bh": t["p_bh"],
+            "equivalence_margin": t["margin"], "p_equivalence": t["p_equivalence"],
+            "p_equivalence_holm": t["p_equivalence_holm"], "verdict": t["verdict"], "detectable": t["detectable"],
+            "seeds": t["n"], "family": t["family"], "family_size": t["family_size"]}
+
+
+def replicate_variance(runs: list) -> str:
+    """Which sources of variance the seed replicates include: the training seed always; the data instance only
+    when the runs' synthetic data seeds differ between seeds."""
+    data_seeds = {r.cfg.data.synthetic.seed for r in runs if r.cfg.data.source == "synthetic"}
+    if len(data_seeds) > 1:
+        return "training seed and data instance"
+    only = f" (data.synthetic.seed = {next(iter(data_seeds))})" if data_seeds else ""
+    return f"training seed only: one data instance{only}"
 
 
 def _groups(rows: list, keys: list) -> dict:

@@ -91,5 +91,7 @@ def test_family_verdicts_on_adjusted_p_values():
     assert out[2]["verdict"].startswith("inconclusive (80 % power for |diff| >= ")
     assert all(o["family_size"] == 4 and o["family"].startswith("clean accuracy") for o in out)
     assert out[0]["p_holm"] == pytest.approx(min(1, 3 * out[0]["p"]))   # the smallest of 3 finite p-values
-    with pytest.raises(ValueError, match="has 1 member"):
-        family_verdicts(tests[:1], "one")
+    alone = family_verdicts(tests[:1], "one")[0]
+    assert alone["family_size"] == 1 and alone["p_holm"] == alone["p"] and alone["p_bh"] == pytest.approx(alone["p"])
+    with pytest.raises(ValueError, match="has no member"):
+        family_verdicts([], "none")
