@@ -85,7 +85,8 @@ def detectable_effect(se: float, n: int, level: float = LEVEL, power: float = PO
 
     def shortfall(delta):
         nc = delta / se
-        return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) - power
+        lower = stats.nct.cdf(-crit, df, nc)   # the wrong-sign tail: scipy returns NaN once it underflows
+        return stats.nct.sf(crit, df, nc) + (lower if np.isfinite(lower) else 0.0) - power
     high = crit * se
     while shortfall(high) < 0:   # widen the bracket until the power is reached
         high *= 1.5
