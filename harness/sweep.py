@@ -8,6 +8,8 @@ A spec (configs/sweeps/*.toml):
     base = "../cpu_synthetic_ablation.toml"   # the harness config of every run, relative to the spec
     columns = ["head.params.lambda_g"]     # config values recorded as table columns (head params: resolved)
     reference = "magface"                  # optional: <name>_comparison.csv pairs every head with this one
+    replicates = "data"                    # optional: a seed also draws its own synthetic data set (new training
+                                           #   images, new evaluation identities); default "training": train.seed
     [verdicts]                             # with a reference, declared before the runs: the compared metrics
     metrics = ["accuracy"]                 #   (default: the summary's) and equivalence margins per metric, in
     margins = { accuracy = 0.01 }          #   the metric's units (a metric without one: no equivalence test)
@@ -65,7 +67,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 SPEC_KEYS = ("name", "description", "base", "columns", "set", "axes", "heads", "conditions", "overrides", "reference",
-             "verdicts", "quick", "tune")
+             "verdicts", "replicates", "quick", "tune")
+REPLICATES = ("training", "data")   # what a seed replicate varies: train.seed only, or the data instance too
 VERDICT_KEYS = ("metrics", "margins")
 QUICK_KEYS = ("base", "set", "axes", "tune")
 SPECIAL_AXES = {"seed": "seed", "head": "head", "condition": "condition"}
@@ -98,6 +101,7 @@ class SweepSpec:
     tune: dict = field(default_factory=dict)   # the equal-budget search of the heads (harness.tune reads it)
     summary_metrics: tuple = ()   # metrics of the summary and comparison tables (empty: SUMMARY_METRICS)
     verdicts: dict = field(default_factory=lambda: {"metrics": None, "margins": {}})   # [verdicts], see above
+    replicates: str = "training"   # "data": the seed axis sets data.synthetic.seed too (new images and identities)
 
     def with_axis(self, axis: str, values) -> "SweepSpec":
         """A copy with one axis's values replaced (e.g. from a benchmark flag), checked like the file's."""
@@ -147,7 +151,11 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
                      set=dict(raw.get("set", {})), axes=dict(raw["axes"]), heads=dict(raw.get("heads", {})),
                      conditions=dict(raw.get("conditions", {})), overrides=list(raw.get("overrides", [])),
                      reference=raw.get("reference", ""), tune=dict(raw.get("tune", {})),
-                     verdicts=_verdicts(raw.get("verdicts", {}), where))
+                     verdicts=_verdicts(raw.get("verdicts", {}), where),
+                     replicates=raw.get("replicates", "training"))
+    if spec.replicates not in REPLICATES:
+        raise ValueError(f"{where}: replicates = {spec.replicates!r}; expected one of {list(REPLICATES)} "
+                         "(\"data\": every seed draws its own synthetic data set)")
     if quick:
         q = raw.get("quick", {})
         _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
@@ -284,6 +292,11 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
         for axis, value in axes.items():
             if axis not in SPECIAL_AXES or axis == "seed":
                 updates["train.seed" if axis == "seed" else axis] = value
+        if "seed" in axes and spec.replicates == "data":
+            if values.get("data", {}).get("source", "synthetic") != "synthetic":
+                raise ValueError(f"sweep {spec.name}: replicates = \"data\" draws a new built-in synthetic data "
+                                 "set per seed, which real data does not use; use replicates = \"training\"")
+            updates["data.synthetic.seed"] = axes["seed"]
         for o in spec.overrides:
             if all(axes.get(k) == v for k, v in o.get("match", {}).items()):
                 updates.update(o.get("set", {}))

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from harness.__main__ import main as harness_main
-from harness.sweep import expand, load_spec, run_spec, run_status
+from harness.sweep import compare, expand, load_spec, replicate_variance, run_spec, run_status
 from tiny import TINY
 
 from test_benchmarks_quality import ROOT
@@ -128,3 +128,52 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_it_is_retried_only_when_a
     assert again.trained == 0 and again.rows[1]["failed"] == bad["failed"]
     retried = run_spec(spec, str(tmp_path / "o"), over, quiet=True, retry_failed=True)
     assert retried.trained == 1 and retried.rows[1]["failed"].startswith("TrainingDiverged")
+
+
+def test_data_replicates_draw_a_data_set_per_seed_and_the_tables_say_so(tmp_path):
+    spec = load_spec(write_spec(tmp_path, 'replicates = "data"\n[axes]\nseed = [3, 4]\n'))
+    runs = expand(spec, str(tmp_path / "o"))
+    assert [(r.cfg.train.seed, r.cfg.data.synthetic.seed) for r in runs] == [(3, 3), (4, 4)]
+    assert replicate_variance(runs) == "training seed and data instance"
+    plain = expand(load_spec(write_spec(tmp_path, "[axes]\nseed = [3, 4]\n", "plain.toml")), str(tmp_path / "p"))
+    assert {r.cfg.data.synthetic.seed for r in plain} == {0}
+    assert replicate_variance(plain) == "training seed only: one data instance (data.synthetic.seed = 0)"
+    with pytest.raises(ValueError, match=r"replicates = 'all'; expected one of \['training', 'data'\]"):
+        load_spec(write_spec(tmp_path, 'replicates = "all"\n[axes]\nseed = [0]\n', "bad.toml"))
+    real = load_spec(write_spec(tmp_path, 'replicates = "data"\n[set]\n"data.source" = "folder"\n'
+                                          '"data.path" = "."\n[axes]\nseed = [0]\n', "real.toml"))
+    with pytest.raises(ValueError, match="real data does not use"):
+        expand(real, str(tmp_path / "r"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[verdicts]\nmargins = { accuracy = 0 }', r"margins.accuracy = 0: expected a number > 0"),
+    ('[verdicts]\nmetrics = ["accuracy"]\nmargins = { map_at_r = 0.02 }', r"'map_at_r' is not among the compared"),
+    ('[verdicts]\nmetrics = "accuracy"', r"metrics must be a list of metric names"),
+    ('[verdicts]\nfamily = "all"', r"unknown key\(s\) \['family'\]"),
+])
+def test_bad_verdict_declarations_are_named(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_spec(write_spec(tmp_path, text + "\n[axes]\nseed = [0]\n"))
+
+
+def test_comparisons_carry_their_family_and_adjusted_verdicts():
+    """Three heads against a reference on one metric: one family of 3, Holm on its p-values, the equivalence margin
+    applied where declared, lower-is-better metrics oriented back."""
+    base = [0.80, 0.85, 0.83, 0.90, 0.78]
+    shifts = {"ref": [0] * 5, "up": [0.06, 0.04, 0.05, 0.055, 0.045], "same": [0.001, -0.001, 0.0005, -0.0005, 0],
+              "noisy": [0.02, -0.03, 0.01, -0.02, 0.03]}
+    rows = [{"head": h, "seed": i, "condition": "clean", "accuracy": b + d, "erc_area_magface": b - d}
+            for h, ds in shifts.items() for i, (b, d) in enumerate(zip(base, ds))]
+    out = compare(rows, ["condition", "head", "seed"], "ref", ["accuracy", "erc_area_magface"],
+                  {"accuracy": 0.01}, "t", "training seed only")
+    acc = {c["head"]: c for c in out if c["metric"] == "accuracy"}
+    assert {c["family_size"] for c in out} == {3} and acc["up"]["family"] == \
+        "t: accuracy (condition = clean), 3 head(s) vs ref"
+    assert acc["up"]["verdict"] == "better" and acc["same"]["verdict"] == "equivalent within ±0.01"
+    assert acc["noisy"]["verdict"].startswith("inconclusive (80 % power for |diff| >= ")
+    assert acc["up"]["p_holm"] == pytest.approx(min(1.0, 3 * acc["up"]["p"]))
+    erc = {c["head"]: c for c in out if c["metric"] == "erc_area_magface"}
+    assert erc["up"]["verdict"] == "better" and erc["up"]["diff_vs_ref"] < 0     # lower area is better
+    assert erc["up"]["equivalence_margin"] is None and erc["same"]["verdict"].startswith("inconclusive")
+    assert all(c["variance"] == "training seed only" for c in out)
