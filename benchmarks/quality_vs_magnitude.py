@@ -40,6 +40,9 @@ from harness.sweep import write_csv
 
 SPEC = "configs/sweeps/quality_vs_magnitude.toml"
 ERC_FMR = 1e-2   # 1e-3 leaves only a handful of impostor pairs above the threshold on the built-in pairs
+REFERENCE_EDC = {"starting_fnmr": 0.05, "pauc_limits": (0.2,)}   # the EDC of Schlett et al.'s reference code (its
+#                                                                  example's starting error), harness.metrics.iso_edc
+PAIRED_RESAMPLES = 2000   # identity resamples for the paired differences: enough for tails at 0.05 / 7
 PROTOCOLS = {"recomputed": "official MagFace ERC: threshold recomputed after each discard step",
              "fixed": "ISO/IEC 29794-1 EDC: threshold fixed, mated pairs discarded"}
 
@@ -81,7 +84,7 @@ def load_results(out):
     scores, issame = mag.get("quality_scores", mag["scores"]), mag["issame"]   # unflipped unless eval.flip_for_quality
     pair_q = lambda n: np.minimum(n[mag["left"]], n[mag["right"]])  # noqa: E731
     estimates = {"MagFace magnitude": pair_q(mag["norms"]), "ArcFace norm": pair_q(ev["arcface"]["norms"]),
-                 "AdaFace norm": pair_q(ev["adaface"]["norms"]),
+                 "AdaFace norm": pair_q(ev["adaface"]["norms"]), "Softmax norm": pair_q(ev["softmax"]["norms"]),
                  **{name: pair_q(q) for name, q in other_estimates(out).items()},
                  "ground-truth quality (ideal)": mag["pair_quality_gt"],
                  "random": np.random.default_rng(0).random(len(scores))}
@@ -94,6 +97,9 @@ def load_results(out):
             row["erc_area_magface" if protocol == "recomputed" else "edc_area_iso"] = c["area"]
             if protocol == "fixed":
                 row["edc_pauc_20"] = c["pauc"][0.2]
+        ref = metrics.iso_edc(scores, issame, q, **REFERENCE_EDC)
+        row.update({"edc_ref_pauc_20": ref["pauc"][0.2], "edc_ref_pauc_20_best": ref["pauc_theoretical_best"][0.2],
+                    "edc_ref_starting_fnmr": ref["starting_fnmr"]})
         erc_rows.append(row)
     _merge_stored_intervals(out, erc_rows)
     pair_identities = np.stack([mag["identity"][mag["left"]], mag["identity"][mag["right"]]], axis=1)
@@ -205,31 +211,40 @@ def _merge_stored_intervals(out, erc_rows) -> None:
             row.update({k: v for k, v in old.items() if k not in row})
 
 
-def erc_intervals(res, n_boot: int = 200) -> None:
-    """Add to every ERC row 95 % CIs over evaluation identities of its official ERC area and ISO pAUC, and its
-    paired difference to MagFace's magnitude on the same resamples with a verdict (lower is better). Slow (about
-    a minute): run by main() and stored in erc.csv/erc.json, not by the notebooks."""
+def erc_intervals(res, n_boot: int = 200, n_paired: int = PAIRED_RESAMPLES) -> None:
+    """Add to every ERC row 95 % CIs over evaluation identities of its official ERC area, ISO pAUC (threshold at
+    FMR 1e-2) and reference-EDC pAUC (starting FNMR 0.05), and its paired difference to MagFace's magnitude on the
+    same resamples with a verdict (lower is better). The estimators paired with MagFace's magnitude are one family
+    per protocol: their difference intervals are simultaneous (Bonferroni, level 1 - 0.05 / m, from `n_paired`
+    resamples) and the verdict is read off them. Slow (a few minutes): run by main() and stored in erc.csv/erc.json,
+    not by the notebooks."""
     scores, issame, estimates, pair_ids = res["erc_inputs"]
-    protocols = {"erc_area_magface": lambda c: c["area"], "edc_pauc_20": lambda c: c["pauc"][0.2]}
-    threshold = {"erc_area_magface": "recomputed", "edc_pauc_20": "fixed"}
 
     def value(key, q, i):
-        return protocols[key](metrics.error_versus_discard(scores[i], issame[i], q[i], fmr=ERC_FMR,
-                                                           threshold=threshold[key]))
+        if key == "edc_ref_pauc_20":
+            return metrics.iso_edc(scores[i], issame[i], q[i], **REFERENCE_EDC)["pauc"][0.2]
+        c = metrics.error_versus_discard(scores[i], issame[i], q[i], fmr=ERC_FMR,
+                                         threshold="recomputed" if key == "erc_area_magface" else "fixed")
+        return c["area"] if key == "erc_area_magface" else c["pauc"][0.2]
     reference = estimates["MagFace magnitude"]
+    m = len(res["erc_rows"]) - 1
+    level = 1 - 0.05 / m
+    family = f"quality estimates minus MagFace's magnitude on MagFace's scores, {m} per protocol (Bonferroni)"
     for row in res["erc_rows"]:
         q = estimates[row["quality estimate"]]
-        for key in protocols:
+        for key in ("erc_area_magface", "edc_pauc_20", "edc_ref_pauc_20"):
             low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i), n_boot=n_boot)
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
             if q is reference:
                 continue
             low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i) - value(key, reference, i),
-                                                   n_boot=n_boot)
+                                                   n_boot=n_paired, level=level)
             verdict = interval_verdict(low, high, "worse than MagFace's magnitude", "better than MagFace's magnitude")
             row[f"{key}_diff_vs_magface"] = row[key] - next(r[key] for r in res["erc_rows"]
                                                              if r["quality estimate"] == "MagFace magnitude")
             row[f"{key}_diff_ci_low"], row[f"{key}_diff_ci_high"], row[f"{key}_verdict"] = low, high, verdict
+        if q is not reference:
+            row.update({"family": family, "family_size": m, "paired_level": level, "paired_resamples": n_paired})
 
 
 def print_tables(res):
@@ -247,19 +262,21 @@ def print_tables(res):
     print(f"Error versus discard at FMR={ERC_FMR:g} on MagFace's scores (lower is better; 95 % CIs over identities "
           "where computed):")
     print(f"  {'quality estimate':<42}{'ERC area (MagFace protocol)':>34}{'EDC area (ISO)':>16}"
-          f"{'EDC pAUC20 (ISO)':>30}")
+          f"{'EDC pAUC20 (ISO)':>30}{'reference EDC pAUC20 (FNMR0 0.05)':>36}")
     for r in res["erc_rows"]:
         fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
         print(f"  {r['quality estimate']:<42}{fmt(r['erc_area_magface']):>14}{ci(r, 'erc_area_magface'):<20}"
-              f"{fmt(r['edc_area_iso']):>16}{fmt(r['edc_pauc_20']):>14}{ci(r, 'edc_pauc_20'):<16}")
+              f"{fmt(r['edc_area_iso']):>16}{fmt(r['edc_pauc_20']):>14}{ci(r, 'edc_pauc_20'):<16}"
+              f"{fmt(r['edc_ref_pauc_20']):>14}{ci(r, 'edc_ref_pauc_20'):<22}")
     paired = [r for r in res["erc_rows"] if "erc_area_magface_verdict" in r]
     if paired:
-        print("  paired with MagFace's magnitude on the same identity resamples (estimate minus MagFace):")
+        print(f"  paired with MagFace's magnitude on the same identity resamples (estimate minus MagFace; "
+              f"simultaneous intervals over the {paired[0]['family_size']}, level {paired[0]['paired_level']:.4f}):")
     for r in paired:
         signed = lambda v: "n/a" if v is None or v != v else f"{v:+.4f}"  # noqa: E731   (NaN: stored as null)
         print(f"  {r['quality estimate']:<42}" + "; ".join(
             f"{name} {signed(r.get(f'{k}_diff_vs_magface'))}{ci(r, f'{k}_diff', 1, '+.4f')} {r.get(f'{k}_verdict')}"
-            for k, name in (("erc_area_magface", "ERC"), ("edc_pauc_20", "pAUC20"))))
+            for k, name in (("erc_area_magface", "ERC"), ("edc_pauc_20", "pAUC20"), ("edc_ref_pauc_20", "ref pAUC20"))))
 
 
 if __name__ == "__main__":

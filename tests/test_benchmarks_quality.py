@@ -27,11 +27,16 @@ def test_quality_benchmark_runs_and_reuses(tmp_path):
     with open(tmp_path / "q" / "erc.csv") as f:
         erc = list(csv.DictReader(f))
     names = [r["quality estimate"] for r in erc]
-    assert names[3].startswith("SER-FIQ (MagFace network") and names[4].startswith("sharpness")
-    assert names[5] == "ground-truth quality (ideal)"
+    assert names[:4] == ["MagFace magnitude", "ArcFace norm", "AdaFace norm", "Softmax norm"]
+    assert names[4].startswith("SER-FIQ (MagFace network") and names[5].startswith("sharpness")
+    assert names[6] == "ground-truth quality (ideal)"
     with np.load(tmp_path / "q" / "quality_estimates.npz") as z:   # per evaluation image, and not constant
         assert z["serfiq"].shape == z["sharpness"].shape and z["serfiq"].std() > 0 and z["sharpness"].std() > 0
     assert all(0 <= float(r["edc_area_iso"]) <= 1 and 0 <= float(r["edc_pauc_20"]) <= 0.2 for r in erc)
+    assert all(0 <= float(r["edc_ref_pauc_20_best"]) <= float(r["edc_ref_pauc_20"]) <= 0.2 for r in erc)
+    paired = [r for r in erc if r["family_size"]]     # every estimate but MagFace's magnitude: one family of 7
+    assert len(paired) == 7 and {r["family_size"] for r in paired} == {"7"}
+    assert float(paired[0]["paired_level"]) == pytest.approx(1 - 0.05 / 7)
     for name in ("magnitude_vs_quality", "magface_histograms", "images_by_magnitude", "magnitude_vs_cosine", "erc"):
         assert (tmp_path / "fig" / f"qvm_{name}_quick.png").stat().st_size > 15_000, name
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
