@@ -320,6 +320,8 @@ def print_comparison(comparison, reference="magface"):
 def verdict_in_points(c) -> str:
     """The verdict with effects in accuracy points (the tables keep the metric's own units)."""
     verdict = c["verdict"]
+    if verdict.startswith("no detectable") and c["detectable"] is not None:   # tuned_vs_untuned (uncorrected)
+        return f"no detectable difference at {c['seeds']} seeds (could detect {100 * c['detectable']:.1f} points)"
     if verdict.startswith("inconclusive") and c["detectable"] is not None:
         return f"inconclusive at {c['seeds']} seeds (80 % power for |diff| >= {100 * c['detectable']:.1f} points)"
     if verdict.startswith("equivalent") and c.get("equivalence_margin") is not None:

@@ -134,7 +134,7 @@ def family_verdicts(tests: list, family: str, level: float = LEVEL) -> list:
     p_bh = benjamini_hochberg([t["p"] for t in tests])
     p_eq_holm = holm([t["p_equivalence"] for t in tests])
     out = []
-    corrected = 1 - alpha / len(tests)
+    corrected = 1 - alpha / max(1, sum(t["p"] is not None for t in tests))   # Holm's m: the computable tests
     for t, ph, pb, pe in zip(tests, p_holm, p_bh, p_eq_holm, strict=True):
         if t.get("se") is not None:
             t = {**t, "detectable": detectable_effect(t["se"], t["n"], corrected)}

@@ -153,6 +153,8 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
                      reference=raw.get("reference", ""), tune=dict(raw.get("tune", {})),
                      verdicts=_verdicts(raw.get("verdicts", {}), where),
                      replicates=raw.get("replicates", "training"))
+    if raw.get("verdicts") and not spec.reference:
+        raise ValueError(f"{where}: [verdicts] needs a reference head to compare with (reference = ...)")
     if spec.replicates not in REPLICATES:
         raise ValueError(f"{where}: replicates = {spec.replicates!r}; expected one of {list(REPLICATES)} "
                          "(\"data\": every seed draws its own synthetic data set)")
@@ -194,15 +196,20 @@ def _verdicts(table: dict, where: str) -> dict:
     metrics = table.get("metrics")
     if metrics is not None and (not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics)):
         raise ValueError(f"{where} [verdicts]: metrics must be a list of metric names, got {metrics!r}")
+    known = [m for m in metrics or SUMMARY_METRICS if m in SUMMARY_METRICS or m.startswith("ijb_")]
+    unknown = sorted(set(metrics or []) - set(known))
+    if unknown:
+        raise ValueError(f"{where} [verdicts] metrics: {unknown} are not compared metrics; valid: "
+                         f"{', '.join(SUMMARY_METRICS)} (and ijb_* columns)")
     margins = table.get("margins", {})
     for metric, margin in margins.items():
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and
                                                                                     margin > 0):
             raise ValueError(f"{where} [verdicts] margins.{metric} = {margin!r}: expected a number > 0 (the "
                              "equivalence margin, in the metric's units)")
-        if metrics is not None and metric not in metrics:
+        if metric not in known:
             raise ValueError(f"{where} [verdicts] margins.{metric}: {metric!r} is not among the compared metrics "
-                             f"{metrics}")
+                             f"{known}")
     return {"metrics": None if metrics is None else list(metrics), "margins": dict(margins)}
 
 

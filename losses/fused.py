@@ -388,7 +388,8 @@ def _chunked_gradient(ctx, x, weight, loss_bias, col, logits, lse, cos_y, t, sub
     cosine = recipe.target_fn is not None
     k = recipe.k
     recompute = recipe.negative_fn is not None and not recipe.slope_of_logits
-    if recompute:   # the one recomputation: the cosines, into the gradient's buffer
+    inv_by_centre = None
+    if recompute:   # the one recomputation: the cosines, into the gradient's buffer (k = 1: base.py refuses k > 1)
         grad = torch.mm(x, weight.t()).mul_(inv_wnorm)
     elif k > 1:
         grad = logits.new_empty(k, *logits.shape)     # one [B, K] block per centre index

@@ -41,7 +41,7 @@ def cmd(out, tmp_path, nproc=2, *extra):
     return [*launch, "-m", "harness", "train", "--no-eval", "--out", str(out), *[a for s in base for a in ("--set", s)]]
 
 
-def run_ok(command, timeout=60, fresh=False):
+def run_ok(command, timeout=90, fresh=False):
     """Run a launch that must succeed; a failure shows its output. One retry only when the transport failed (known
     gloo/rendezvous flakiness on loaded machines: an error of the transport, or a launch that hangs, seen twice in
     about 20 launches on the 2-core machine) and the harness raised none of its own errors. A run takes about 8 s,

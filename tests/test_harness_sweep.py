@@ -151,6 +151,8 @@ def test_data_replicates_draw_a_data_set_per_seed_and_the_tables_say_so(tmp_path
     ('[verdicts]\nmetrics = ["accuracy"]\nmargins = { map_at_r = 0.02 }', r"'map_at_r' is not among the compared"),
     ('[verdicts]\nmetrics = "accuracy"', r"metrics must be a list of metric names"),
     ('[verdicts]\nfamily = "all"', r"unknown key\(s\) \['family'\]"),
+    ('[verdicts]\nmetrics = ["acuracy"]', r"\['acuracy'\] are not compared metrics"),
+    ('[verdicts]\nmargins = { accuracy = 0.01 }', r"\[verdicts\] needs a reference head"),
 ])
 def test_bad_verdict_declarations_are_named(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
