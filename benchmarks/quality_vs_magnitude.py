@@ -22,6 +22,7 @@ import json
 import os
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 
 from harness import metrics
@@ -33,8 +34,8 @@ from harness.evaluate import load_eval
 from harness.plots import (GRID_SHAPE, erc_curves, grid_pick, magnitude_histograms, magnitude_vs_cosine,
                            magnitude_vs_quality, publish_figure, sorted_image_grid)
 from harness.publish import run_folder
-from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
-from harness.runstate import atomic_json, atomic_npz, run_backbone
+from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, feature_norms, laplacian_sharpness, serfiq
+from harness.runstate import atomic_json, atomic_npz, build_model, run_backbone
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
 
@@ -80,6 +81,9 @@ def load_results(out):
             cfg = RunConfig.from_dict(json.load(f))
         dumps[head] = (dump["norms"], dump["cos_target"], optimum_curve(r["run"], cfg, dump))
         rows[-1]["rho_norm_cos_last_batch"] = float(spearmanr(dump["cos_target"], dump["norms"])[0])   # Fig. 3
+    control = untrained_row(out, ev["magface"]["norms"], quality, ev["magface"]["identity"])
+    if control:
+        rows.append(control)
     mag = ev["magface"]
     scores, issame = mag.get("quality_scores", mag["scores"]), mag["issame"]   # unflipped unless eval.flip_for_quality
     pair_q = lambda n: np.minimum(n[mag["left"]], n[mag["right"]])  # noqa: E731
@@ -120,12 +124,17 @@ ESTIMATOR_NAMES = {"serfiq": f"SER-FIQ (MagFace network; m={SERFIQ_PASSES}; p={S
 
 
 def save_quality_estimates(out: str, magface_run: str) -> None:
-    """SER-FIQ on MagFace's own network (the "same model" variant) and the images' sharpness, per evaluation image
-    (harness.quality_estimators), stored so the figures and notebooks redraw without the network or the data."""
+    """SER-FIQ on MagFace's own network (the "same model" variant), the images' sharpness and the feature norm of
+    an untrained network of the same architecture (the control: is a norm-quality trend learnt?), per evaluation
+    image (harness.quality_estimators), stored so the figures and notebooks redraw without the network or the data."""
     backbone, ckpt = run_backbone(magface_run)
-    faces = synthetic_faces(ckpt["config_obj"])
+    cfg = ckpt["config_obj"]
+    faces = synthetic_faces(cfg)
+    torch.manual_seed(cfg.train.seed)   # the same architecture, freshly initialised: the untrained control
+    untrained, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     atomic_npz(os.path.join(out, ESTIMATES), serfiq=serfiq(backbone, faces.eval.images),
-               sharpness=laplacian_sharpness(faces.eval.images))
+               sharpness=laplacian_sharpness(faces.eval.images),
+               untrained_norm=feature_norms(untrained, faces.eval.images))
 
 
 def other_estimates(out: str) -> dict:
@@ -135,6 +144,23 @@ def other_estimates(out: str) -> dict:
         return {}
     with np.load(path) as z:
         return {ESTIMATOR_NAMES[k]: z[k] for k in ESTIMATOR_NAMES if k in z.files}
+
+
+def untrained_row(out: str, magface_norms, quality, identities, n_boot: int = 200) -> dict:
+    """rho(||f||, quality) of the untrained network with its 95 % CI over identities and paired with MagFace's
+    magnitude ({} for results made before the control existed)."""
+    path = os.path.join(out, ESTIMATES)
+    if not os.path.isfile(path):
+        return {}
+    with np.load(path) as z:
+        if "untrained_norm" not in z.files:
+            return {}
+        norms = z["untrained_norm"]
+    rho = lambda i: metrics.quality_agreement(norms[i], quality[i])["spearman_rho"]  # noqa: E731
+    low, high = metrics.identity_bootstrap(identities, rho, n_boot=n_boot)
+    return {"head": "untrained", "spearman_rho": rho(np.arange(len(quality))), "spearman_rho_ci_low": low,
+            "spearman_rho_ci_high": high, "mean_norm": float(norms.mean()),
+            **rho_versus_magface(norms, magface_norms, quality, identities, is_magface=False)}
 
 
 def save_image_grid(out: str, magface_run: str) -> None:
@@ -252,7 +278,8 @@ def print_tables(res):
     print(f"{'head':<10}{'accuracy [95% CI]':>24}{'rho(|f|, quality) [95% CI]':>32}{'mean |f|':>10}{'m span':>8}")
     for r in res["rows"]:
         span = "" if r.get("margin_span_share") is None else f"{r['margin_span_share']:.0%}"
-        print(f"{r['head']:<10}{100 * r['accuracy']:>11.2f}{ci(r, 'accuracy', 100, '.1f'):<13}"
+        accuracy = f"{100 * r['accuracy']:>11.2f}" if r.get("accuracy") is not None else f"{'-':>11}"
+        print(f"{r['head']:<10}{accuracy}{ci(r, 'accuracy', 100, '.1f'):<13}"
               f"{r['spearman_rho']:>+15.3f}{ci(r, 'spearman_rho', 1, '+.3f'):<17}{r['mean_norm']:>10.2f}{span:>8}")
     for r in res["rows"]:
         if "rho_verdict" in r:
