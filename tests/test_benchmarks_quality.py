@@ -32,6 +32,9 @@ def test_quality_benchmark_runs_and_reuses(tmp_path):
     assert names[6] == "ground-truth quality (ideal)"
     with np.load(tmp_path / "q" / "quality_estimates.npz") as z:   # per evaluation image, and not constant
         assert z["serfiq"].shape == z["sharpness"].shape and z["serfiq"].std() > 0 and z["sharpness"].std() > 0
+        assert z["untrained_norm"].shape == z["serfiq"].shape and z["untrained_norm"].std() > 0
+    with open(tmp_path / "q" / "magnitude_vs_quality.csv") as f:   # the heads, then the untrained control
+        assert [r["head"] for r in csv.DictReader(f)] == ["magface", "arcface", "adaface", "softmax", "untrained"]
     assert all(0 <= float(r["edc_area_iso"]) <= 1 and 0 <= float(r["edc_pauc_20"]) <= 0.2 for r in erc)
     assert all(0 <= float(r["edc_ref_pauc_20_best"]) <= float(r["edc_ref_pauc_20"]) <= 0.2 for r in erc)
     paired = [r for r in erc if r["family_size"]]     # every estimate but MagFace's magnitude: one family of 7
