@@ -86,20 +86,27 @@ def load_versus(out) -> list:
     return [{k: (float(v) if k in number and v != "" else None if v == "" else v) for k, v in r.items()} for r in rows]
 
 
+PAIRED_RESAMPLES = 2000   # identity resamples per paired difference: about 12 in each Bonferroni tail at 0.05 / 8
+
+
 def versus_paper_cell(table) -> list:
-    """Each cell's accuracy minus the paper's (0.40, 0.80) cell on the same evaluation pairs, with a 95 % CI over
-    evaluation identities and a verdict (one seed per cell: the CI holds evaluation noise, not seed noise).
-    Empty when the grid has no paper cell."""
+    """Each cell's accuracy minus the paper's (0.40, 0.80) cell on the same evaluation pairs, with an interval over
+    evaluation identities and a verdict (one seed per cell: the interval holds evaluation noise, not seed noise).
+    The cells compared with the paper's are one family: their intervals are simultaneous (Bonferroni, level
+    1 - 0.05 / m) and the verdicts are read off them. Empty when the grid has no paper cell."""
     ref = {r["seed"]: r for r in table if (r["l_m"], r["u_m"]) == PAPER_CELL and not r.get("failed")}
+    compared = [r for r in table if not r.get("failed") and r["seed"] in ref and r is not ref[r["seed"]]]
+    m = len(compared)
+    level = 1 - 0.05 / max(m, 1)
+    family = f"ablation: accuracy minus the paper's cell, {m} cell(s) (Bonferroni)"
     rows = []
-    for r in table:
-        if r.get("failed") or r["seed"] not in ref or r is ref[r["seed"]]:
-            continue
-        d = paired_accuracy_difference(r["run"], ref[r["seed"]]["run"])   # the paper's cell of the same seed
+    for r in compared:
+        d = paired_accuracy_difference(r["run"], ref[r["seed"]]["run"], n_boot=PAIRED_RESAMPLES, level=level)
         rows.append({"l_m": r["l_m"], "u_m": r["u_m"], "seed": r["seed"], "accuracy": r["accuracy"],
                      "accuracy_ci_low": r.get("accuracy_ci_low"), "accuracy_ci_high": r.get("accuracy_ci_high"),
                      "diff_vs_paper_cell": d["diff"], "diff_ci_low": d["diff_ci_low"],
-                     "diff_ci_high": d["diff_ci_high"], "verdict": d["verdict"],
+                     "diff_ci_high": d["diff_ci_high"], "verdict": d["verdict"], "family": family,
+                     "family_size": m, "paired_level": level,
                      "noise_in_ci": "evaluation identities (one seed per cell: seed noise not included)"})
     return rows
 
