@@ -127,7 +127,8 @@ def heatmap_figure(table, versus=()):
     return ablation_heatmaps(table, shown, marks={"paper (0.40, 0.80)": PAPER_CELL, "code (0.45, 0.80)": CODE_CELL},
                              stars={"accuracy": stars},
                              title=f"MagFace (l_m, u_m) ablation, {band}, s={p['s']}, one seed per cell; "
-                                   "▲▼: accuracy differs from the paper's cell (95 % CI, evaluation identities)")
+                                   "▲▼: accuracy differs from the paper's cell (simultaneous 95 % intervals over the "
+                                   "cells, evaluation identities)")
 
 
 def print_table(table, versus=()):
