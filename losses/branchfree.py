@@ -1,10 +1,11 @@
 """Elementwise branches as float arithmetic, for the heads' formulas over [rows, C] chunks.
 
-Why: on the CPU builds this suite runs on, torch.where, masked_fill_ and comparisons into bool tensors cost 10-40x
-a float multiply of the same size (measured on a 13 x 20000 chunk, torch 2.13.0+cpu: where ~460 us, bool -> float
-~70 us, gt ~45 us, mul ~12 us, sign ~12 us); a head that reshapes its negatives runs several per chunk. Here a
-branch is a 0/1 float mask and a selection that is exact on each branch: `select(mask, a, b)` gives a bit for
-bit where mask is 1 and b bit for bit where it is 0 (b * 1 + 0 * a and b * 0 + 1 * a, for finite a and b).
+Why: on the CPU builds this suite runs on, torch.where and masked_fill_ cost about 30 times a float multiply of
+the same size even into a preallocated output, a comparison into a bool tensor and a bool -> float conversion about
+4 times (`python benchmarks/branch_cost.py` prints the table for this machine); a head that reshapes its negatives
+runs several per chunk. Here a branch is a 0/1 float mask and a selection that is exact on each branch:
+`select(mask, a, b)` gives a bit for bit where mask is 1 and b bit for bit where it is 0 (b * 1 + 0 * a and
+b * 0 + 1 * a, for finite a and b), about 4 multiplies of arithmetic.
 """
 from __future__ import annotations
 

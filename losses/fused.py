@@ -339,7 +339,8 @@ def _dloss_dlogit_(out, z, lse, loss_bias, recipe):
 
 def _dloss_dlogit_chunks(logits, lse, loss_bias, recipe):
     """dL/dz of the whole matrix into a new [B, K] buffer, row chunk by row chunk: UniFace's clamp mask then lives
-    in cache-sized temporaries (measured: 4.9 ms instead of 17.5 ms for B=256, C=20000 on the 2-core CPU)."""
+    in chunk-sized temporaries, not [B, K] ones (fresh temporaries that large page-fault on every call; the last
+    row of benchmarks/branch_cost.py shows the effect at chunk size already)."""
     out = torch.empty_like(logits)
     step = chunk_rows(logits.shape[1])
     for start in range(0, logits.shape[0], step):
