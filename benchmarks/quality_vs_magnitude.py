@@ -30,11 +30,11 @@ from harness.cli import add_output_args, add_sweep_args, publish_result, run_qua
 from harness.config import RunConfig
 from harness.data_source import synthetic_faces
 from harness.diagnostics import optimum_curve
-from harness.evaluate import load_eval
+from harness.evaluate import embed, load_eval
 from harness.plots import (GRID_SHAPE, erc_curves, grid_pick, magnitude_histograms, magnitude_vs_cosine,
                            magnitude_vs_quality, publish_figure, sorted_image_grid)
 from harness.publish import run_folder
-from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, feature_norms, laplacian_sharpness, serfiq
+from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
 from harness.runstate import atomic_json, atomic_npz, build_model, run_backbone
 from harness.stats import interval_verdict
 from harness.sweep import write_csv
@@ -134,7 +134,14 @@ def save_quality_estimates(out: str, magface_run: str) -> None:
     untrained, _ = build_model(cfg, ckpt["num_classes"], ckpt["image_size"])
     atomic_npz(os.path.join(out, ESTIMATES), serfiq=serfiq(backbone, faces.eval.images),
                sharpness=laplacian_sharpness(faces.eval.images),
-               untrained_norm=feature_norms(untrained, faces.eval.images))
+               untrained_norm=untrained_norms(untrained, faces.eval.images))
+
+
+def untrained_norms(backbone, images) -> np.ndarray:
+    """||f|| per image under a network in eval mode (harness.evaluate.embed, no flip)."""
+    with torch.no_grad():
+        plain, _ = embed(backbone, images, 256, "cpu", flip=False)
+    return torch.linalg.vector_norm(torch.from_numpy(plain), dim=1).numpy()
 
 
 def other_estimates(out: str) -> dict:

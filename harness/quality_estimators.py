@@ -64,11 +64,3 @@ def laplacian_sharpness(images_uint8: np.ndarray) -> np.ndarray:
     grey = images_uint8.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     return np.array([ndimage.laplace(g).var() for g in grey])
 
-
-def feature_norms(backbone, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """||f|| [N] of uint8 [N, H, W, 3] images under `backbone` in eval mode (no gradients): e.g. an untrained
-    network's, the control that shows a trend of the norm with quality is learnt, not rendered."""
-    backbone.eval()
-    with torch.no_grad():
-        batches = (batch_to_tensor(images_uint8[i:i + batch_size]) for i in range(0, len(images_uint8), batch_size))
-        return np.concatenate([torch.linalg.vector_norm(backbone(b), dim=1).numpy() for b in batches])
