@@ -20,13 +20,12 @@ import shutil
 import subprocess
 from importlib.metadata import version
 
+from . import report
 from .diagnostics import DUMP_NAME
 from .runstate import atomic_json, git_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED_ROOT = os.path.join(REPO, "results", "published")
-# their report blocks are rewritten after publishing
-GENERATED_DOCUMENTS = ("README.md", "paper_repro.md", "docs/ijb.md")
 BLOCK_BODY = re.compile(r"(<!-- report:([\w-]+) -->\n).*?(<!-- /report:\2 -->)", re.S)
 BUDGET_BYTES = 20 * 2**20
 TABLE_SUFFIXES = (".csv", ".json", ".npz")
@@ -131,7 +130,7 @@ def _made_by_publishing(path: str, name: str, repo: str) -> bool:
         return True
     if re.fullmatch(r"figures/[^/]+\.png", path):
         return True
-    if path in GENERATED_DOCUMENTS or re.fullmatch(r"figures/[^/]+\.ipynb", path):
+    if path in report.documents(repo) or re.fullmatch(r"figures/[^/]+\.ipynb", path):
         return _same_but_generated(path, repo)
     return False
 

@@ -6,7 +6,7 @@ text is figures/tables/NAME.md rendered: every `{{table:row:field|format}}` is l
 range and mean formats). A table line of a template may not type a decimal number or a percentage itself (the renderer
 refuses): a setting or a paper's number meant to be typed is written `{{= 10 %}}`, which renders as `10 %`.
 
-    python -m harness report            # rewrite the blocks of README.md, paper_repro.md and docs/ijb.md
+    python -m harness report            # rewrite the blocks of README.md, paper_repro.md and docs/*.md
     python -m harness report --check    # exit 1 and name the blocks whose committed text differs
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import re
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCUMENTS = ("README.md", "paper_repro.md", "docs/ijb.md")
+TOP_DOCUMENTS = ("README.md", "paper_repro.md")
 TEMPLATES = os.path.join("figures", "tables")
 PUBLISHED = os.path.join("results", "published")
 BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
@@ -58,6 +58,14 @@ TABLES = {
     "torchrun": ("torchrun_cpu_default/eval/metrics.json", ()),          # one run: its metrics, row "doc"
     "torchrun_band": ("torchrun_cpu_default/calibration.json", ()),
 }
+
+
+def documents(root: str = REPO) -> tuple:
+    """The Markdown files that may hold report blocks, relative to root: README.md, paper_repro.md and every page
+    of docs/ (a new page is covered without being listed)."""
+    docs = os.path.join(root, "docs")
+    pages = sorted(f"docs/{name}" for name in os.listdir(docs) if name.endswith(".md")) if os.path.isdir(docs) else []
+    return (*TOP_DOCUMENTS, *pages)
 
 
 def _json_rows(doc) -> list:
@@ -249,12 +257,12 @@ def stale_blocks(before: str, after: str) -> list:
     return sorted(name for name in new if old.get(name) != new[name])
 
 
-def report(root: str = REPO, check: bool = False, documents=DOCUMENTS, overrides: dict | None = None) -> dict:
+def report(root: str = REPO, check: bool = False, names=None, overrides: dict | None = None) -> dict:
     """Render every document's blocks; with check, change nothing. Returns {document: [stale block names]}.
     A template that cannot be rendered is a ValueError naming it and the placeholder."""
     published = Published(os.path.join(root, PUBLISHED), overrides)
     stale = {}
-    for name in documents:
+    for name in documents(root) if names is None else names:
         path = os.path.join(root, name)
         with open(path, encoding="utf-8") as f:
             before = f.read()

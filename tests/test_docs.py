@@ -1,0 +1,29 @@
+"""The README stays a first screen (short, narrow lines), and every relative link of README.md, paper_repro.md and
+docs/ points at a file of the repository (pages moved into docs/ keep working links)."""
+import re
+from pathlib import Path
+
+from harness.report import documents
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)|src=\"(?P<src>[^\"]+)\"|^\[\w+\]: (?P<ref>\S+)", re.M)
+
+
+def test_readme_is_short_and_narrow():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines (at most 250: move the detail into docs/)"
+    wide = [i for i, line in enumerate(lines, 1) if len(line) > 120]
+    assert not wide, f"README.md lines over 120 characters: {wide}"
+
+
+def test_every_relative_link_resolves():
+    broken = []
+    for name in documents(str(ROOT)):
+        page = ROOT / name
+        for m in LINK.finditer(page.read_text(encoding="utf-8")):
+            target = (m["target"] or m["src"] or m["ref"]).split("#")[0]
+            if not target or re.match(r"[a-z]+:", target):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{name}: {target}")
+    assert not broken, f"links to missing files: {broken}"
