@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import load_config, resolved_head
@@ -19,8 +20,9 @@ from . import ijb_eval
 from .embed import embed_folder, evaluate_release
 from .ijb_eval import DEFAULT_MODES
 from .evaluate import evaluate_run, summary_line
-from .cli import add_publish_args, publish_result, refresh_outputs, tables_render
+from .cli import add_publish_args, add_repo_arg, publish_result, refresh_outputs, tables_render
 from .publish import publish
+from .repo import checkout
 from .report import report
 from .models import build_backbone
 from .sweep import load_spec, run_spec
@@ -68,7 +70,8 @@ def evaluate_ijb_command(args, parser) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m harness", description="Train and evaluate margin heads.")
+    prog = "magface-bench" if os.path.basename(sys.argv[0]) == "magface-bench" else "python -m harness"
+    ap = argparse.ArgumentParser(prog=prog, description="Train and evaluate margin heads.")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train (or resume) a run")
@@ -99,9 +102,11 @@ def main(argv=None):
     pb.add_argument("--arrays", action="store_true", help="also each run's evaluation arrays and last dump")
     pb.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes "
                                                                "(recorded)")
-    rp = sub.add_parser("report", help="render the result tables of README.md and paper_repro.md from the "
+    add_repo_arg(pb)
+    rp = sub.add_parser("report", help="render the result tables of README.md, paper_repro.md and docs/ from the "
                                        "published results (figures/tables/*.md templates)")
     rp.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the stale blocks")
+    add_repo_arg(rp)
     em = sub.add_parser("embed", help="embeddings and magnitudes of a folder of aligned face images, with a released "
                                       "checkpoint or a run of this suite")
     em.add_argument("--checkpoint", required=True, help="a release's file, or a run folder with --format run")
@@ -170,17 +175,19 @@ def main(argv=None):
             done = align_folder(args.images, args.landmarks, args.out, args.size)
             print(f"aligned {done} image(s) into {args.out} ({args.size}x{args.size}, ArcFace five-point template)")
         elif args.command == "report":
-            stale = report(check=args.check)
+            stale = report(args.repo, check=args.check)
             for doc, blocks in stale.items():
                 if blocks:
                     print(f"{doc}: {'stale' if args.check else 'rewrote'} {', '.join(blocks)}")
             if args.check and any(stale.values()):
                 sys.exit("error: the committed tables differ from the published results; run python -m harness report")
         elif args.command == "publish":
-            dest = publish(args.out, args.name, arrays=args.arrays, allow_dirty=args.allow_dirty,
-                           before_swap=tables_render, command=f"python -m harness publish {' '.join(sys.argv[2:])}")
+            repo = checkout(args.repo)
+            dest = publish(args.out, args.name, arrays=args.arrays, allow_dirty=args.allow_dirty, repo=repo,
+                           before_swap=tables_render(repo),
+                           command=f"python -m harness publish {' '.join(sys.argv[2:])}")
             print(f"published {args.out} to {dest}")
-            refresh_outputs()
+            refresh_outputs(repo)
         elif args.ijb:
             evaluate_ijb_command(args, ev)
         else:

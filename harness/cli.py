@@ -2,7 +2,8 @@
 
 - lists are comma-separated (`--heads magface,arcface`, `--seeds 0,1,2`, `--eval-bins a.bin,b.bin`);
 - `--out DIR` is always a folder (default results/<benchmark>, with --quick results/<benchmark>_quick);
-- `--figures DIR` receives a copy of each PNG (as *_quick.png for --quick; '' to skip);
+- figures are drawn into OUT; `--figures DIR` also copies each PNG into DIR (as *_quick.png for --quick); only
+  publishing copies them into the repository's figures/ (a run never writes a tracked file);
 - `--device` picks cpu, cuda or auto; `--jobs N` runs N trainings at once; `--quick` is the small variant;
   `--seeds` lists training seeds; `--set section.key=value` is any harness override; `--dry-run` prints the
   plan and trains nothing; `--prune` removes the runs under OUT that the benchmark's sweep no longer names;
@@ -17,6 +18,7 @@ import subprocess
 import sys
 
 from .publish import publish, run_folder
+from .repo import checkout
 from .report import report
 from .sweep import SweepSpec, load_spec, run_spec
 
@@ -53,8 +55,9 @@ def add_output_args(ap, benchmark: str, figures: bool = True) -> None:
     ap.add_argument("--out", metavar="DIR", help=f"results folder (default results/{benchmark}, with --quick "
                                                  f"results/{benchmark}_quick)")
     if figures:
-        ap.add_argument("--figures", default="figures", metavar="DIR",
-                        help="also copy each PNG here (*_quick.png for --quick; '' to skip)")
+        ap.add_argument("--figures", default="", metavar="DIR",
+                        help="also copy each PNG into DIR (*_quick.png for --quick); the figures are in OUT, and "
+                             "--publish copies them into the repository's figures/")
 
 
 def output_dir(args, benchmark: str) -> str:
@@ -139,9 +142,15 @@ def benchmark_spec(args, spec_path: str, axes: dict | None = None) -> SweepSpec:
     return spec
 
 
+QUICK_NOTE = ("--quick: a smoke test of the whole path on a small data set and a short budget; its numbers are near "
+              "noise, not the benchmark's results (those come without --quick)")
+
+
 def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
     """Run (or dry-run, or prune) the sweep into args.out; SystemExit with the message on bad input."""
     out = args.out or spec.default_out()
+    if getattr(args, "quick", False) and not (args.dry_run or args.prune):
+        print(QUICK_NOTE)
     try:
         return run_spec(spec, out, sweep_overrides(args), jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
                         retry_failed=args.retry_failed, describe=describe)
@@ -166,6 +175,13 @@ def add_publish_args(ap) -> None:
                                                            "figures need) to results/published/ with provenance")
     ap.add_argument("--allow-dirty", action="store_true", help="with --publish: allow uncommitted changes "
                                                                "(recorded)")
+    add_repo_arg(ap)
+
+
+def add_repo_arg(ap) -> None:
+    ap.add_argument("--repo", metavar="DIR", help="the checkout whose README, docs/, figures/ and results/published/ "
+                                                  "publishing and the report write (default: the git checkout "
+                                                  "around the current folder)")
 
 
 def publish_result(args, result, arrays: bool = False) -> str | None:
@@ -182,28 +198,31 @@ def publish_output(args, out: str, arrays: bool = False) -> str | None:
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     module = "-m harness" if sys.argv[0].endswith("__main__.py") else os.path.relpath(sys.argv[0])
     try:
-        dest = publish(out, arrays=arrays, allow_dirty=args.allow_dirty, before_swap=tables_render,
+        repo = checkout(getattr(args, "repo", None))
+        dest = publish(out, arrays=arrays, allow_dirty=args.allow_dirty, before_swap=tables_render(repo), repo=repo,
                        command=" ".join(["python", module, *sys.argv[1:]]))
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     print(f"published {out} to {dest}")
-    refresh_outputs()
+    refresh_outputs(repo)
     return dest
 
 
-def tables_render(name: str, folder: str) -> None:
-    """Before a publish replaces results/published/NAME: the report tables must render from the new folder (a
-    benchmark run with other arguments may lack rows the tables cite); ValueError otherwise, nothing replaced."""
-    report(check=True, overrides={name: folder})
+def tables_render(repo: str):
+    """The check before a publish replaces results/published/NAME: the report tables must render from the new
+    folder (a benchmark run with other arguments may lack rows the tables cite); ValueError otherwise, nothing
+    replaced."""
+    def check(name: str, folder: str) -> None:
+        report(repo, check=True, overrides={name: folder})
+    return check
 
 
-def refresh_outputs() -> None:
-    """After publishing: re-render the result tables of README.md and paper_repro.md (harness.report) and re-execute
+def refresh_outputs(root: str) -> None:
+    """After publishing: re-render the result tables of the checkout's documents (harness.report) and re-execute
     the notebooks in figures/ so their stored outputs show the new results (a separate process: figures/ sits on
     top of harness)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        for doc, blocks in report().items():
+        for doc, blocks in report(root).items():
             print(f"{doc}: {'rewrote ' + ', '.join(blocks) if blocks else 'tables already current'}")
     except ValueError as exc:
         raise SystemExit(f"error: the results are published, but the tables cannot be rendered from them: {exc}")

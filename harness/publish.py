@@ -21,11 +21,10 @@ import subprocess
 from importlib.metadata import version
 
 from . import report
+from .repo import checkout, gallery, published_root
 from .diagnostics import DUMP_NAME
 from .runstate import atomic_json, git_state
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUBLISHED_ROOT = os.path.join(REPO, "results", "published")
 BLOCK_BODY = re.compile(r"(<!-- report:([\w-]+) -->\n).*?(<!-- /report:\2 -->)", re.S)
 BUDGET_BYTES = 20 * 2**20
 TABLE_SUFFIXES = (".csv", ".json", ".npz")
@@ -59,9 +58,11 @@ def folder_bytes(path: str) -> int:
 
 
 def publish(out: str, name: str | None = None, *, arrays: bool = False, command: str = "", allow_dirty: bool = False,
-            root: str = PUBLISHED_ROOT, budget: int = BUDGET_BYTES, repo: str | None = None,
+            root: str | None = None, budget: int = BUDGET_BYTES, repo: str | None = None,
             before_swap=None) -> str:
-    """Copy the finished benchmark run in OUT to ROOT/NAME (NAME: the sweep's name); returns that folder.
+    """Copy the finished benchmark run in OUT to ROOT/NAME (NAME: the sweep's name; ROOT: the checkout's
+    results/published, the checkout `repo` or the one around the current folder) and its figures (the PNG and PDF
+    files at the top of OUT) into the checkout's figures/, the gallery; returns the published folder.
     Errors (nothing changes): an unfinished or failed run, a dirty tree or no git checkout without allow_dirty
     (with it, the changed files are recorded), a published tree over the budget, or `before_swap(name, folder)`
     raising ValueError on the new folder (the CLI renders the report tables from it there)."""
@@ -79,7 +80,8 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
     if failed or missing:
         raise ValueError(f"{out} is not finished: failed runs {failed}, runs without a result {missing}; run the "
                          "benchmark to the end (it resumes) before publishing")
-    repo = repo or REPO
+    repo = checkout(repo)
+    root = root or published_root(repo)
     commit, changed = git_state(repo)
     changed = [f for f in changed if not _made_by_publishing(f, name, repo)]
     if commit is None and not allow_dirty:
@@ -118,17 +120,34 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
         _swap(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    copy_figures(out, gallery(repo))
     return dest
+
+
+FIGURE_SUFFIXES = (".png", ".pdf")
+
+
+def copy_figures(out: str, figures: str) -> list:
+    """The figures at the top of OUT (a benchmark draws its gallery figures there) copied into the gallery folder,
+    each atomically (temp file + rename); returns the names. A run never writes the gallery itself: this is the
+    only path from a run's folder to figures/."""
+    names = sorted(f for f in os.listdir(out) if f.endswith(FIGURE_SUFFIXES) and os.path.isfile(os.path.join(out, f)))
+    for name in names:
+        tmp = os.path.join(figures, f".{name}.tmp-{os.getpid()}")
+        shutil.copyfile(os.path.join(out, name), tmp)
+        os.replace(tmp, os.path.join(figures, name))
+    return names
 
 
 def _made_by_publishing(path: str, name: str, repo: str) -> bool:
     """Changes that a benchmark run and its publishing make themselves, so not dirt: this benchmark's published
-    folder, the gallery PNGs (figures/*.png), and README.md / paper_repro.md / figures/*.ipynb where only their
-    generated tables or the notebooks' outputs differ from the commit. Anything else is a change to declare."""
+    folder, the gallery figures (figures/*.png, *.pdf), and the documents (README.md, paper_repro.md, docs/*.md) and
+    figures/*.ipynb where only their generated tables or the notebooks' outputs differ from the commit. Anything
+    else is a change to declare."""
     path = path.strip('"')
     if path.startswith(f"results/published/{name}/"):
         return True
-    if re.fullmatch(r"figures/[^/]+\.png", path):
+    if re.fullmatch(r"figures/[^/]+\.(png|pdf)", path):
         return True
     if path in report.documents(repo) or re.fullmatch(r"figures/[^/]+\.ipynb", path):
         return _same_but_generated(path, repo)

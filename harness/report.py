@@ -18,7 +18,8 @@ import math
 import os
 import re
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .repo import checkout
+
 TOP_DOCUMENTS = ("README.md", "paper_repro.md")
 TEMPLATES = os.path.join("figures", "tables")
 PUBLISHED = os.path.join("results", "published")
@@ -60,7 +61,7 @@ TABLES = {
 }
 
 
-def documents(root: str = REPO) -> tuple:
+def documents(root: str) -> tuple:
     """The Markdown files that may hold report blocks, relative to root: README.md, paper_repro.md and every page
     of docs/ (a new page is covered without being listed)."""
     docs = os.path.join(root, "docs")
@@ -108,7 +109,7 @@ class Published:
     """The published tables, loaded on first use; `overrides` maps a benchmark name to another folder (a publish
     about to replace it renders the tables from its new folder first)."""
 
-    def __init__(self, root: str = os.path.join(REPO, PUBLISHED), overrides: dict | None = None):
+    def __init__(self, root: str, overrides: dict | None = None):
         self.root, self.overrides, self._tables = root, dict(overrides or {}), {}
 
     def rows(self, table: str, row: str) -> list:
@@ -257,9 +258,11 @@ def stale_blocks(before: str, after: str) -> list:
     return sorted(name for name in new if old.get(name) != new[name])
 
 
-def report(root: str = REPO, check: bool = False, names=None, overrides: dict | None = None) -> dict:
-    """Render every document's blocks; with check, change nothing. Returns {document: [stale block names]}.
+def report(root: str | None = None, check: bool = False, names=None, overrides: dict | None = None) -> dict:
+    """Render every document's blocks in the checkout `root` (default: the one around the current folder,
+    harness.repo); with check, change nothing. Returns {document: [stale block names]}.
     A template that cannot be rendered is a ValueError naming it and the placeholder."""
+    root = checkout(root)
     published = Published(os.path.join(root, PUBLISHED), overrides)
     stale = {}
     for name in documents(root) if names is None else names:

@@ -185,9 +185,12 @@ def _is_main_process() -> bool:
 
 def _train(cfg: RunConfig, resume: bool, faces, quiet: bool, evaluate: bool) -> dict:
     run = _setup(cfg, faces, verbose=not quiet)
+    run.say(f"run folder: {cfg.out}")
     if getattr(run.head, "auto_band", False) and run.calibrate_step >= run.total_steps:
         raise ValueError(f"train.calibrate_at_epoch={cfg.train.calibrate_at_epoch} puts the calibration of the 'auto' "
-                         f"magnitude band at step {run.calibrate_step}, but the run has only {run.total_steps} steps")
+                         f"magnitude band at step {run.calibrate_step}, but the run has only {run.total_steps} steps; "
+                         f"for a run this short add --set train.calibrate_at_epoch={cfg.train.epochs / 4:g} (any "
+                         f"point before the last step: the head trains as ArcFace until then), or train longer")
     _restore(run, resume)
     _write_run_info(run)
     _train_epochs(run)
@@ -202,7 +205,15 @@ def _train(cfg: RunConfig, resume: bool, faces, quiet: bool, evaluate: bool) -> 
     if evaluate:
         result["metrics"] = evaluate_run(cfg.out, faces=run.faces, device=str(run.device))
         run.say(summary_line(result["metrics"]))
+    run.say(WROTE.format(out=cfg.out, classes=run.source.num_classes) if evaluate else
+            f"wrote the run to {cfg.out}/ (not evaluated: python -m harness evaluate --run {cfg.out})")
     return result
+
+
+WROTE = """wrote the run to {out}/: config.json (resolved), metrics.csv (the training log), checkpoints/final.pt,
+  eval/metrics.json (evaluation). Two accuracies: 'acc' in the progress bar is top-1 identity classification of
+  the training batch among the {classes} training identities, without the margin (chance 1/{classes}); the
+  verification accuracy above is same-or-different on pairs of unseen identities (chance 50 %)."""
 
 
 # --- setup --------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -9,6 +10,27 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(1, ROOT)   # the benchmark scripts import as benchmarks.<name>
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _tree_status() -> str | None:
+    """`git status` of the checkout (tracked changes and untracked files; ignored ones such as results/ are not
+    listed), or None outside git (a source archive)."""
+    try:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                              text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def tracked_files_untouched():
+    """No test, and so no benchmark run, command or notebook it starts with its output elsewhere, changes a tracked
+    file of the checkout or leaves an untracked one: only publishing writes README, docs/, figures/ and
+    results/published/, and the tests publish into temporary checkouts only."""
+    before = _tree_status()
+    yield
+    after = _tree_status()
+    assert before == after, f"the test changed the checkout's files:\n{after}\n(was:\n{before})"
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """The README stays a first screen (short, narrow lines), and every relative link of README.md, paper_repro.md and
 docs/ points at a file of the repository (pages moved into docs/ keep working links)."""
+import os
 import re
+import subprocess
+import sysconfig
 from pathlib import Path
 
 from harness.report import documents
@@ -27,3 +30,11 @@ def test_every_relative_link_resolves():
             if not (page.parent / target).exists():
                 broken.append(f"{name}: {target}")
     assert not broken, f"links to missing files: {broken}"
+
+
+def test_the_console_script_runs_the_harness_cli():
+    """`magface-bench` (pyproject's [project.scripts]) is `python -m harness` under its own name."""
+    exe = os.path.join(sysconfig.get_path("scripts"), "magface-bench")
+    assert os.path.isfile(exe), f"{exe} is missing: pip install -e . installs it"
+    done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: magface-bench") and "sweep" in done.stdout

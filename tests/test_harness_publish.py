@@ -13,8 +13,16 @@ from harness.publish import PROVENANCE, publish, run_folder
 GIT = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
 
+def project(path):
+    """The files that make a folder a checkout of the suite (harness.repo.MARKERS)."""
+    (path / "figures" / "tables").mkdir(parents=True, exist_ok=True)
+    (path / "paper_repro.md").write_text("report\n")
+    return str(path)
+
+
 def git_repo(path, ignore="*\n"):
-    """A git checkout at `path` with one commit; by default everything in it is ignored (a clean tree)."""
+    """A checkout of the suite at `path` with one commit; by default everything in it is ignored (a clean tree)."""
+    project(path)
     subprocess.run(["git", "init", "-q", str(path)], check=True)
     (path / ".gitignore").write_text(ignore)
     subprocess.run(["git", "-C", str(path), *GIT, "add", "-f", ".gitignore"], check=True)
@@ -58,6 +66,7 @@ def test_publish_copies_tables_and_run_metadata_never_checkpoints(tmp_path):
                      "runs/b-2/result.json"]
     prov = json.load(open(os.path.join(dest, PROVENANCE)))
     assert prov["command"] == "python bench.py" and prov["name"] == "bench" and prov["training_seconds"] == 25.0
+    assert (tmp_path / "figures" / "figure.png").read_bytes() == b"png"   # the benchmark's figure, into the gallery
     assert [r["fingerprint"] for r in prov["runs"]] == ["fp-a-1", "fp-b-2"]
     assert prov["runs"][0]["trained_at_commit"] == "abc" and prov["packages"]["numpy"] == np.__version__
     assert run_folder(dest, {"run": "somewhere/else/runs/b-2/"}) == os.path.join(dest, "runs", "b-2")
@@ -120,11 +129,10 @@ def test_what_publishing_itself_writes_is_not_dirt(tmp_path):
     tables or outputs do not block the next publish; another benchmark's folder or changed prose does."""
     repo = git_repo(tmp_path, ignore="bench/\n")
     (tmp_path / "README.md").write_text("intro\n<!-- report:t -->\nold\n<!-- /report:t -->\n")
-    (tmp_path / "figures").mkdir()
     nb = {"cells": [{"cell_type": "code", "source": "1", "outputs": []}], "metadata": {}, "nbformat": 4,
           "nbformat_minor": 5}
     (tmp_path / "figures" / "a.ipynb").write_text(json.dumps(nb))
-    subprocess.run(["git", "-C", repo, *GIT, "add", "README.md", "figures/a.ipynb"], check=True)
+    subprocess.run(["git", "-C", repo, *GIT, "add", "README.md", "paper_repro.md", "figures/a.ipynb"], check=True)
     subprocess.run(["git", "-C", repo, *GIT, "commit", "-q", "-m", "docs"], check=True)
     out = fake_benchmark(tmp_path)
     root = tmp_path / "results" / "published"
@@ -145,6 +153,7 @@ def test_what_publishing_itself_writes_is_not_dirt(tmp_path):
 
 
 def test_outside_git_publishing_needs_allow_dirty(tmp_path):
+    project(tmp_path)
     out = fake_benchmark(tmp_path)    # tmp_path is no git checkout
     with pytest.raises(ValueError, match="not a git checkout"):
         publish(str(out), root=str(tmp_path / "p"), repo=str(tmp_path))

@@ -122,6 +122,14 @@ def test_patterns_and_key_spellings(tmp_path):
                            Published(str(tmp_path / "published"), {"ablation": str(other)})) == "95.00"
 
 
-def test_report_runs_from_any_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_the_checkout_is_found_by_git_or_named(tmp_path, monkeypatch):
+    """From a folder inside the checkout the report finds it; outside one it is an error that says what to do,
+    and --repo (root) names it from anywhere."""
+    monkeypatch.chdir(ROOT / "docs")
     assert not any(report(check=True).values())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="not inside a git checkout of magface-bench.*--repo DIR"):
+        report(check=True)
+    assert not any(report(str(ROOT), check=True).values())
+    with pytest.raises(ValueError, match="is not a checkout of magface-bench"):
+        report(str(tmp_path), check=True)

@@ -1,5 +1,6 @@
 """MagFace's "auto" magnitude band: measured from the training magnitudes, recorded, carried by checkpoints."""
 import json
+import os
 import warnings
 
 import numpy as np
@@ -127,13 +128,15 @@ def test_training_calibrates_at_the_configured_epoch_and_records_the_band(tmp_pa
     assert [entry["step"] for entry in diag["theory_by_step"]] == [15, 20]   # dumps every 5 steps, after step 10
 
 
-def test_calibration_after_the_last_step_is_refused(tmp_path):
-    cfg = load_config(None, TINY + [f'out="{tmp_path / "run"}"', f'data.cache_dir="{tmp_path / "cache"}"',
-                                    "head.params={l_a = 'auto', u_a = 'auto'}", "train.epochs=2",
-                                    "train.calibrate_at_epoch=2"])
+def test_calibration_after_the_last_step_is_refused_with_the_setting_that_works(tmp_path):
+    sets = TINY + [f'out="{tmp_path / "run"}"', f'data.cache_dir="{tmp_path / "cache"}"',
+                   "head.params={l_a = 'auto', u_a = 'auto'}", "train.epochs=2"]
+    cfg = load_config(None, sets + ["train.calibrate_at_epoch=2"])
     with pytest.raises(ValueError, match="calibrate_at_epoch=2.0 puts the calibration .* at step 10, but the run has "
-                                         "only 10 steps"):
+                                         "only 10 steps; for a run this short add --set train.calibrate_at_epoch=0.5"):
         train(cfg, quiet=True, evaluate=False)
+    train(load_config(None, sets + ["train.calibrate_at_epoch=0.5"]), quiet=True, evaluate=False)   # as suggested
+    assert os.path.isfile(tmp_path / "run" / "calibration.json")
 
 
 def test_the_ring_keeps_exactly_the_latest_norms_across_its_wrap():

@@ -1,6 +1,6 @@
 """python -m theory: the lambda_g bound, a verdict table for the paper's settings, where the claims break, figures.
 
-    python -m theory                      # paper settings, figures into figures/
+    python -m theory                      # paper settings; figures and theory.json into results/theory/
     python -m theory --l-m 0.4 --out /tmp/fig --no-figures
 
 The numbers it prints (and a few the reproduction report cites) also go to TABLE/theory.json (default
@@ -38,7 +38,8 @@ def first_failure(theta, ok_by_theta, step=False) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Numerically check MagFace's convexity and monotonicity claims.")
+    ap = argparse.ArgumentParser(prog="python -m theory",
+                                 description="Numerically check MagFace's convexity and monotonicity claims.")
     ap.add_argument("--s", type=float, default=64.0)
     ap.add_argument("--l-a", type=float, default=10.0)
     ap.add_argument("--u-a", type=float, default=110.0)
@@ -46,7 +47,9 @@ def main(argv=None):
     ap.add_argument("--u-m", type=float, default=0.8)
     ap.add_argument("--lambda-g", type=float, default=35.0)
     ap.add_argument("--n", type=int, default=100, help="grid points per axis (n^3 points for the convexity check)")
-    ap.add_argument("--out", default="figures", help="folder for the figures")
+    ap.add_argument("--out", default=os.path.join("results", "theory"),
+                    help="folder for the figures (python -m harness publish results/theory copies them into the "
+                         "repository's figures/)")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--table", default=os.path.join("results", "theory"),
                     help="folder for theory.json, the printed numbers by name ('' to skip)")
