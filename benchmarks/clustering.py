@@ -1,15 +1,15 @@
 """Do MagFace's features cluster identities better than the baselines', and does discarding low-magnitude images help?
 (paper Table 3; its learned L-GCN clustering is not reproduced.)
 
-Takes the finished runs of the quality benchmark (MagFace, ArcFace, AdaFace, Softmax on the CPU default: no training
-here), embeds the evaluation images (unseen identities) with each, and clusters the unit embeddings with k-means and
-average-linkage agglomerative clustering (k = the number of identities) and DBSCAN (eps: the cosine distance within
-which 0.1 % of all impostor image pairs of the clustered set fall, the FAR 1e-3 operating point; at 1 % it chains
-every identity together).
-Scores: BCubed precision / recall / F and NMI; a 95 % interval for F by resampling identities (the clustering
-fixed), and each head's F minus MagFace's on the same resamples. Then k-means again after discarding each head's
-lowest-magnitude images, and after discarding as many images at random (the control: a smaller set is easier),
-with the difference of the two and its interval on the same identity resamples.
+Takes the finished runs of the quality benchmark (MagFace, ArcFace, AdaFace, Softmax on the CPU default; trained
+first through the sweep runner when the folder holds none), embeds the evaluation images (unseen identities) with
+each, and clusters the unit embeddings with k-means and average-linkage agglomerative clustering (k = the number of
+identities) and DBSCAN (eps: the cosine distance within which 0.1 % of all impostor image pairs of the clustered set
+fall, the FAR 1e-3 operating point; at 1 % it chains every identity together). Scores: BCubed precision / recall / F
+and NMI; a 95 % interval for F by resampling identities (the clustering fixed), and each head's F minus MagFace's on
+the same resamples. Then k-means again after discarding each head's lowest-magnitude images, and after discarding as
+many images at random (the control: a smaller set is easier), with the difference of the two and its interval on the
+same identity resamples.
 
     python benchmarks/clustering.py             # on results/quality_vs_magnitude (run that benchmark first)
     python benchmarks/clustering.py --quick     # on results/quality_vs_magnitude_quick
