@@ -21,15 +21,24 @@ import os
 
 import numpy as np
 
-from harness.cli import (add_dry_run, add_output_args, add_publish_args, add_quality_runs_args, comma_list, dry_run,
-                         output_dir, publish_output, quality_runs)
+from harness.cli import (
+    add_dry_run,
+    add_output_args,
+    add_publish_args,
+    add_quality_runs_args,
+    comma_list,
+    dry_run,
+    output_dir,
+    publish_output,
+    quality_runs,
+)
 from harness.cli import load_rows as cli_load_rows
-from harness.clustering import METHODS, bcubed, bcubed_items, cluster, nmi
-from harness.evaluate import run_embeddings
+from harness.evaluation.evaluate import run_embeddings
+from harness.files import atomic_json
+from harness.measures.clustering import METHODS, bcubed, bcubed_items, cluster, nmi
+from harness.measures.stats import interval_verdict
 from harness.plots import clustering_figure, publish_figure
-from harness.runstate import atomic_json
-from harness.stats import interval_verdict
-from harness.sweep import write_csv
+from harness.sweeps.sweep import write_csv
 
 N_BOOT = 200
 IMPOSTOR_SHARE = 1e-3   # DBSCAN's eps: the cosine distance within which this share of impostor pairs falls

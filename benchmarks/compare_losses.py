@@ -4,7 +4,7 @@ one harness, one data set, one budget and the same seeds, trained on clean data 
 garbage images.
 
 The grid (conditions x heads x seeds, each head's parameters) is the sweep spec configs/sweeps/compare_losses.toml,
-run by harness.sweep: every run is a harness run in OUT/runs/, reused when finished, resumed when killed, never
+run by harness.sweeps.sweep: every run is a harness run in OUT/runs/, reused when finished, resumed when killed, never
 deleted by a run of another configuration. Tables: OUT/compare_losses.csv (one row per run),
 OUT/compare_losses_summary.csv (mean, std and 95 % t interval over seeds per condition and head),
 OUT/compare_losses_comparison.csv (every head minus MagFace, paired by seed, with CI and verdict),
@@ -19,7 +19,8 @@ figure: OUT/compare_losses.png (and a copy in figures/).
         --backbone iresnet50 --device cuda --epochs 25 --seeds 0,1,2 --conditions clean
 
 With --tune N every head gets N trials of a seeded TPE search over its own space (the spec's [tune] table, run by
-harness.tune), scored on validation identities (eval.validation_folds); the best configuration per head is retrained
+harness.sweeps.tune), scored on validation identities (eval.validation_folds); the best configuration per head is
+retrained
 with the spec's seeds and reported on the test identities only, beside the untuned benchmark's runs (--untuned, the
 same seeds and data): OUT/tuning.csv (one row per trial), OUT/tuning_best.csv (per head: space, trials, best values
 and validation score), OUT/compare_losses_tuned*.csv (the final runs; every head minus MagFace),
@@ -34,15 +35,22 @@ import os
 import time
 from dataclasses import asdict
 
-from harness.cli import (add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result,
-                         run_benchmark_sweep, sweep_overrides)
-from harness.plots import loss_comparison, publish_figure, tuning_figure
+from harness.cli import (
+    add_output_args,
+    add_sweep_args,
+    benchmark_spec,
+    comma_list,
+    publish_result,
+    run_benchmark_sweep,
+    sweep_overrides,
+)
 from harness.config import RunConfig
-from harness.publish import run_folder
-from harness.runstate import atomic_json
-from harness.stats import family_verdicts, mean_ci, paired_difference, paired_test
-from harness.sweep import compare, replicate_variance, run_spec, write_csv
-from harness.tune import best_table, best_values, load_plan, search, tuned_spec
+from harness.files import atomic_json
+from harness.measures.stats import family_verdicts, mean_ci, paired_difference, paired_test
+from harness.plots import loss_comparison, publish_figure, tuning_figure
+from harness.publishing.publish import run_folder
+from harness.sweeps.sweep import compare, replicate_variance, run_spec, write_csv
+from harness.sweeps.tune import best_table, best_values, load_plan, search, tuned_spec
 
 TEST_METRICS = (("test_accuracy", "accuracy"), ("test_tar_far_0.01", "TAR@FAR=1e-2"), ("map_at_r", "MAP@R"),
                 ("precision_at_1", "P@1"))
@@ -97,7 +105,8 @@ def main(argv=None):
 
 
 def tuned_main(args, spec):
-    """--tune N: the search (harness.tune), the final runs of each head's best values, the tables and the figure."""
+    """--tune N: the search (harness.sweeps.tune), the final runs of each head's best values, the tables and the
+    figure."""
     if args.prune:
         raise SystemExit("error: --prune with --tune is not supported (trials are runs the final sweep does not name)")
     if args.conditions and len(args.conditions) > 1:

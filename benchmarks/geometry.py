@@ -26,12 +26,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from harness.cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
-from harness.evaluate import run_embeddings
+from harness.evaluation.evaluate import run_embeddings
+from harness.files import atomic_json, atomic_npz
+from harness.measures.stats import interval_verdict, mean_ci, paired_difference
 from harness.plots import geometry_figure, publish_figure
-from harness.publish import run_folder
-from harness.runstate import atomic_json, atomic_npz
-from harness.stats import interval_verdict, mean_ci, paired_difference
-from harness.sweep import write_csv
+from harness.publishing.publish import run_folder
+from harness.sweeps.sweep import write_csv
 
 SPEC = "configs/sweeps/geometry.toml"
 MEASURES = {"rho_quality_magnitude": ("quality", "magnitude"), "rho_quality_cos": ("quality", "cos"),

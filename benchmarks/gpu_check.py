@@ -36,13 +36,14 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # run as a script: the repo root, for the benchmarks package
 from benchmarks import head_speed, train_speed  # noqa: E402 - the two measurements this check runs
+from harness.checkpoint_io import load_checkpoint  # noqa: E402
 from harness.cli import add_dry_run, dry_run  # noqa: E402
 from harness.config import RunConfig, load_config  # noqa: E402
-from harness.data_source import synthetic_faces  # noqa: E402
-from harness.determinism import CUBLAS_ENV, CUBLAS_VALUES  # noqa: E402
-from harness.evaluate import evaluate_run  # noqa: E402
-from harness.runstate import atomic_json, load_checkpoint  # noqa: E402
-from harness import trainer  # noqa: E402
+from harness.evaluation.evaluate import evaluate_run  # noqa: E402
+from harness.files import atomic_json  # noqa: E402
+from harness.source import synthetic_faces  # noqa: E402
+from harness.training import trainer  # noqa: E402
+from harness.training.determinism import CUBLAS_ENV, CUBLAS_VALUES  # noqa: E402
 
 CONFIG = "configs/cpu_synthetic_magface.toml"   # its MagFace head ("auto" band), on other data and backbones
 DATA = {"gpu": ["data.synthetic.size=112", "data.synthetic.train_identities=100",

@@ -17,9 +17,9 @@ import tracemalloc
 
 import numpy as np
 
-from harness import ijb
 from harness.cli import add_dry_run, add_output_args, add_publish_args, dry_run, output_dir, publish_output
-from harness.runstate import atomic_json
+from harness.files import atomic_json
+from harness.measures import ijb
 
 IJBC = {"images": 469_375, "templates": 23_124, "pairs": 15_658_489, "genuine": 19_557, "dim": 512}
 

@@ -5,9 +5,10 @@ Figures (in OUT and figures/): magnitude vs ground-truth quality per head; MagFa
 quality quartile; evaluation images ordered by MagFace magnitude; magnitude vs target cosine in the last
 training batch (Fig. 3); error-versus-reject curves on MagFace's scores with pairs ranked by MagFace's
 magnitude, ArcFace's and AdaFace's norms, SER-FIQ on MagFace's network and image sharpness (the paper's Fig. 6
-baselines that need no other trained model; harness/quality_estimators.py), the ground-truth quality (the ideal)
+baselines that need no other trained model; harness/measures/quality_estimators.py), the ground-truth quality (the
+ideal)
 and at random.
-The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweep: reused when finished,
+The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweeps.sweep: reused when finished,
 never deleted by another configuration). Tables: OUT/quality_vs_magnitude.csv (one row per run), OUT/erc.csv (areas
 with CIs and paired differences to MagFace's magnitude) and OUT/magnitude_vs_quality.csv (rho per head and its paired
 difference to MagFace's).
@@ -25,24 +26,34 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from harness import metrics
 from harness.cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
 from harness.config import RunConfig
-from harness.data_source import synthetic_faces
-from harness.diagnostics import optimum_curve
-from harness.evaluate import embed, load_eval
-from harness.plots import (GRID_SHAPE, erc_curves, grid_pick, magnitude_histograms, magnitude_vs_cosine,
-                           magnitude_vs_quality, publish_figure, sorted_image_grid)
-from harness.publish import run_folder
-from harness.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
-from harness.runstate import atomic_json, atomic_npz, build_model, run_backbone
-from harness.stats import interval_verdict
-from harness.sweep import write_csv
+from harness.evaluation.diagnostics import optimum_curve
+from harness.evaluation.evaluate import embed, load_eval
+from harness.files import atomic_json, atomic_npz
+from harness.measures import metrics
+from harness.measures.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
+from harness.measures.stats import interval_verdict
+from harness.models.build import build_model, run_backbone
+from harness.plots import (
+    GRID_SHAPE,
+    erc_curves,
+    grid_pick,
+    magnitude_histograms,
+    magnitude_vs_cosine,
+    magnitude_vs_quality,
+    publish_figure,
+    sorted_image_grid,
+)
+from harness.publishing.publish import run_folder
+from harness.source import synthetic_faces
+from harness.sweeps.sweep import write_csv
 
 SPEC = "configs/sweeps/quality_vs_magnitude.toml"
 ERC_FMR = 1e-2   # 1e-3 leaves only a handful of impostor pairs above the threshold on the built-in pairs
 REFERENCE_EDC = {"starting_fnmr": 0.05, "pauc_limits": (0.2,)}   # the EDC of Schlett et al.'s reference code (its
-#                                                                  example's starting error), harness.metrics.iso_edc
+#                                                                  example's starting error),
+# harness.measures.metrics.iso_edc
 PAIRED_RESAMPLES = 5000   # identity resamples for the paired differences: about 18 in each tail at 0.05 / 7
 PROTOCOLS = {"recomputed": "official MagFace ERC: threshold recomputed after each discard step",
              "fixed": "ISO/IEC 29794-1 EDC: threshold fixed, mated pairs discarded"}
@@ -126,7 +137,8 @@ ESTIMATOR_NAMES = {"serfiq": f"SER-FIQ (MagFace network; m={SERFIQ_PASSES}; p={S
 def save_quality_estimates(out: str, magface_run: str) -> None:
     """SER-FIQ on MagFace's own network (the "same model" variant), the images' sharpness and the feature norm of
     an untrained network of the same architecture (the control: is a norm-quality trend learnt?), per evaluation
-    image (harness.quality_estimators), stored so the figures and notebooks redraw without the network or the data."""
+    image (harness.measures.quality_estimators), stored so the figures and notebooks redraw without the network or
+    the data."""
     backbone, ckpt = run_backbone(magface_run)
     cfg = ckpt["config_obj"]
     faces = synthetic_faces(cfg)
@@ -138,7 +150,7 @@ def save_quality_estimates(out: str, magface_run: str) -> None:
 
 
 def untrained_norms(backbone, images) -> np.ndarray:
-    """||f|| per image under a network in eval mode (harness.evaluate.embed, no flip)."""
+    """||f|| per image under a network in eval mode (harness.evaluation.evaluate.embed, no flip)."""
     with torch.no_grad():
         plain, _ = embed(backbone, images, 256, "cpu", flip=False)
     return torch.linalg.vector_norm(torch.from_numpy(plain), dim=1).numpy()

@@ -3,7 +3,8 @@
 An IJB-format release is written from the built-in data's evaluation images (harness.data.ijb_writer: loose crops
 under random similarity transforms with their five landmarks; each unseen identity's images split at random (seeded)
 into two templates of media of one to three images; every template pair a 1:1 pair) and each head of the quality
-benchmark (trained first when missing) is evaluated on it by the suite's IJB protocol (harness.ijb: alignment to the
+benchmark (trained first when missing) is evaluated on it by the suite's IJB protocol (harness.measures.ijb:
+alignment to the
 network's input size, then the template pooling of named modes). Weightings, as modes: plain mean of unit features
 N0D0F0; magnitude-weighted MagFace+ (N1D0F0: sum_i a_i u_i; for the baselines their own norm); ground-truth-quality
 weighted N0D1F0 (the writer puts the ground-truth quality in the detector-score column: the ideal). TAR@FAR (the
@@ -20,17 +21,27 @@ import os
 
 import numpy as np
 
-from harness import ijb, ijb_eval, metrics
-from harness.cli import (add_dry_run, add_output_args, add_publish_args, add_quality_runs_args, dry_run, output_dir,
-                         publish_output, quality_runs)
+from harness.checkpoint_io import load_checkpoint
+from harness.cli import (
+    add_dry_run,
+    add_output_args,
+    add_publish_args,
+    add_quality_runs_args,
+    dry_run,
+    output_dir,
+    publish_output,
+    quality_runs,
+)
 from harness.cli import load_rows as cli_load_rows
 from harness.data.ijb import IJBRelease, read_release
 from harness.data.ijb_writer import write_ijb
-from harness.data_source import synthetic_faces
+from harness.evaluation import ijb_eval
+from harness.files import atomic_json
+from harness.measures import ijb, metrics
+from harness.measures.stats import interval_verdict
 from harness.plots import publish_figure, templates_figure
-from harness.runstate import atomic_json, load_checkpoint
-from harness.stats import interval_verdict
-from harness.sweep import write_csv
+from harness.source import synthetic_faces
+from harness.sweeps.sweep import write_csv
 
 WEIGHTINGS = {"mean": "N0D0F0", "magnitude": "MagFace+", "ground_truth": "N0D1F0"}   # weighting -> IJB mode
 FARS = (1e-3, 1e-2)

@@ -17,13 +17,15 @@ import time
 
 import torch
 
-from harness.cli import add_dry_run, dry_run, add_output_args, output_dir
+from harness.cli import add_dry_run, add_output_args, dry_run, output_dir
 from harness.config import load_config
 from harness.data import batch_to_tensor, random_hflip
-from harness.data_source import synthetic_faces
-from harness.determinism import determinism
-from harness.runstate import atomic_json, build_model, pick_device
-from harness.trainer import train
+from harness.devices import pick_device
+from harness.files import atomic_json
+from harness.models.build import build_model
+from harness.source import synthetic_faces
+from harness.training.determinism import determinism
+from harness.training.trainer import train
 
 WARMUP = 5      # steps left out of the medians
 LOG_EVERY = 5   # the harness's metrics interval here

@@ -13,20 +13,21 @@ import json
 import os
 import sys
 
+from harness.evaluation import ijb_eval
+from harness.evaluation.embed import embed_folder, evaluate_release
+from harness.evaluation.evaluate import evaluate_run, summary_line
+from harness.evaluation.ijb_eval import DEFAULT_MODES
+from harness.publishing.publish import publish
+from harness.publishing.repo import checkout
+from harness.publishing.report import report
+from harness.sweeps.sweep import load_spec, run_spec
+from harness.training.trainer import TrainingDiverged, train
+
+from .cli import add_publish_args, add_repo_arg, publish_result, refresh_outputs, tables_render
 from .config import load_config, resolved_head
 from .data import RecordIODataset, image_folder, list_file
 from .data.align import align_folder
-from . import ijb_eval
-from .embed import embed_folder, evaluate_release
-from .ijb_eval import DEFAULT_MODES
-from .evaluate import evaluate_run, summary_line
-from .cli import add_publish_args, add_repo_arg, publish_result, refresh_outputs, tables_render
-from .publish import publish
-from .repo import checkout
-from .report import report
 from .models import build_backbone
-from .sweep import load_spec, run_spec
-from .trainer import TrainingDiverged, train
 
 
 def describe(cfg) -> str:

@@ -7,7 +7,7 @@
 - `--device` picks cpu, cuda or auto; `--jobs N` runs N trainings at once; `--quick` is the small variant;
   `--seeds` lists training seeds; `--set section.key=value` is any harness override; `--dry-run` prints the
   plan and trains nothing; `--prune` removes the runs under OUT that the benchmark's sweep no longer names;
-  `--publish` copies the finished results to results/published/ (harness.publish).
+  `--publish` copies the finished results to results/published/ (harness.publishing.publish).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import os
 import subprocess
 import sys
 
-from .publish import publish, run_folder
-from .repo import checkout
-from .report import report
-from .sweep import SweepSpec, load_spec, run_spec
+from harness.publishing.publish import publish, run_folder
+from harness.publishing.repo import checkout
+from harness.publishing.report import report
+from harness.sweeps.sweep import SweepSpec, load_spec, run_spec
 
 
 def comma_list(kind=str):
@@ -185,12 +185,13 @@ def add_repo_arg(ap) -> None:
 
 
 def publish_result(args, result, arrays: bool = False) -> str | None:
-    """With --publish: publish the finished sweep result (harness.publish), recording this command line."""
+    """With --publish: publish the finished sweep result (harness.publishing.publish), recording this command line."""
     return publish_output(args, result.out, arrays)
 
 
 def publish_output(args, out: str, arrays: bool = False) -> str | None:
-    """With --publish: publish the benchmark's finished folder OUT (harness.publish), recording this command line,
+    """With --publish: publish the benchmark's finished folder OUT (harness.publishing.publish), recording this
+    command line,
     then refresh the generated tables and the notebooks."""
     if not getattr(args, "publish", False):
         return None
@@ -218,7 +219,8 @@ def tables_render(repo: str):
 
 
 def refresh_outputs(root: str) -> None:
-    """After publishing: re-render the result tables of the checkout's documents (harness.report) and re-execute
+    """After publishing: re-render the result tables of the checkout's documents (harness.publishing.report) and
+    re-execute
     the notebooks in figures/ so their stored outputs show the new results (a separate process: figures/ sits on
     top of harness)."""
     try:

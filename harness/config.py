@@ -21,10 +21,10 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 
+from harness.measures.ijb import Mode as IJBMode
 from losses import HEADS, build_head
 
 from .data.synthetic import SyntheticConfig
-from .ijb import Mode as IJBMode
 
 try:
     import tomllib
@@ -85,7 +85,8 @@ class TrainConfig:
     max_steps: int = 0                 # stop early after this many steps in total (0: run all epochs)
     shard_centres: bool = True         # under torchrun: split the class centres over the ranks (else replicate)
     calibrate_at_epoch: float = 1.0    # MagFace with l_a = u_a = "auto": when the band is measured (see losses/magface)
-    deterministic: bool = False        # GPU: deterministic algorithms, bitwise exact resume (harness/determinism.py)
+    # GPU: deterministic algorithms, bitwise exact resume (harness/training/determinism.py)
+    deterministic: bool = False
 
 
 @dataclass
@@ -102,7 +103,7 @@ class EvalConfig:
     validation_folds: int = 3
     validation_bins: list = field(default_factory=list)
     # An IJB-B/C release (insightface's layout, harness/data/ijb.py) evaluated after the sets above ("": none), in
-    # these protocol modes (harness/ijb.py): results in RUN/eval/ijb/ and the ijb_* table columns.
+    # these protocol modes (harness/measures/ijb.py): results in RUN/eval/ijb/ and the ijb_* table columns.
     ijb: str = ""
     ijb_set: str = "IJBC"
     ijb_modes: list = field(default_factory=lambda: ["N1D1F1", "N0D1F1", "MagFace+"])
@@ -124,7 +125,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         """The inverse of to_dict (e.g. a run folder's config.json), type-checked and validated."""
-        cfg = _apply(cls(), values)
+        cfg = apply_values(cls(), values)
         validate(cfg)
         return cfg
 
@@ -149,7 +150,7 @@ class RunConfig:
 # Keys added after runs were stored: they enter the fingerprint only when set away from their default.
 LATER_KEYS = (("train", "deterministic"),)
 # Evaluation keys added after runs were evaluated: a stored evaluation without them is current while they are at
-# their default (harness.sweep.evaluation_of), so adding them re-evaluates nothing.
+# their default (harness.sweeps.sweep.evaluation_of), so adding them re-evaluates nothing.
 LATER_EVAL_KEYS = ("ijb", "ijb_set", "ijb_modes")
 
 
@@ -173,7 +174,7 @@ def _coerce(where: str, value, typ):
     return value
 
 
-def _apply(obj, values: dict, prefix: str = ""):
+def apply_values(obj, values: dict, prefix: str = ""):
     """obj with `values` applied (a new instance for a frozen dataclass such as SyntheticConfig). A dict field
     keeps the default entries a value does not name (e.g. the degradation probabilities)."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -188,7 +189,7 @@ def _apply(obj, values: dict, prefix: str = ""):
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where}: expected a table of keys, got {value!r}")
-            changes[key] = _apply(current, value, f"{where}.")
+            changes[key] = apply_values(current, value, f"{where}.")
         else:
             value = _coerce(where, value, hints[key])
             default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
@@ -203,7 +204,7 @@ def _apply(obj, values: dict, prefix: str = ""):
         raise ValueError(f"config key {prefix[:-1]}: {exc}") from None
 
 
-def _load_toml(path: str, seen=()) -> dict:
+def load_toml(path: str, seen=()) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"config file {path} not found")
     with open(path, "rb") as f:
@@ -214,10 +215,10 @@ def _load_toml(path: str, seen=()) -> dict:
     base_path = os.path.join(os.path.dirname(path), base)
     if os.path.abspath(base_path) in seen:
         raise ValueError(f"config {path}: circular base {base}")
-    merged = _load_toml(base_path, seen + (os.path.abspath(path),))
+    merged = load_toml(base_path, seen + (os.path.abspath(path),))
     head = values.get("head", {})
     if "name" in head and "params" not in head:
-        _switch_head(merged, head["name"], f"{path} sets head.name")
+        switch_head(merged, head["name"], f"{path} sets head.name")
     _merge(merged, values)
     return merged
 
@@ -230,7 +231,7 @@ def _merge(into: dict, update: dict):
             into[k] = v
 
 
-def _switch_head(values: dict, name: str, why: str) -> None:
+def switch_head(values: dict, name: str, why: str) -> None:
     """A new head name: the old head's parameters do not carry over."""
     head = values.setdefault("head", {})
     old = head.get("name", HeadConfig.name)
@@ -262,7 +263,7 @@ def apply_overrides(values: dict, overrides) -> dict:
     parsed = [parse_override(t) for t in overrides]
     for parts, value in parsed:
         if parts == ["head", "name"]:
-            _switch_head(values, value, "--set head.name")
+            switch_head(values, value, "--set head.name")
     for parts, value in parsed:
         set_value(values, parts, value)
     return values
@@ -280,8 +281,8 @@ def set_value(values: dict, parts: list, value) -> None:
 
 def load_config(path: str | None = None, overrides=()) -> RunConfig:
     """Defaults <- config file (and its bases) <- overrides; then validated."""
-    values = apply_overrides(_load_toml(path) if path else {}, overrides)
-    cfg = _apply(RunConfig(), values)
+    values = apply_overrides(load_toml(path) if path else {}, overrides)
+    cfg = apply_values(RunConfig(), values)
     validate(cfg)
     return cfg
 

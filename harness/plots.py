@@ -10,8 +10,7 @@ import pandas as pd
 import seaborn as sns
 from scipy.stats import spearmanr
 
-from .stats import mean_ci
-
+from harness.measures.stats import mean_ci
 
 GRID_SHAPE = (4, 10)
 

@@ -121,7 +121,7 @@ def record_error(fn, rank, out_dir):
 def config_mismatch_main(rank, world, store_path, out_dir):
     """Rank 1 has another learning rate: check_same_config must raise on both ranks."""
     from harness.config import load_config
-    from harness.distributed import DistContext, check_same_config
+    from harness.training.distributed import DistContext, check_same_config
     init(rank, world, store_path)
     cfg = load_config(None, [f"optim.lr={0.1 if rank == 0 else 0.2}"])
     record_error(lambda: check_same_config(cfg, DistContext(rank, world, rank, torch.device("cpu"))), rank, out_dir)
@@ -137,7 +137,7 @@ def clip_main(rank, world, store_path, out_dir, max_norm):
     """Global gradient clipping with sharded centres: a stand-in backbone gradient (equal on every rank, as after
     DDP's all-reduce) plus this rank's MagFace centre-shard gradient of step 0. Then replicated centres' gradients
     shared from rank 0."""
-    from harness.distributed import DistContext, clip_gradients, share_replicated_gradients, sync_replicas
+    from harness.training.distributed import DistContext, clip_gradients, share_replicated_gradients, sync_replicas
     from losses.distributed import DistributedHead
     init(rank, world, store_path)
     head = DistributedHead(make_head("magface"), shard=True)

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from tiny import TINY as BASE_TINY
 
 from benchmarks.ablation import main
-from tiny import TINY as BASE_TINY
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 

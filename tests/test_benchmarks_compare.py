@@ -4,11 +4,10 @@ import subprocess
 import sys
 
 import pytest
-
-from benchmarks.compare_losses import main
+from test_benchmarks_quality import ROOT
 from tiny import TINY
 
-from test_benchmarks_quality import ROOT
+from benchmarks.compare_losses import main
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 

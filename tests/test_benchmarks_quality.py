@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from tiny import TINY as BASE_TINY
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 import torch
-
-from harness.config import load_config
-from harness.models.pretrained import load_pretrained
-from harness.runstate import load_checkpoint
-from harness.trainer import train
 from test_benchmarks_quality import ROOT
 from tiny import TINY
+
+from harness.checkpoint_io import load_checkpoint
+from harness.config import load_config
+from harness.models.pretrained import load_pretrained
+from harness.training.trainer import train
 
 pytestmark = pytest.mark.slow   # trains a tiny run
 
@@ -76,7 +76,8 @@ def test_a_released_checkpoint_that_would_run_code_is_refused(tmp_path):
 
 def test_cpu_run_state_never_touches_cuda(monkeypatch):
     """A CPU run on a GPU machine saves no CUDA generator and starts no CUDA context (GPUs shown as present)."""
-    from harness.runstate import environment, rng_state, set_rng_state
+    from harness.provenance import environment
+    from harness.training.rng import rng_state, set_rng_state
 
     def cuda_touched(*args, **kwargs):
         raise AssertionError("CUDA was touched by a CPU run")
@@ -93,7 +94,7 @@ def test_cpu_run_state_never_touches_cuda(monkeypatch):
 def test_gpu_rng_state_is_the_run_devices_own(monkeypatch):
     """On a GPU the run's own device's generator is saved and restored; an older checkpoint (one state per visible
     GPU) restores the state of the run's device, and one without it says how to resume."""
-    from harness.runstate import rng_state, set_rng_state
+    from harness.training.rng import rng_state, set_rng_state
     restored = []
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.full((4,), device.index, dtype=torch.uint8))
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((int(s[0]), device.index)))

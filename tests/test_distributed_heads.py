@@ -3,11 +3,11 @@ per-sample loss, accuracy, gradients of the embeddings and of the class centres,
 and start-up line), with the centres sharded over the ranks and replicated; plus shard bounds and Partial FC on
 shards. One launch of 2 processes covers all heads."""
 
+import distributed_worker as w
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-import distributed_worker as w
 from losses.distributed import shard_bounds
 
 
@@ -100,7 +100,7 @@ def test_clipping_keeps_every_tensor_on_the_gradients_device(monkeypatch):
     """A rank whose head shard got no gradient adds a zero made on the gradients' device, and the all-reduce gets a
     device tensor (NCCL refuses CPU tensors); the norm comes back as a tensor there (no host sync). 'meta' stands
     in for a GPU: any tensor made without a device would land on the CPU and fail the check."""
-    import harness.distributed as hd
+    import harness.training.distributed as hd
     reduced = []
     monkeypatch.setattr(hd.dist, "all_reduce", lambda t: reduced.append(t.device))
     backbone = torch.nn.Parameter(torch.zeros(5, device="meta"))
@@ -114,7 +114,7 @@ def test_clipping_keeps_every_tensor_on_the_gradients_device(monkeypatch):
 def test_a_rank_without_a_gpu_of_its_own_is_refused():
     """NCCL needs one GPU per rank: rank 1 on a one-GPU node gets an error naming both ways out, not CUDA's
     'invalid device ordinal'."""
-    from harness.distributed import rank_gpu
+    from harness.training.distributed import rank_gpu
     assert rank_gpu(1, 2, "auto") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match=r"LOCAL_RANK=1 needs a GPU.*has 1 visible.*--nproc-per-node=1.*"
                                          r"train.device='\"cpu\"'"):

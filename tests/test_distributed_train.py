@@ -9,16 +9,16 @@ import subprocess
 import sys
 import time
 
+import distributed_worker as w
 import numpy as np
 import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-import distributed_worker as w
-from harness.checkpoints import CheckpointStore
 from test_benchmarks_quality import ROOT
 from tiny import TINY
+
+from harness.training.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
@@ -166,8 +166,8 @@ def test_torchrun_with_replicated_centres_keeps_one_head(tmp_path):
 
 def test_torchrun_refuses_a_batch_that_does_not_split_and_fp16(monkeypatch):
     """Checked from torchrun's variables before any process group starts (so every rank refuses at once)."""
-    from harness.config import load_config   # noqa: PLC0415  (only this test builds a config)
-    from harness.distributed import from_environment   # noqa: PLC0415  (imports torch.distributed code)
+    from harness.config import load_config  # noqa: PLC0415  (only this test builds a config)
+    from harness.training.distributed import from_environment  # noqa: PLC0415  (imports torch.distributed code)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ValueError, match="must be divisible by the world size 2"):
@@ -199,10 +199,10 @@ def test_single_process_never_starts_torch_distributed(tmp_path):
 import sys
 import torch.distributed as dist
 from harness.config import load_config
-from harness.trainer import train
+from harness.training.trainer import train
 train(load_config(None, {overrides!r}), quiet=True, evaluate=False)
 assert not dist.is_initialized()
-assert "losses.distributed" not in sys.modules and "harness.distributed" not in sys.modules
+assert "losses.distributed" not in sys.modules and "harness.training.distributed" not in sys.modules
 print("ok")
 """
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,

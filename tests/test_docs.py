@@ -6,7 +6,7 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
-from harness.report import documents
+from harness.publishing.report import documents
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)|src=\"(?P<src>[^\"]+)\"|^\[\w+\]: (?P<ref>\S+)", re.M)

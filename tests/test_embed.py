@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_benchmarks_quality import ROOT
+from tiny import TINY
 
 from harness.config import load_config
 from harness.data import write_verification_bin
-from harness.embed import embed_folder
+from harness.evaluation.embed import embed_folder
 from harness.models import iresnet
 from harness.models.iresnet import LAYERS
 from harness.models.pretrained import suite_key_to_release
-from harness.trainer import train
-from test_benchmarks_quality import ROOT
-from tiny import TINY
+from harness.training.trainer import train
 
 pytestmark = pytest.mark.slow   # builds an iResNet-18 and trains a tiny run
 

@@ -2,7 +2,7 @@
 import pytest
 
 from harness.config import load_config, parse_override
-from harness.schedule import learning_rate
+from harness.training.schedule import learning_rate
 
 
 def test_base_and_override_files(tmp_path):

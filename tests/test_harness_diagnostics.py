@@ -7,7 +7,7 @@ import pytest
 
 import theory
 from harness.config import load_config
-from harness.diagnostics import training_diagnostics
+from harness.evaluation.diagnostics import training_diagnostics
 
 HP = dict(s=32.0, l_a=1.0, u_a=51.0, l_m=0.45, u_m=0.8, lambda_g=5.0)
 

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from harness import metrics
-from harness.evaluate import paired_accuracy_difference
+from harness.evaluation.evaluate import paired_accuracy_difference
+from harness.measures import metrics
 
 
 def test_known_roc_and_tar_at_far():
@@ -184,7 +184,8 @@ def test_fixed_protocol_discards_mated_comparisons_and_no_impostors_is_nan_not_a
 
 
 def _fake_eval(folder, scores, pairs=None):
-    """A run folder with eval/synthetic.npz as harness.evaluate writes it (only what a paired difference reads)."""
+    """A run folder with eval/synthetic.npz as harness.evaluation.evaluate writes it (only what a paired difference
+    reads)."""
     rng = np.random.default_rng(0)
     n_images = 40
     identity = np.repeat(np.arange(20), 2)

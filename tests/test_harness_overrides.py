@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from harness.config import RunConfig, _load_toml, load_config
+from harness.config import RunConfig, load_config, load_toml
 from harness.data import SyntheticConfig
 
 MAGFACE = "configs/cpu_synthetic_magface.toml"
@@ -71,7 +71,7 @@ def _leaves(d, prefix=""):
 
 def test_base_toml_restates_the_dataclass_defaults():
     defaults = dict(_leaves(RunConfig().to_dict()))
-    stated = dict(_leaves(_load_toml("configs/base.toml")))
+    stated = dict(_leaves(load_toml("configs/base.toml")))
     differ = {k: (v, defaults.get(k, "<no such key>")) for k, v in stated.items() if defaults.get(k) != v}
     assert not differ, f"configs/base.toml differs from harness/config.py defaults (toml, dataclass): {differ}"
 

@@ -1,4 +1,5 @@
-"""harness.publish: what a published folder holds (tables, run metadata, arrays on request, never checkpoints), its
+"""harness.publishing.publish: what a published folder holds (tables, run metadata, arrays on request, never
+checkpoints), its
 provenance, and the refusals: unfinished or failed runs, a dirty tree, a published tree over its budget."""
 import json
 import os
@@ -7,14 +8,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from harness.publish import PROVENANCE, publish, run_folder
-
+from harness.publishing.publish import PROVENANCE, publish, run_folder
 
 GIT = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
 
 def project(path):
-    """The files that make a folder a checkout of the suite (harness.repo.MARKERS)."""
+    """The files that make a folder a checkout of the suite (harness.publishing.repo.MARKERS)."""
     (path / "figures" / "tables").mkdir(parents=True, exist_ok=True)
     (path / "paper_repro.md").write_text("report\n")
     return str(path)
@@ -31,7 +31,7 @@ def git_repo(path, ignore="*\n"):
 
 
 def fake_benchmark(tmp_path, runs=("a-1", "b-2"), finished=True, failed=None):
-    """A finished benchmark folder as harness.sweep leaves it: tables, and per run its files and a checkpoint."""
+    """A finished benchmark folder as harness.sweeps.sweep leaves it: tables, and per run its files and a checkpoint."""
     out = tmp_path / "bench"
     rows = []
     for name in runs:

@@ -1,4 +1,5 @@
-"""harness.report: the result tables of README.md and paper_repro.md are what the published results give, and the
+"""harness.publishing.report: the result tables of README.md and paper_repro.md are what the published results give,
+and the
 template language (lookups, formats, ranges) and its refusals."""
 import os
 import re
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import BLOCK, Published, documents, render_document, render_template, report
+from harness.publishing.report import BLOCK, Published, documents, render_document, render_template, report
 
 ROOT = Path(__file__).resolve().parent.parent
 

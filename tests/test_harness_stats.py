@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.stats import mean_ci, paired_difference
-from harness.sweep import compare, summarise
+from harness.measures.stats import mean_ci, paired_difference
+from harness.sweeps.sweep import compare, summarise
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -50,7 +50,7 @@ def test_comparison_table_pairs_by_seed_and_knows_lower_is_better():
 
 
 def test_holm_and_benjamini_hochberg_adjust_one_family():
-    from harness.stats import benjamini_hochberg, holm
+    from harness.measures.stats import benjamini_hochberg, holm
     p = [0.01, 0.04, 0.03, None, 0.005]
     # by hand: sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005, 3 x 0.01, 2 x 0.03, 1 x 0.04, made monotone
     assert holm(p) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
@@ -61,7 +61,7 @@ def test_holm_and_benjamini_hochberg_adjust_one_family():
 
 
 def test_paired_test_p_values_equal_scipys_and_the_detectable_effect_is_exact():
-    from harness.stats import detectable_effect, paired_test
+    from harness.measures.stats import detectable_effect, paired_test
     a, b = np.array([0.81, 0.86, 0.83, 0.92, 0.79]), np.array([0.80, 0.85, 0.84, 0.90, 0.78])
     t = paired_test(a, b, margin=0.02)
     d = a - b
@@ -79,7 +79,7 @@ def test_paired_test_p_values_equal_scipys_and_the_detectable_effect_is_exact():
 
 
 def test_family_verdicts_on_adjusted_p_values():
-    from harness.stats import family_verdicts, paired_test
+    from harness.measures.stats import family_verdicts, paired_test
     base = np.array([0.80, 0.85, 0.83, 0.90, 0.78])
     tests = [paired_test(base + 0.05 + np.array([0.01, -0.01, 0, 0.005, -0.005]), base, 0.01),   # clearly better
              paired_test(base + np.array([0.001, -0.001, 0.0005, -0.0005, 0]), base, 0.01),       # within 0.01
@@ -100,6 +100,6 @@ def test_family_verdicts_on_adjusted_p_values():
 def test_the_detectable_effect_at_a_strict_family_level_is_finite():
     """At alpha / m for a family of 14 and 5 replicates scipy's non-central t lower tail underflows to NaN for the
     large non-centralities the bracket search tries; the effect is still found (and exceeds the one at alpha)."""
-    from harness.stats import detectable_effect
+    from harness.measures.stats import detectable_effect
     strict = detectable_effect(0.01, 5, level=1 - 0.05 / 14)
     assert np.isfinite(strict) and strict > detectable_effect(0.01, 5)

@@ -2,12 +2,11 @@
 import json
 
 import pytest
-
-from harness.__main__ import main as harness_main
-from harness.sweep import compare, expand, load_spec, replicate_variance, run_spec, run_status
+from test_benchmarks_quality import ROOT
 from tiny import TINY
 
-from test_benchmarks_quality import ROOT
+from harness.__main__ import main as harness_main
+from harness.sweeps.sweep import compare, expand, load_spec, replicate_variance, run_spec, run_status
 
 BASE = f"{ROOT}/configs/cpu_synthetic_quick.toml"
 

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from harness.config import RunConfig, load_config
-from harness.data_source import synthetic_faces
-from harness.evaluate import evaluate_run, load_eval, load_metrics
-from harness.runstate import load_checkpoint
-from harness.trainer import TrainingDiverged, _clip_gradients, train
-from losses import HEADS
 from tiny import TINY
+
+from harness.checkpoint_io import load_checkpoint
+from harness.config import RunConfig, load_config
+from harness.evaluation.evaluate import evaluate_run, load_eval, load_metrics
+from harness.source import synthetic_faces
+from harness.training.trainer import TrainingDiverged, _clip_gradients, train
+from losses import HEADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,7 +125,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, head):
 
 @pytest.mark.parametrize("poison", ["embeddings", "loss"])
 def test_non_finite_values_stop_the_run_and_keep_the_last_checkpoint(tmp_path, faces, monkeypatch, poison):
-    import harness.trainer as trainer_module
+    import harness.training.trainer as trainer_module
     real_build = trainer_module.build_model
 
     def poisoned(cfg, num_classes, image_size):
@@ -240,7 +240,7 @@ def test_deterministic_mode_trains_the_same_run_and_restores_the_switches(tmp_pa
 
 
 def test_deterministic_mode_on_a_gpu_needs_the_cublas_setting(monkeypatch):
-    from harness.determinism import determinism
+    from harness.training.determinism import determinism
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs CUBLAS_WORKSPACE_CONFIG=:4096:8.*before the first CUDA call"):
         with determinism(True, torch.device("cuda", 0)):

@@ -4,10 +4,10 @@ import warnings
 
 import pytest
 import torch
+from reference_heads import reference_loss
 
 from losses import HEADS, FeasibilityWarning, build_head, head_parameters
 from losses.magface import PAPER_LAMBDA_G_RATIO
-from reference_heads import reference_loss
 
 
 def good_batch(C=10, d=4, B=3):

@@ -4,10 +4,10 @@ import warnings
 
 import pytest
 import torch
+from reference_heads import GRADCHECK, NO_GRADCHECK, REFERENCES, STATE, cases, reference_loss
 from torch.func import functional_call
 
 from losses import HEADS, build_head
-from reference_heads import GRADCHECK, NO_GRADCHECK, REFERENCES, STATE, cases, reference_loss
 
 CASES = cases(sorted(HEADS))
 

@@ -1,11 +1,11 @@
 """The new heads equal the official implementations (re-derived in tests/official_heads.py from their code) on the
 same weights and batches over several training steps: logits, loss, gradients of the embeddings and of the centres,
 and the running state the official code keeps (CurricularFace's t, AdaCos's s, ElasticFace's draws, UniFace's b)."""
+import official_heads as off
 import pytest
 import torch
 import torch.nn.functional as F
 
-import official_heads as off
 from losses import build_head
 
 B, D, C, STEPS, LR = 16, 8, 10, 4, 0.5

@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
+from tiny import TINY
 
-from harness import ijb, ijb_eval, roc
 from harness.__main__ import main as harness_main
 from harness.config import load_config
 from harness.data.align import align, check_landmarks, five_from_68, template
 from harness.data.ijb import read_release
 from harness.data.ijb_writer import write_ijb
-from harness.data_source import synthetic_faces
-from harness.sweep import metric_columns
-from harness.trainer import train
-from tiny import TINY
+from harness.evaluation import ijb_eval
+from harness.measures import ijb, roc
+from harness.source import synthetic_faces
+from harness.sweeps.sweep import metric_columns
+from harness.training.trainer import train
 
 SIZE_32 = ["data.synthetic.size=32", "data.synthetic.eval_identities=20", "data.synthetic.eval_images_per_identity=6"]
 
@@ -64,7 +65,8 @@ def test_landmark_checks_and_68_point_reduction():
 
 
 def naive_scores(rel, plain, flipped, mode: ijb.Mode) -> np.ndarray:
-    """The protocol re-derived from its description, one template at a time (no shared code with harness.ijb)."""
+    """The protocol re-derived from its description, one template at a time (no shared code with
+    harness.measures.ijb)."""
     feats = {}
     for t in np.unique(rel.templates):
         media_feats = []
@@ -298,7 +300,7 @@ def test_a_run_config_evaluates_on_an_ijb_release(release, tmp_path):
 
 
 def test_the_scale_benchmark_runs_small(tmp_path, capsys):
-    from benchmarks import ijb_scale   # noqa: PLC0415  (a benchmark script: only this test)
+    from benchmarks import ijb_scale  # noqa: PLC0415  (a benchmark script: only this test)
     ijb_scale.main(["--scale", "0.002", "--out", str(tmp_path / "scale")])
     printed = capsys.readouterr().out
     assert "IJB-C x 0.002: 938 images, 31,316 pairs, mode N0D1F0" in printed and "peak" in printed

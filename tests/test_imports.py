@@ -4,7 +4,6 @@ import ast
 import os
 
 import pytest
-
 from test_benchmarks_quality import ROOT
 
 PACKAGES = ("losses", "theory", "harness", "benchmarks", "figures")

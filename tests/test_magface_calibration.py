@@ -6,13 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tiny import TINY
 
 from harness.config import load_config
-from harness.diagnostics import training_diagnostics
-from harness.trainer import train
+from harness.evaluation.diagnostics import training_diagnostics
+from harness.training.trainer import train
 from losses import FeasibilityWarning, build_head
 from losses.magface import PAPER_LAMBDA_G_RATIO, magface_lambda_g_min
-from tiny import TINY
 
 AUTO = dict(s=32.0, l_a="auto", u_a="auto", l_m=0.45, u_m=0.8, lambda_g="auto")
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
 from tiny import TINY
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"

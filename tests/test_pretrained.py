@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from harness.models import iresnet
-from harness.models.pretrained import (FORMATS, load_pretrained, release_key_to_suite, suite_key_to_release)
 from harness.models.iresnet import LAYERS
+from harness.models.pretrained import FORMATS, load_pretrained, release_key_to_suite, suite_key_to_release
 
 pytestmark = pytest.mark.slow   # builds and saves iResNet-18s
 

@@ -5,8 +5,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial.distance import pdist
 
+from harness.measures.quality_estimators import agreement, laplacian_sharpness, serfiq
 from harness.models import build_backbone
-from harness.quality_estimators import agreement, laplacian_sharpness, serfiq
 
 
 def test_serfiq_score_is_the_mean_pairwise_distance_through_a_sigmoid():

@@ -8,9 +8,9 @@ import shlex
 import sys
 
 import pytest
+from test_benchmarks_quality import ROOT
 
 from harness.data import SyntheticConfig, export_insightface, load_or_generate
-from test_benchmarks_quality import ROOT
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)

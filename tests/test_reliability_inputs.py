@@ -7,16 +7,15 @@ import pickle
 import numpy as np
 import pytest
 from PIL import Image
+from test_harness_sweep import write_spec
 
 from harness.config import load_config
 from harness.data import RecordIODataset, decode_image, encode_image, image_folder
 from harness.data.recordio import frame_record, pack_record
 from harness.data.verification import check_verification_bin, read_verification_bin, write_verification_bin
 from harness.models import build_backbone
-from harness.sweep import expand, load_spec
-from harness.trainer import train
-
-from test_harness_sweep import write_spec
+from harness.sweeps.sweep import expand, load_spec
+from harness.training.trainer import train
 
 
 # --- names that become paths ----------------------------------------------------------------------------------------

@@ -11,16 +11,15 @@ import threading
 import time
 
 import pytest
+from test_harness_sweep import write_spec
+from test_harness_train import tiny
+from tiny import TINY
 
 from harness.__main__ import main as harness_main
 from harness.locks import RunBusy, remove_stale_temporaries, run_lock, temporary_name
-from harness.sweep import _settle, expand, load_spec, prune_runs, run_spec, run_status
-from harness.sweep_workers import Job, _worker
-from harness.trainer import train
-from tiny import TINY
-
-from test_harness_sweep import write_spec
-from test_harness_train import tiny
+from harness.sweeps.sweep import _settle, expand, load_spec, prune_runs, run_spec, run_status
+from harness.sweeps.workers import Job, _worker
+from harness.training.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
@@ -225,7 +224,7 @@ def test_a_state_seen_before_the_lock_is_read_again_under_it(tmp_path):
 
 
 def test_a_ctrl_c_in_a_worker_is_not_the_runs_failure(tmp_path, monkeypatch):
-    import harness.sweep_workers as workers
+    import harness.sweeps.workers as workers
     monkeypatch.setattr(workers, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     receive, send = multiprocessing.Pipe(duplex=False)
     _worker(Job({"out": str(tmp_path / "run")}, {}, {}), 1, 0, send)

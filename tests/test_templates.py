@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.templates import WEIGHTINGS
-from harness import ijb
+from harness.measures import ijb
 
 
 def test_weightings_are_ijb_modes_that_weight_unit_features_as_described():
@@ -24,7 +24,7 @@ def test_weightings_are_ijb_modes_that_weight_unit_features_as_described():
 
 @pytest.mark.slow
 def test_templates_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
-    from benchmarks import templates   # noqa: PLC0415  (heavy imports: only this test)
+    from benchmarks import templates  # noqa: PLC0415  (heavy imports: only this test)
     templates.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "tpl"), "--figures", ""])
     rows = json.load(open(tmp_path / "tpl" / "templates.json"))["rows"]
     assert len(rows) == 4 * 3 and {r["weighting"] for r in rows} == {"mean", "magnitude", "ground_truth"}

@@ -1,4 +1,5 @@
-"""The fair comparison protocol: identity-disjoint validation and test splits, the equal-budget search (harness.tune)
+"""The fair comparison protocol: identity-disjoint validation and test splits, the equal-budget search
+(harness.sweeps.tune)
 and compare_losses.py --tune end to end at a tiny size."""
 import csv
 import json
@@ -8,15 +9,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_benchmarks_quality import ROOT
+from tiny import TINY
 
 from harness.config import load_config
 from harness.data.synthetic import SyntheticConfig, generate
-from harness.evaluate import identity_splits
-from harness.sweep import load_spec
-from harness.tune import check_validation, load_plan, trial_run
-from tiny import TINY
-
-from test_benchmarks_quality import ROOT
+from harness.evaluation.evaluate import identity_splits
+from harness.sweeps.sweep import load_spec
+from harness.sweeps.tune import check_validation, load_plan, trial_run
 
 SPEC = f"{ROOT}/configs/sweeps/compare_losses.toml"
 
@@ -118,7 +118,7 @@ def test_the_shipped_plan_names_every_head_and_checks_the_validation_split(tmp_p
 
 
 def test_trials_a_head_refuses_fail_without_training_and_all_failed_is_an_error(tmp_path):
-    from harness.tune import search, tuned_spec
+    from harness.sweeps.tune import search, tuned_spec
     spec = load_spec(SPEC, quick=True).with_axis("head", ["magface"])
     spec = replace(spec, tune={**spec.tune, "space": {"magface": {"head.params.l_m": {"low": 0.85, "high": 0.9},
                                                                   "head.params.u_m": {"low": 0.5, "high": 0.8}}}})
@@ -176,7 +176,7 @@ def test_tune_end_to_end_then_the_same_search_again(tmp_path):
 
 
 def test_real_data_columns_take_the_validation_pack_apart():
-    from harness.sweep import metric_columns
+    from harness.sweeps.sweep import metric_columns
 
     def pack(acc, role):
         return {"accuracy": acc, "accuracy_std": 0.01, "tar_at_far": {"0.01": acc - 0.1}, "role": role,

@@ -17,8 +17,7 @@ import time
 import numpy as np
 
 from .optimum import optimal_magnitude
-from .verify import (Grid, MagParams, check_convexity, check_interior_optimum, check_monotonicity,
-                     validity_map)
+from .verify import Grid, MagParams, check_convexity, check_interior_optimum, check_monotonicity, validity_map
 
 
 def verdict(report) -> str:
@@ -125,7 +124,7 @@ def main(argv=None):
         _write_table(args.table, facts, vars(args))
 
     if not args.no_figures:
-        from . import figures   # matplotlib only when figures are drawn (--no-figures stays light)
+        from . import figures  # matplotlib only when figures are drawn (--no-figures stays light)
         os.makedirs(args.out, exist_ok=True)
         written = []
         written += figures.save(figures.loss_curves(base), os.path.join(args.out, "theory_loss_curves"))

@@ -18,7 +18,8 @@ import re
 
 from torch import nn
 
-from ..runstate import load_data
+from harness.checkpoint_io import load_data
+
 from .iresnet import LAYERS, iresnet
 
 FORMATS = {

@@ -11,7 +11,8 @@ from __future__ import annotations
 import glob
 import os
 
-from .runstate import atomic_json, read_json, save_checkpoint
+from harness.checkpoint_io import save_checkpoint
+from harness.files import atomic_json, read_json
 
 
 class CheckpointStore:

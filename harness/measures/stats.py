@@ -1,6 +1,6 @@
 """Inference across seeds: a mean with its confidence interval, and a paired difference with a CI, a verdict and
 the smallest effect the seeds could have detected. Seeds are few (3-10), so intervals are Student-t, not bootstrap
-(a percentile bootstrap of 5 values under-covers); within a run, harness.metrics.identity_bootstrap resamples
+(a percentile bootstrap of 5 values under-covers); within a run, harness.measures.metrics.identity_bootstrap resamples
 identities instead."""
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
             "seeds": n}
 
 
-# --- families and equivalence: the verdicts of the comparison tables (harness.sweep.compare) -------------------
+# --- families and equivalence: the verdicts of the comparison tables (harness.sweeps.sweep.compare) -------------------
 def holm(pvalues) -> list:
     """Holm's step-down adjusted p-values of one family (None or NaN entries pass through and do not count)."""
     p = np.array([np.nan if v is None else v for v in pvalues], float)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import RunConfig
-from .locks import RunBusy, run_lock
-from .run_rows import metric_columns
-from .runstate import atomic_json, read_json
-from .trainer import train
+from harness.config import RunConfig
+from harness.files import atomic_json, read_json
+from harness.locks import RunBusy, run_lock
+from harness.sweeps.rows import metric_columns
+from harness.training.trainer import train
 
 RESULT_FILE = "result.json"     # a finished run's table row: its presence marks the run done
 FAILED_FILE = "failed.json"     # a run that raised (e.g. diverged): its error; retried only when asked

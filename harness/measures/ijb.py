@@ -12,7 +12,8 @@ weighted by its magnitude a_i. QMagFace (Terhoerst et al., 2023) scores MagFace+
 beta * s - alpha) * min(q1, q2), q a template's magnitude-weighted mean magnitude; alpha and beta are QMagFace's
 published values or fitted on validation pairs by its own procedure (`fit_qmagface`).
 
-1:1 reads TAR at FAR off the exact ROC under both FAR rules (harness.roc); 1:N gives open-set TPIR at FPIR and rank-k
+1:1 reads TAR at FAR off the exact ROC under both FAR rules (harness.measures.roc); 1:N gives open-set TPIR at FPIR
+and rank-k
 accuracy of the mated probes per gallery (`identification`, insightface's `ijb_evals.py` rule). Everything is
 batched: no [T, T] score matrix, so IJB-C's 15.7M pairs fit in bounded memory.
 """
@@ -26,7 +27,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import roc_curve
 
-from . import roc
+from harness.measures import roc
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FPIRS = (0.01, 0.1)

@@ -23,14 +23,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import ijb, roc
-from .data import file_sha256
-from .data.align import align, check_landmarks
-from .data.ijb import IJBRelease, check_crops, check_detector_scores, read_release
-from .data.preprocess import image_to_rgb
-from .networks import load_network, network_input
-from .locks import temporary_name
-from .runstate import atomic_json, read_json, read_npz
+from harness.data import file_sha256
+from harness.data.align import align, check_landmarks
+from harness.data.ijb import IJBRelease, check_crops, check_detector_scores, read_release
+from harness.data.preprocess import image_to_rgb
+from harness.evaluation.networks import load_network, network_input
+from harness.files import atomic_json, read_json, read_npz
+from harness.locks import temporary_name
+from harness.measures import ijb, roc
 
 DEFAULT_MODES = ("N1D1F1", "N0D1F1", "MagFace+")
 NO_SUBJECTS = ("unavailable: the release has no 1:N lists naming every compared template's subject (insightface's "
@@ -157,7 +157,8 @@ def _one_mode(p: _Protocol, mode: ijb.Mode, pooled: np.ndarray) -> tuple[dict, d
 
 
 def _qmagface(p: _Protocol, plain: np.ndarray, fit: bool) -> tuple[dict, dict]:
-    """QMagFace with its own IJB fusion (harness.ijb.qmagface_templates: no flip, no detector score). Parameters:
+    """QMagFace with its own IJB fusion (harness.measures.ijb.qmagface_templates: no flip, no detector score).
+    Parameters:
     QMagFace's published alpha and beta, or (fit) fitted by its own procedure on the pairs of a random half of the
     subjects and reported, with the plain cosine of the same templates, on the pairs of the other half."""
     pooled, quality = ijb.qmagface_templates(plain, p.grouping)
@@ -208,7 +209,7 @@ def pair_subjects(release: IJBRelease, pairs: np.ndarray) -> np.ndarray | None:
 def subject_intervals(scores, issame, subjects, n_boot: int, level: float = 0.95, seed: int = 0) -> dict:
     """95 % percentile intervals of TAR at each FAR (both rules) by resampling subjects: a subject drawn m times
     weighs its genuine pairs m, an impostor pair of subjects drawn m_i and m_j times m_i m_j (as
-    harness.metrics.identity_bootstrap); one sort, a weighted cumulative sum per resample."""
+    harness.measures.metrics.identity_bootstrap); one sort, a weighted cumulative sum per resample."""
     sorted_scores = roc.SortedScores.of(scores, issame)
     unique, codes = np.unique(subjects, return_inverse=True)
     codes = codes.reshape(subjects.shape)
@@ -233,7 +234,7 @@ def subject_intervals(scores, issame, subjects, n_boot: int, level: float = 0.95
 
 
 def one_to_n(release: IJBRelease, pooled: np.ndarray, grouping: ijb.Grouping, n_boot: int = 0, seed: int = 0) -> dict:
-    """Open-set 1:N against each gallery (harness.ijb.identification), with intervals over probe subjects."""
+    """Open-set 1:N against each gallery (harness.measures.ijb.identification), with intervals over probe subjects."""
     probe_t, probe_s = release.probes
     probes = pooled[ijb.template_rows(grouping.template_ids, probe_t, "1:N probe list")]
     out = {}

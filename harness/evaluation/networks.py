@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.preprocess import PREPROCESSING
-from .models.pretrained import load_pretrained
-from .runstate import run_backbone
+from harness.data.preprocess import PREPROCESSING
+from harness.models.build import run_backbone
+from harness.models.pretrained import load_pretrained
 
 
 def load_network(checkpoint: str, format: str, backbone: str | None = None, embedding_size: int = 512):

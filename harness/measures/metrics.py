@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.integrate import trapezoid
 from sklearn.model_selection import KFold
 
-from . import roc
+from harness.measures import roc
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -46,7 +46,8 @@ def verification_accuracy(scores, issame, folds=None, n_folds: int = 10) -> dict
 
 
 def tar_at_far(scores, issame, fars=FARS, rule: str = "conservative") -> dict:
-    """TAR at each FAR read off the exact ROC (tied scores are one operating point, harness.roc) under the named
+    """TAR at each FAR read off the exact ROC (tied scores are one operating point, harness.measures.roc) under the
+    named
     FAR rule ("conservative": largest FPR <= far, this suite's default; "nearest": the IJB scripts' rule); NaN
     where there are too few impostor pairs to measure that FAR."""
     return roc.tar_at_far_of_scores(scores, issame, fars, rule)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .data import (PREPROCESSING, RecordIODataset, batch_to_tensor, image_folder, list_file, load_or_generate,
-                   random_hflip)
+from harness.data import (
+    PREPROCESSING,
+    RecordIODataset,
+    batch_to_tensor,
+    image_folder,
+    list_file,
+    load_or_generate,
+    random_hflip,
+)
 
 
 class TrainSource:

@@ -3,8 +3,7 @@ shares (accuracy, TAR@FAR, quality protocols, validation/test split, IJB, traini
 cell and a reason for what the data cannot give."""
 from __future__ import annotations
 
-from .runstate import json_safe
-
+from harness.files import json_safe
 
 NO_GROUND_TRUTH = "no ground-truth quality on this data (real data)"
 
@@ -50,7 +49,8 @@ SPLIT_METRICS = ("accuracy", "tar_far_0.01", "map_at_r", "precision_at_1")
 
 def split_columns(row: dict, main: dict, sets: dict) -> dict:
     """Validation columns (val_*: tuning only) and test columns (test_accuracy, test_tar_far_0.01, map_at_r,
-    precision_at_1, with CIs) of the identity-disjoint split (harness.evaluate.identity_splits); for real data the
+    precision_at_1, with CIs) of the identity-disjoint split (harness.evaluation.evaluate.identity_splits); for real
+    data the
     first validation pack and the main (test) pack. Returns {column: why it is empty} for the columns that are."""
     splits = main.get("splits") or {}
     validation = splits.get("validation") or next((m for m in sets.values() if m.get("role") == "validation"), None)

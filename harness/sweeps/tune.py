@@ -1,7 +1,7 @@
 """An equal tuning budget per head (Musgrave, Belongie and Lim, "A Metric Learning Reality Check", ECCV 2020): every
 head gets the same number of trials of a seeded TPE search (optuna) over its own declared space, each trial a harness
 run scored on validation identities only; the best configuration per head is then retrained with the final seeds
-and reported on the test identities (harness.evaluate.identity_splits keeps the two apart).
+and reported on the test identities (harness.evaluation.evaluate.identity_splits keeps the two apart).
 
 The search is data, in the sweep spec's [tune] table (see configs/sweeps/compare_losses.toml):
 
@@ -32,9 +32,8 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 
+from harness.sweeps.sweep import SweepSpec, check_key, column_name, execute, expand, load_row
 from losses import HEADS
-
-from .sweep import SweepSpec, _check_key, column_name, execute, expand, load_row
 
 TEST_COLUMNS = ("test_accuracy", "test_tar_far_0.01", "map_at_r", "precision_at_1")   # what a tuned head reports
 OBJECTIVES = ("val_map_at_r", "val_precision_at_1", "val_accuracy", "val_tar_far_0.01")
@@ -146,7 +145,7 @@ def _space(spec: SweepSpec, label: str, table, where: str) -> list:
                 raise ValueError(f"{here}: the space names {key[len('head.params.'):]!r}, which head {name} does not "
                                  f"take (it takes {', '.join(takes)})")
         elif key.startswith("optim."):
-            _check_key(key, here)
+            check_key(key, here)
         else:
             raise ValueError(f"{here}: {key!r} cannot be searched: only optim.* and head.params.* can; the data, the "
                              "validation/test split, the budget (epochs, batch) and the seed are the protocol, the "
@@ -204,8 +203,8 @@ def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int
            say=print) -> list:
     """Run the search; returns one row per trial (head, trial, every tuned value, objective, state, validation
     metrics, run folder), in the order the trials were asked."""
-    import optuna   # loads in about a second (SQLAlchemy): only when a search runs, not on every benchmark start
-    from optuna.trial import TrialState   # same reason
+    import optuna  # loads in about a second (SQLAlchemy): only when a search runs, not on every benchmark start
+    from optuna.trial import TrialState  # same reason
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_validation([trial_run(spec, plan, label, {}, out, overrides) for label in list(plan.spaces)[:1]],
                      plan.objective)

@@ -11,15 +11,16 @@ import os
 import numpy as np
 import torch
 
-from . import metrics
-from .data import batch_to_tensor, file_sha256, read_verification_bin
-from .config import pack_name
-from .data_source import synthetic_faces
-from .diagnostics import training_diagnostics
-from .stats import interval_verdict
-from .locks import run_lock
-from .runstate import atomic_json, atomic_npz, pick_device, read_json, read_npz, run_backbone
-
+from harness.config import pack_name
+from harness.data import batch_to_tensor, file_sha256, read_verification_bin
+from harness.devices import pick_device
+from harness.evaluation.diagnostics import training_diagnostics
+from harness.files import atomic_json, atomic_npz, read_json, read_npz
+from harness.locks import run_lock
+from harness.measures import metrics
+from harness.measures.stats import interval_verdict
+from harness.models.build import run_backbone
+from harness.source import synthetic_faces
 
 EVAL_VERSION = 5   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
 
@@ -226,11 +227,12 @@ def _evaluate_run(run_dir, checkpoint, faces, device, eval_cfg, eval_bins) -> di
 
 
 def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
-    """The run's network on the configured IJB release (harness.ijb_eval; everything in RUN/eval/ijb/): per mode,
+    """The run's network on the configured IJB release (harness.evaluation.ijb_eval; everything in RUN/eval/ijb/):
+    per mode,
     TAR at each FAR under both rules and AUC."""
     if checkpoint != "final.pt":
         raise ValueError(f"eval.ijb evaluates a run's final.pt, not {checkpoint}")
-    from . import ijb_eval   # noqa: PLC0415 - scikit-image (alignment): loaded only when a run is evaluated on IJB
+    from harness.evaluation import ijb_eval  # noqa: PLC0415 - scikit-image (alignment): loaded only when a run is evaluated on IJB
     out = ijb_eval.run(ijb_eval.Request(e.ijb, e.ijb_set, run_dir, "run", os.path.join(run_dir, "eval", "ijb"),
                                         modes=tuple(e.ijb_modes), device=device, n_boot=e.bootstrap))
     keys = ("tar_at_far_nearest", "tar_at_far_conservative", "auc")
@@ -285,7 +287,8 @@ def paired_accuracy_difference(run_a: str, run_b: str, n_boot: int = 200, level:
                                name: str = "synthetic") -> dict:
     """Verification accuracy of run a minus run b on the same evaluation pairs, with a CI from resampling the
     evaluation identities (both runs scored on every resample, so the pairs' shared difficulty cancels). It measures
-    evaluation noise only: the seed-to-seed spread of training is not in it (harness.stats, over seeds, has that).
+    evaluation noise only: the seed-to-seed spread of training is not in it (harness.measures.stats, over seeds, has
+    that).
     Returns {diff, diff_ci_low, diff_ci_high, verdict}."""
     a, b = load_eval(run_a, name), load_eval(run_b, name)
     for key in ("left", "right", "issame", "fold", "identity"):

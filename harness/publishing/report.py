@@ -18,7 +18,7 @@ import math
 import os
 import re
 
-from .repo import checkout
+from harness.publishing.repo import checkout
 
 TOP_DOCUMENTS = ("README.md", "paper_repro.md")
 TEMPLATES = os.path.join("figures", "tables")
@@ -260,7 +260,7 @@ def stale_blocks(before: str, after: str) -> list:
 
 def report(root: str | None = None, check: bool = False, names=None, overrides: dict | None = None) -> dict:
     """Render every document's blocks in the checkout `root` (default: the one around the current folder,
-    harness.repo); with check, change nothing. Returns {document: [stale block names]}.
+    harness.publishing.repo); with check, change nothing. Returns {document: [stale block names]}.
     A template that cannot be rendered is a ValueError naming it and the placeholder."""
     root = checkout(root)
     published = Published(os.path.join(root, PUBLISHED), overrides)

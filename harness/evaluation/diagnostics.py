@@ -12,9 +12,8 @@ import numpy as np
 from scipy import stats
 
 import theory
-
-from .config import RunConfig, resolved_head
-from .runstate import read_json, read_jsonl, read_npz
+from harness.config import RunConfig, resolved_head
+from harness.files import read_json, read_jsonl, read_npz
 
 DUMP_NAME = re.compile(r"step_\d{8}\.npz")   # the trainer's dumps (not the temporary files of an unfinished write)
 

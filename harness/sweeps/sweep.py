@@ -25,7 +25,7 @@ A spec (configs/sweeps/*.toml):
     [[overrides]]                          # per-run overrides for the runs whose axis values match
     match = { head = "softmax" }
     set = { "optim.lr" = 0.05 }
-    [tune]                                 # optional: the equal-budget search per head (harness.tune reads it)
+    [tune]                                 # optional: the equal-budget search per head (harness.sweeps.tune reads it)
     [quick]                                # the --quick variant: base, set (merged), axes (per axis) and tune
     base = "../cpu_synthetic_quick.toml"   #   (per key) replaced
 
@@ -49,17 +49,27 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from tqdm import tqdm
 
+from harness.checkpoint_io import load_data
+from harness.config import (
+    HeadConfig,
+    RunConfig,
+    apply_overrides,
+    apply_values,
+    eval_settings,
+    load_toml,
+    resolved_head,
+    set_value,
+    switch_head,
+    validate,
+)
+from harness.evaluation.evaluate import EVAL_VERSION, evaluate_run
+from harness.files import DamagedFile, atomic_json, read_json
+from harness.locks import RunBusy, SweepsBusy, run_lock, sweep_sharing, sweeps_exclusive, tables_lock, temporary_name
+from harness.measures.stats import family_verdicts, mean_ci, paired_test
+from harness.source import synthetic_faces
+from harness.sweeps.rows import metric_columns
+from harness.sweeps.workers import FAILED_FILE, META_FILE, RESULT_FILE, Job, record_failure, run_all, worker_threads
 from losses import HEADS
-
-from .config import (HeadConfig, RunConfig, _apply, _load_toml, _switch_head, apply_overrides, eval_settings,
-                     resolved_head, set_value, validate)
-from .data_source import synthetic_faces
-from .evaluate import EVAL_VERSION, evaluate_run
-from .locks import RunBusy, SweepsBusy, run_lock, sweep_sharing, sweeps_exclusive, tables_lock, temporary_name
-from .run_rows import metric_columns
-from .runstate import DamagedFile, atomic_json, load_data, read_json
-from .stats import family_verdicts, mean_ci, paired_test
-from .sweep_workers import FAILED_FILE, META_FILE, RESULT_FILE, Job, record_failure, run_all, worker_threads
 
 try:
     import tomllib
@@ -98,7 +108,7 @@ class SweepSpec:
     overrides: list = field(default_factory=list)
     reference: str = ""        # the head label the comparison table pairs every other head with
     quick: bool = False
-    tune: dict = field(default_factory=dict)   # the equal-budget search of the heads (harness.tune reads it)
+    tune: dict = field(default_factory=dict)   # the equal-budget search of the heads (harness.sweeps.tune reads it)
     summary_metrics: tuple = ()   # metrics of the summary and comparison tables (empty: SUMMARY_METRICS)
     verdicts: dict = field(default_factory=lambda: {"metrics": None, "margins": {}})   # [verdicts], see above
     replicates: str = "training"   # "data": the seed axis sets data.synthetic.seed too (new images and identities)
@@ -178,13 +188,13 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
     for label, c in spec.conditions.items():
         check_name(label, f"{where}: [conditions] label")
         for key in c:
-            _check_key(key, f"{where} [conditions.{label}]")
+            check_key(key, f"{where} [conditions.{label}]")
     for key in list(spec.set) + spec.columns:
-        _check_key(key, f"{where} [set]/columns")
+        check_key(key, f"{where} [set]/columns")
     for i, o in enumerate(spec.overrides):
         _no_unknown(o, ("match", "set"), f"{where} [[overrides]] #{i + 1}")
         for key in o.get("set", {}):
-            _check_key(key, f"{where} [[overrides]] #{i + 1}")
+            check_key(key, f"{where} [[overrides]] #{i + 1}")
     _check_axes(spec)
     return spec
 
@@ -219,7 +229,7 @@ def _no_unknown(table: dict, valid, where: str) -> None:
         raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
 
 
-def _check_key(key: str, where: str) -> None:
+def check_key(key: str, where: str) -> None:
     """A dotted config key must name a config value (any key below a dict-valued one such as head.params)."""
     node = RunConfig().to_dict()
     parts = key.split(".")
@@ -256,7 +266,7 @@ def _check_axes(spec: SweepSpec) -> None:
                 raise ValueError(f"{where}: axis 'condition' values {bad} are not [conditions] labels "
                                  f"({', '.join(spec.conditions) or 'none'})")
         elif axis not in SPECIAL_AXES:
-            _check_key(axis, f"{where}: axis")
+            check_key(axis, f"{where}: axis")
         col = column_name(axis)
         if col in columns:
             raise ValueError(f"{where}: axes {columns[col]!r} and {axis!r} would share the column {col!r}")
@@ -278,7 +288,7 @@ def column_name(key: str) -> str:
 # --- runs --------------------------------------------------------------------------------------------------------
 def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
     """Every run of the spec, in axis order (the first axis varies slowest), with its resolved config."""
-    base = _load_toml(spec.base)
+    base = load_toml(spec.base)
     _set_all(base, spec.set)
     apply_overrides(base, overrides)
     runs, defaults = [], RunConfig().to_dict()
@@ -309,7 +319,7 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
                 updates.update(o.get("set", {}))
         _set_all(values, updates)
         try:
-            cfg = _apply(RunConfig(), values)
+            cfg = apply_values(RunConfig(), values)
             validate(cfg)
         except ValueError as exc:
             raise ValueError(f"sweep {spec.name}, run {axes}: {exc}") from None
@@ -326,7 +336,7 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
 def _set_all(values: dict, updates: dict) -> None:
     """Dotted keys into a values dict, with --set's rule that a new head.name drops the old head's params."""
     if "head.name" in updates and "head.params" not in updates:
-        _switch_head(values, updates["head.name"], "sweep sets head.name")
+        switch_head(values, updates["head.name"], "sweep sets head.name")
     for key, value in updates.items():
         set_value(values, key.split("."), value)
 
@@ -703,7 +713,7 @@ def compare(rows: list, axes: list, reference: str, metrics=SUMMARY_METRICS, mar
     """Paired by seed, every head against `reference` within each combination of the other axes: the difference
     (head - reference, in the metric's units) with its 95 % t interval, the two-sided p and, where the metric has
     an equivalence margin, the TOST p; then per family (one metric in one combination of the other axes: every
-    head against the reference) Holm-adjusted p-values and the verdict on them (harness.stats.family_verdicts:
+    head against the reference) Holm-adjusted p-values and the verdict on them (harness.measures.stats.family_verdicts:
     better / worse / equivalent within +-margin / inconclusive with the effect 80 % power needed). `variance`
     says which sources of variance the replicates, and so the intervals, include."""
     if "seed" not in axes or "head" not in axes:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .runstate import pick_device
+from harness.devices import pick_device
 
 TIMEOUT_ENV = "MAGFACE_DIST_TIMEOUT"   # seconds a collective may wait before failing (default 600)
 

@@ -7,7 +7,7 @@ does (on the CPU). A non-finite loss stops the run and names the last good check
 
 Under torchrun (WORLD_SIZE > 1) the backbone is wrapped in DDP, the head in losses.distributed.DistributedHead
 (class centres sharded over the ranks unless train.shard_centres is false), each rank trains on its rows of the
-single-process global batch, and each rank writes its own checkpoint (see harness/checkpoints.py); final.pt
+single-process global batch, and each rank writes its own checkpoint (see harness/training/checkpoints.py); final.pt
 holds the gathered head and opens in a single process.
 
 Shape: `train` builds a `_Run` (the session's state) and passes it through short steps: _setup, _restore,
@@ -31,18 +31,21 @@ import torch.distributed as dist  # already loaded by `import torch`; no process
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from harness.checkpoint_io import load_checkpoint, save_checkpoint
+from harness.config import RunConfig, validate
+from harness.data import check_verification_bin
+from harness.devices import pick_device
+from harness.evaluation.evaluate import evaluate_run, summary_line
+from harness.files import atomic_json, read_json, read_jsonl
+from harness.locks import run_lock, temporary_name
+from harness.models.build import build_model
+from harness.provenance import environment
+from harness.source import TrainSource, synthetic_faces
+from harness.training.checkpoints import CheckpointStore
+from harness.training.determinism import determinism
+from harness.training.rng import rng_state, set_rng_state
+from harness.training.schedule import learning_rate
 from losses.checks import NonFiniteInput
-
-from .checkpoints import CheckpointStore
-from .config import RunConfig, validate
-from .data import check_verification_bin
-from .data_source import TrainSource, synthetic_faces
-from .determinism import determinism
-from .evaluate import evaluate_run, summary_line
-from .locks import run_lock, temporary_name
-from .runstate import (atomic_json, build_model, environment, load_checkpoint, pick_device, read_json, read_jsonl,
-                       rng_state, save_checkpoint, set_rng_state)
-from .schedule import learning_rate
 
 try:   # TensorBoard when installed (pip install tensorboard); the JSONL/CSV log is always written
     from torch.utils.tensorboard import SummaryWriter
@@ -60,11 +63,11 @@ def feasibility_line(head) -> str | None:
 
 
 def _torchrun():
-    """(harness.distributed, losses.distributed), imported here and not at the top only because a single process
+    """(harness.training.distributed, losses.distributed), imported here and not at the top only because a single
+    process
     must never load the project's torch.distributed code (tests/test_distributed_train.py checks that)."""
-    import losses.distributed as sharded_heads   # lazy on purpose: see the docstring
-
-    from . import distributed   # lazy on purpose: see the docstring
+    import losses.distributed as sharded_heads  # lazy on purpose: see the docstring
+    from harness.training import distributed  # lazy on purpose: see the docstring
     return distributed, sharded_heads
 
 
@@ -127,7 +130,7 @@ class _Run:
     """What one training session works on. The position (epoch, step_in_epoch, global_step) is what a checkpoint
     records and a resume restores; last_good is the newest checkpoint on disk, named if the run diverges."""
     cfg: RunConfig
-    ctx: object                 # harness.distributed.DistContext under torchrun, else None
+    ctx: object                 # harness.training.distributed.DistContext under torchrun, else None
     device: torch.device
     faces: object               # the synthetic data set (also evaluated), or None for real data
     source: TrainSource
@@ -179,7 +182,7 @@ def train(cfg: RunConfig, resume: bool = True, faces=None, quiet: bool = False, 
 
 def _is_main_process() -> bool:
     """Rank 0 under torchrun (it alone holds the run folder's lock: the ranks are one writer), or a single process.
-    Read from torchrun's RANK before the process group exists (harness.distributed reads the same variable)."""
+    Read from torchrun's RANK before the process group exists (harness.training.distributed reads the same variable)."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -493,7 +496,8 @@ def _checkpoint(run: _Run) -> str:
 
 
 def _sync_replicas(run: _Run) -> None:
-    """Replicated centres: one head on every rank before it is saved (see harness.distributed.sync_replicas)."""
+    """Replicated centres: one head on every rank before it is saved (see
+    harness.training.distributed.sync_replicas)."""
     if run.ctx and not run.head.shard and _torchrun()[0].sync_replicas(run.ctx, run.head):
         run.say(f"warning: the ranks' copies of the replicated head differed at step {run.global_step}; rank 0's "
                 "copy now holds on every rank (GPU arithmetic that differs between ranks)")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .data import batch_to_tensor
+from harness.data import batch_to_tensor
 
 SERFIQ_PASSES = 100       # m in the SER-FIQ paper
 SERFIQ_DROPOUT = 0.5      # its dropout rate

@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data import file_sha256, read_verification_bin
-from .data.folders import IMAGE_EXTENSIONS, scan_images
-from .data.preprocess import image_to_rgb
-from .evaluate import cosine, set_metrics
-from .networks import load_network, network_input
-from .runstate import atomic_json
+from harness.data import file_sha256, read_verification_bin
+from harness.data.folders import IMAGE_EXTENSIONS, scan_images
+from harness.data.preprocess import image_to_rgb
+from harness.evaluation.evaluate import cosine, set_metrics
+from harness.evaluation.networks import load_network, network_input
+from harness.files import atomic_json
 
 
 def image_paths(root: str) -> list:

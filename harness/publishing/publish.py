@@ -20,10 +20,11 @@ import shutil
 import subprocess
 from importlib.metadata import version
 
-from . import report
-from .repo import checkout, gallery, published_root
-from .diagnostics import DUMP_NAME
-from .runstate import atomic_json, git_state
+from harness.evaluation.diagnostics import DUMP_NAME
+from harness.files import atomic_json
+from harness.provenance import git_state
+from harness.publishing import report
+from harness.publishing.repo import checkout, gallery, published_root
 
 BLOCK_BODY = re.compile(r"(<!-- report:([\w-]+) -->\n).*?(<!-- /report:\2 -->)", re.S)
 BUDGET_BYTES = 20 * 2**20
