@@ -16,7 +16,7 @@ from harness.checkpoint_io import load_checkpoint
 from harness.config import RunConfig, load_config
 from harness.evaluation.evaluate import evaluate_run, load_eval, load_metrics
 from harness.source import synthetic_faces
-from harness.training.trainer import TrainingDiverged, _clip_gradients, train
+from harness.training.trainer import TrainingDiverged, clip_gradients, train
 from losses import HEADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,7 +204,7 @@ def test_gradient_clipping_covers_the_backbone_or_both(clip_head):
     cfg = SimpleNamespace(optim=SimpleNamespace(grad_clip=1.0, clip_head=clip_head))
     run = SimpleNamespace(cfg=cfg, ctx=None, backbone=backbone, head=head, optimizer=None,
                           scaler=torch.amp.GradScaler("cpu", enabled=False))
-    _clip_gradients(run)
+    clip_gradients(run)
     norm = lambda m: float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm())  # noqa: E731
     if clip_head:
         assert (norm(backbone) ** 2 + norm(head) ** 2) ** 0.5 == pytest.approx(1.0, rel=1e-4)

@@ -22,6 +22,8 @@ def modules() -> dict:
 
 
 MODULES = modules()
+TESTS = os.path.join(ROOT, "tests")
+TEST_FILES = sorted(os.path.join(TESTS, f) for f in os.listdir(TESTS) if f.endswith(".py"))
 
 
 def imports(name: str, path: str):
@@ -86,6 +88,35 @@ def test_layers_point_one_way(package, allowed):
     wrong = {f"{m} -> {d}" for m, deps in GRAPH.items() if m.split(".")[0] == package
              for d in deps if d.split(".")[0] not in allowed}
     assert not wrong, f"{package} may import only {sorted(allowed)}: {sorted(wrong)}"
+
+
+# harness's rooms (a package, or a single module) from the bottom up: a room imports only rooms below it.
+HARNESS_ROOMS = ["locks", "files", "devices", "data", "provenance", "measures", "config", "checkpoint_io", "models",
+                 "source", "evaluation", "training", "sweeps", "publishing", "plots", "cli", "__main__"]
+
+
+def room(module: str) -> str:
+    return module.split(".")[1] if module.startswith("harness.") else module.split(".")[0]
+
+
+def test_harness_rooms_import_only_rooms_below_them():
+    found = {room(m) for m in GRAPH if m.startswith("harness.")}
+    assert found <= set(HARNESS_ROOMS), f"rooms not placed in HARNESS_ROOMS: {sorted(found - set(HARNESS_ROOMS))}"
+    upward = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() if m.startswith("harness.") for d in deps
+                    if d.startswith("harness.") and room(d) != room(m)
+                    and HARNESS_ROOMS.index(room(d)) > HARNESS_ROOMS.index(room(m)))
+    assert not upward, f"imports pointing up the rooms' order: {upward}"
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A leading underscore means "this module's own": no other module (tests included) imports it."""
+    found = []
+    for path in [*MODULES.values(), *TEST_FILES]:
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{os.path.relpath(path, ROOT)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, f"private names imported across modules: {found}"
 
 
 def test_function_level_imports_say_why():

@@ -17,8 +17,8 @@ from tiny import TINY
 
 from harness.__main__ import main as harness_main
 from harness.locks import RunBusy, remove_stale_temporaries, run_lock, temporary_name
-from harness.sweeps.sweep import _settle, expand, load_spec, prune_runs, run_spec, run_status
-from harness.sweeps.workers import Job, _worker
+from harness.sweeps.sweep import expand, load_spec, prune_runs, run_spec, run_status, settle
+from harness.sweeps.workers import Job, worker_main
 from harness.training.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,7 +219,7 @@ def test_a_state_seen_before_the_lock_is_read_again_under_it(tmp_path):
     spec = load_spec(write_spec(tmp_path, '[axes]\nseed = [0]\n'))
     run = run_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), quiet=True).runs[0]
     # another process saw the run failed and waited; meanwhile it was rebuilt: nothing of it may be removed
-    assert _settle(run, "failed", None, True, lambda *a: None) == "done"
+    assert settle(run, "failed", None, True, lambda *a: None) == "done"
     assert run_status(run) == "done" and os.path.isfile(os.path.join(run.folder, "result.json"))
 
 
@@ -227,7 +227,7 @@ def test_a_ctrl_c_in_a_worker_is_not_the_runs_failure(tmp_path, monkeypatch):
     import harness.sweeps.workers as workers
     monkeypatch.setattr(workers, "run_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     receive, send = multiprocessing.Pipe(duplex=False)
-    _worker(Job({"out": str(tmp_path / "run")}, {}, {}), 1, 0, send)
+    worker_main(Job({"out": str(tmp_path / "run")}, {}, {}), 1, 0, send)
     assert receive.recv().state == "interrupted" and not (tmp_path / "run" / "failed.json").exists()
 
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import theory
-from theory.model import _terms
+from theory.model import loss_terms
 
 MARGINS = dict(l_m=0.45, u_m=0.8)
 
@@ -47,7 +47,7 @@ def test_at_the_bound_in_a_narrow_band_the_optimum_sits_where_one_minus_p_times_
     lam = theory.lambda_g_min(s, l_a, u_a, **MARGINS)
     a = theory.optimal_magnitude(cos, lse, s=s, lambda_g=lam, l_a=l_a, u_a=u_a, **MARGINS)
     x = (a - l_a) / (u_a - l_a)
-    _, q, _, sin_t, _ = _terms(a, cos, lse, s, lam, l_a, u_a, MARGINS["l_m"], MARGINS["u_m"], "arc")
+    _, q, _, sin_t, _ = loss_terms(a, cos, lse, s, lam, l_a, u_a, MARGINS["l_m"], MARGINS["u_m"], "arc")
     assert x == pytest.approx(1 - q * sin_t, abs=2e-3)
     assert np.ptp(x) > 0.5       # these four samples range from missed to fitted
 

@@ -21,7 +21,7 @@ from scipy.special import expit
 FORMS = ("arc", "cos")
 
 
-def _as_array(name, value):
+def as_float_array(name, value):
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -30,7 +30,7 @@ def _as_array(name, value):
 
 def check_params(*, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
     """Validate MagFace parameters (arrays allowed); return them as float64 arrays."""
-    s, lambda_g, l_a, u_a, l_m, u_m = (_as_array(n, v) for n, v in
+    s, lambda_g, l_a, u_a, l_m, u_m = (as_float_array(n, v) for n, v in
                                        (("s", s), ("lambda_g", lambda_g), ("l_a", l_a), ("u_a", u_a),
                                         ("l_m", l_m), ("u_m", u_m)))
     if form not in FORMS:
@@ -49,7 +49,7 @@ def check_params(*, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
 
 
 def _check_point(a, cos_y, lse_neg, l_a, u_a):
-    a, cos_y, lse_neg = _as_array("a", a), _as_array("cos_y", cos_y), _as_array("lse_neg", lse_neg)
+    a, cos_y, lse_neg = as_float_array("a", a), as_float_array("cos_y", cos_y), as_float_array("lse_neg", lse_neg)
     if np.any(np.abs(cos_y) > 1):
         raise ValueError(f"cos_y must lie in [-1, 1], got values up to {np.max(np.abs(cos_y))}")
     if np.any(a < l_a * (1 - 1e-12)) or np.any(a > u_a * (1 + 1e-12)):
@@ -84,10 +84,10 @@ def regulariser_d2(a):
 
 def lse_from_cosines(neg_cos, s, axis=-1):
     """lse_neg from the cosines to the negative class centres (the last axis by default)."""
-    return np.logaddexp.reduce(s * _as_array("neg_cos", neg_cos), axis=axis)
+    return np.logaddexp.reduce(s * as_float_array("neg_cos", neg_cos), axis=axis)
 
 
-def _terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
+def loss_terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
     """Shared pieces: target logit A, q = 1 - P, and sin/cos of t (arc form) at each a."""
     m = margin(a, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m)
     if form == "arc":
@@ -105,28 +105,28 @@ def magnitude_loss(a, cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="
     """L_i(a): cross-entropy with the magnitude-aware margin plus lambda_g g(a)."""
     a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m = _prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m,
                                                                   form)
-    z = _terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)[0]
+    z = loss_terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)[0]
     return np.logaddexp(0.0, z) + lambda_g * regulariser(a, u_a=u_a)
 
 
 def magnitude_loss_d1(a, cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
     """dL/da in closed form."""
-    return _d1(*_prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form), form)
+    return raw_d1(*_prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form), form)
 
 
-def _d1(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
-    _, q, _, sin_t, _ = _terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)
+def raw_d1(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
+    _, q, _, sin_t, _ = loss_terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)
     k = (u_m - l_m) / (u_a - l_a)
     return s * q * sin_t * k + lambda_g * regulariser_d1(a, u_a=u_a)
 
 
 def magnitude_loss_d2(a, cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="arc"):
     """d2L/da2 in closed form (m is linear, so the m'' term vanishes)."""
-    return _d2(*_prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form), form)
+    return raw_d2(*_prepare(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form), form)
 
 
-def _d2(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
-    _, q, p, sin_t, cos_t = _terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)
+def raw_d2(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form):
+    _, q, p, sin_t, cos_t = loss_terms(a, cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m, form)
     k = (u_m - l_m) / (u_a - l_a)
     return s**2 * p * q * sin_t**2 * k**2 + s * q * cos_t * k**2 + lambda_g * regulariser_d2(a)
 
@@ -153,7 +153,7 @@ def lambda_g_min(s, l_a, u_a, l_m, u_m):
 def assumption_holds(cos_y, *, u_m, form="arc"):
     """The theorem's angle condition: theta_y + m(a) <= pi/2 for every a in the band (i.e. at u_m).
     Mag-CosFace needs no angle condition."""
-    cos_y = _as_array("cos_y", cos_y)
+    cos_y = as_float_array("cos_y", cos_y)
     if form == "cos":
         return np.ones(cos_y.shape, dtype=bool)
     return np.arccos(np.clip(cos_y, -1, 1)) + u_m <= np.pi / 2

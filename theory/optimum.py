@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import elementwise
 
-from .model import _as_array, _d1, check_params, magnitude_loss
+from .model import as_float_array, check_params, magnitude_loss, raw_d1
 
 GRID_POINTS = 257
 
@@ -37,7 +37,7 @@ def optimal_magnitude(cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="
         raise ValueError(f"theta_policy={theta_policy!r}: the optimum is derived for {THETA_POLICIES}")
     s, lambda_g, l_a, u_a, l_m, u_m = check_params(s=s, lambda_g=lambda_g, l_a=l_a, u_a=u_a, l_m=l_m, u_m=u_m,
                                                    form=form)
-    cos_y, lse_neg = _as_array("cos_y", cos_y), _as_array("lse_neg", lse_neg)
+    cos_y, lse_neg = as_float_array("cos_y", cos_y), as_float_array("lse_neg", lse_neg)
     shape = np.broadcast_shapes(cos_y.shape, lse_neg.shape, s.shape, lambda_g.shape, l_a.shape, u_a.shape,
                                 l_m.shape, u_m.shape)
     args = [np.broadcast_to(v, shape)[..., None] for v in (cos_y, lse_neg, s, lambda_g, l_a, u_a, l_m, u_m)]
@@ -45,7 +45,7 @@ def optimal_magnitude(cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="
     frac = np.linspace(0.0, 1.0, grid_points)
     grid = la + (ua - la) * frac                                          # shape + (n,)
     loss = magnitude_loss(grid, cy, lse, s=s_, lambda_g=lam, l_a=la, u_a=ua, l_m=lm, u_m=um, form=form)
-    d1 = _d1(grid, cy, lse, s_, lam, la, ua, lm, um, form)
+    d1 = raw_d1(grid, cy, lse, s_, lam, la, ua, lm, um, form)
     i = np.argmin(loss, axis=-1)
     take = lambda arr, j: np.take_along_axis(arr, j[..., None], axis=-1)[..., 0]  # noqa: E731
     at_lower = (i == 0) & (d1[..., 0] >= 0)
@@ -58,7 +58,7 @@ def optimal_magnitude(cos_y, lse_neg, *, s, lambda_g, l_a, u_a, l_m, u_m, form="
     if np.any(refine):
         sub = [np.broadcast_to(v[..., 0], shape)[refine] for v in args]
         res = elementwise.find_root(
-            lambda a, *p: _d1(a, *p, form), (lo[refine], hi[refine]), args=tuple(sub),
+            lambda a, *p: raw_d1(a, *p, form), (lo[refine], hi[refine]), args=tuple(sub),
             tolerances={"xatol": 1e-12, "xrtol": 4 * np.finfo(float).eps})
         a_star[refine] = res.x
     a_star[at_lower] = np.broadcast_to(l_a, shape)[at_lower]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import _d1, _d2, check_params, lambda_g_min
+from .model import check_params, lambda_g_min, raw_d1, raw_d2
 from .optimum import optimal_magnitude
 
 MS1MV2_NEGATIVES = 85741  # classes other than the own one in MS1MV2
@@ -106,7 +106,7 @@ def check_convexity(params: MagParams | None = None, grid: Grid | None = None) -
     grid = grid or Grid.full(params)
     t0 = time.perf_counter()
     a = np.linspace(params.l_a, params.u_a, grid.n_a)
-    d2 = _d2(a[None, None, :], grid.cos_y[:, None, None], grid.lse_neg[None, :, None], *params.args(), params.form)
+    d2 = raw_d2(a[None, None, :], grid.cos_y[:, None, None], grid.lse_neg[None, :, None], *params.args(), params.form)
     seconds = time.perf_counter() - t0
     bad = d2 <= 0
     i, j, k = np.unravel_index(np.argmin(d2), d2.shape)
@@ -120,7 +120,7 @@ def check_interior_optimum(params: MagParams | None = None, grid: Grid | None = 
     params = params or MagParams()
     grid = grid or Grid.full(params)
     t0 = time.perf_counter()
-    d1 = _d1(np.float64(params.l_a), grid.cos_y[:, None], grid.lse_neg[None, :], *params.args(), params.form)
+    d1 = raw_d1(np.float64(params.l_a), grid.cos_y[:, None], grid.lse_neg[None, :], *params.args(), params.form)
     seconds = time.perf_counter() - t0
     bad = d1 >= 0
     i, j = np.unravel_index(np.argmax(d1), d1.shape)
@@ -197,7 +197,7 @@ def validity_map(params: MagParams | None = None, theta=None, axis_name: str = "
     del p["lambda_g"]
     cos_y = np.cos(theta)[None, :]
     a = np.linspace(params.l_a, params.u_a, n_a)
-    d2 = _d2(a, cos_y[..., None], np.asarray(lse)[..., None] if np.ndim(lse) else lse,
+    d2 = raw_d2(a, cos_y[..., None], np.asarray(lse)[..., None] if np.ndim(lse) else lse,
              params.s, np.asarray(lam)[..., None] if np.ndim(lam) else lam,
              params.l_a, params.u_a, params.l_m, params.u_m, params.form)
     opt = optimal_magnitude(cos_y, lse, lambda_g=lam, **p, full_output=True)

@@ -493,7 +493,7 @@ def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs
         if status is None:
             status, damage = statuses(runs)
         for r in runs:
-            status[r.folder] = _settle(r, status[r.folder], (damage or {}).get(r.folder), retry_failed, say)
+            status[r.folder] = settle(r, status[r.folder], (damage or {}).get(r.folder), retry_failed, say)
         failed = [r.name for r in runs if status[r.folder] == "failed"]
         if failed:
             say(f"{len(failed)} run(s) failed before and are not retried (--retry-failed): {', '.join(failed)}")
@@ -516,7 +516,7 @@ def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs
             bar.close()
 
 
-def _settle(run: Run, seen: str, damage: str | None, retry_failed: bool, say) -> str:
+def settle(run: Run, seen: str, damage: str | None, retry_failed: bool, say) -> str:
     """A run's state before training, acted on under its lock with the state read again there (another process
     may have changed it meanwhile): a damaged run recorded as failed (or prepared for a retry), a stale evaluation
     redone, a failed run prepared for --retry-failed."""

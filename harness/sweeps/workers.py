@@ -115,7 +115,7 @@ def _in_processes(job_list: list, jobs: int, threads: int):
                 slot = min(set(range(jobs)) - {r[3] for r in running.values()})   # a free GPU slot
                 job = pending.pop(0)
                 receive, send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, args=(job, threads, slot, send))
+                process = ctx.Process(target=worker_main, args=(job, threads, slot, send))
                 process.start()
                 send.close()
                 running[process.sentinel] = (job, process, receive, slot)
@@ -141,7 +141,7 @@ def _receive(connection) -> Outcome | None:
         connection.close()
 
 
-def _worker(job: Job, threads: int, slot: int, send) -> None:
+def worker_main(job: Job, threads: int, slot: int, send) -> None:
     """A spawned worker: one run, its small Outcome sent back (the result itself is in the run folder)."""
     try:
         outcome = run_job(job, threads, slot)

@@ -393,13 +393,13 @@ def _step(run: _Run, images, labels):
     if run.ctx and not run.head.shard:
         _torchrun()[0].share_replicated_gradients(run.head.parameters())
     if cfg.optim.grad_clip > 0:
-        _clip_gradients(run)
+        clip_gradients(run)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return out
 
 
-def _clip_gradients(run: _Run) -> None:
+def clip_gradients(run: _Run) -> None:
     """Clip by the global gradient norm of the backbone (insightface's rule), or of backbone and head together when
     optim.clip_head is set (under torchrun: over all shards of the head)."""
     run.scaler.unscale_(run.optimizer)
