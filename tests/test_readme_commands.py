@@ -24,7 +24,8 @@ def readme_commands() -> list[str]:
     docs = os.path.join(ROOT, "docs")
     pages = [README] + sorted(os.path.join(docs, f) for f in os.listdir(docs) if f.endswith(".md"))
     text = "\n".join(open(p, encoding="utf-8").read() for p in pages)
-    pieces = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    pieces = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S)
+              if lang in ("", "bash", "sh")]   # shell blocks (text and python ones hold no commands)
     pieces += re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
     commands = []
     for piece in pieces:
