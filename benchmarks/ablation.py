@@ -1,6 +1,6 @@
 """The (l_m, u_m) ablation: train MagFace for every cell of a margin grid on the shared harness and compare.
 
-The grid is the sweep spec configs/sweeps/ablation.toml, run by harness.sweeps.sweep: each cell is a harness run in
+The grid is the sweep spec configs/sweeps/ablation.toml, run by harness.sweeps: each cell is a harness run in
 OUT/runs/<cell>-<fingerprint>/, reused when finished, resumed when killed, and never deleted by a run of another
 configuration (that one gets its own folder). Tables: OUT/ablation.csv and OUT/ablation.json (one row per cell);
 heatmaps: OUT/ablation_heatmaps.png and a copy in figures/.
@@ -21,7 +21,7 @@ import time
 from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result, run_benchmark_sweep
 from harness.evaluation.evaluate import paired_accuracy_difference
 from harness.plots import ablation_heatmaps, publish_figure
-from harness.sweeps.sweep import write_csv
+from harness.sweeps.tables import write_csv
 
 SPEC = "configs/sweeps/ablation.toml"
 L_M, U_M = "head.params.l_m", "head.params.u_m"

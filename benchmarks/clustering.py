@@ -38,7 +38,7 @@ from harness.files import atomic_json
 from harness.measures.clustering import METHODS, bcubed, bcubed_items, cluster, nmi
 from harness.measures.stats import interval_verdict
 from harness.plots import clustering_figure, publish_figure
-from harness.sweeps.sweep import write_csv
+from harness.sweeps.tables import write_csv
 
 N_BOOT = 200
 IMPOSTOR_SHARE = 1e-3   # DBSCAN's eps: the cosine distance within which this share of impostor pairs falls

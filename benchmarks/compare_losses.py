@@ -4,7 +4,7 @@ one harness, one data set, one budget and the same seeds, trained on clean data 
 garbage images.
 
 The grid (conditions x heads x seeds, each head's parameters) is the sweep spec configs/sweeps/compare_losses.toml,
-run by harness.sweeps.sweep: every run is a harness run in OUT/runs/, reused when finished, resumed when killed, never
+run by harness.sweeps: every run is a harness run in OUT/runs/, reused when finished, resumed when killed, never
 deleted by a run of another configuration. Tables: OUT/compare_losses.csv (one row per run),
 OUT/compare_losses_summary.csv (mean, std and 95 % t interval over seeds per condition and head),
 OUT/compare_losses_comparison.csv (every head minus MagFace, paired by seed, with CI and verdict),
@@ -49,7 +49,8 @@ from harness.files import atomic_json
 from harness.measures.stats import family_verdicts, mean_ci, paired_difference, paired_test
 from harness.plots import loss_comparison, publish_figure, tuning_figure
 from harness.publishing.publish import run_folder
-from harness.sweeps.sweep import compare, replicate_variance, run_spec, write_csv
+from harness.sweeps.runner import run_spec
+from harness.sweeps.tables import compare, replicate_variance, write_csv
 from harness.sweeps.tune import best_table, best_values, load_plan, search, tuned_spec
 
 TEST_METRICS = (("test_accuracy", "accuracy"), ("test_tar_far_0.01", "TAR@FAR=1e-2"), ("map_at_r", "MAP@R"),

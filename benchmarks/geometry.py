@@ -31,7 +31,7 @@ from harness.files import atomic_json, atomic_npz
 from harness.measures.stats import interval_verdict, mean_ci, paired_difference
 from harness.plots import geometry_figure, publish_figure
 from harness.publishing.publish import run_folder
-from harness.sweeps.sweep import write_csv
+from harness.sweeps.tables import write_csv
 
 SPEC = "configs/sweeps/geometry.toml"
 MEASURES = {"rho_quality_magnitude": ("quality", "magnitude"), "rho_quality_cos": ("quality", "cos"),

@@ -8,7 +8,7 @@ magnitude, ArcFace's and AdaFace's norms, SER-FIQ on MagFace's network and image
 baselines that need no other trained model; harness/measures/quality_estimators.py), the ground-truth quality (the
 ideal)
 and at random.
-The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweeps.sweep: reused when finished,
+The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweeps: reused when finished,
 never deleted by another configuration). Tables: OUT/quality_vs_magnitude.csv (one row per run), OUT/erc.csv (areas
 with CIs and paired differences to MagFace's magnitude) and OUT/magnitude_vs_quality.csv (rho per head and its paired
 difference to MagFace's).
@@ -47,7 +47,7 @@ from harness.plots import (
 )
 from harness.publishing.publish import run_folder
 from harness.source import synthetic_faces
-from harness.sweeps.sweep import write_csv
+from harness.sweeps.tables import write_csv
 
 SPEC = "configs/sweeps/quality_vs_magnitude.toml"
 ERC_FMR = 1e-2   # 1e-3 leaves only a handful of impostor pairs above the threshold on the built-in pairs

@@ -41,7 +41,7 @@ from harness.measures import ijb, metrics
 from harness.measures.stats import interval_verdict
 from harness.plots import publish_figure, templates_figure
 from harness.source import synthetic_faces
-from harness.sweeps.sweep import write_csv
+from harness.sweeps.tables import write_csv
 
 WEIGHTINGS = {"mean": "N0D0F0", "magnitude": "MagFace+", "ground_truth": "N0D1F0"}   # weighting -> IJB mode
 FARS = (1e-3, 1e-2)

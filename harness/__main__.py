@@ -20,7 +20,8 @@ from harness.evaluation.ijb_eval import DEFAULT_MODES
 from harness.publishing.publish import publish
 from harness.publishing.repo import checkout
 from harness.publishing.report import report
-from harness.sweeps.sweep import load_spec, run_spec
+from harness.sweeps.runner import run_spec
+from harness.sweeps.spec import load_spec
 from harness.training.trainer import TrainingDiverged, train
 
 from .cli import add_publish_args, add_repo_arg, publish_result, refresh_outputs, tables_render

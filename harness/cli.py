@@ -20,7 +20,8 @@ import sys
 from harness.publishing.publish import publish, run_folder
 from harness.publishing.repo import checkout
 from harness.publishing.report import report
-from harness.sweeps.sweep import SweepSpec, load_spec, run_spec
+from harness.sweeps.runner import run_spec
+from harness.sweeps.spec import SweepSpec, load_spec
 
 
 def comma_list(kind=str):

@@ -150,7 +150,7 @@ class RunConfig:
 # Keys added after runs were stored: they enter the fingerprint only when set away from their default.
 LATER_KEYS = (("train", "deterministic"),)
 # Evaluation keys added after runs were evaluated: a stored evaluation without them is current while they are at
-# their default (harness.sweeps.sweep.evaluation_of), so adding them re-evaluates nothing.
+# their default (harness.sweeps.status.evaluation_of), so adding them re-evaluates nothing.
 LATER_EVAL_KEYS = ("ijb", "ijb_set", "ijb_modes")
 
 

@@ -31,7 +31,7 @@ def git_repo(path, ignore="*\n"):
 
 
 def fake_benchmark(tmp_path, runs=("a-1", "b-2"), finished=True, failed=None):
-    """A finished benchmark folder as harness.sweeps.sweep leaves it: tables, and per run its files and a checkpoint."""
+    """A finished benchmark folder as harness.sweeps leaves it: tables, and per run its files and a checkpoint."""
     out = tmp_path / "bench"
     rows = []
     for name in runs:

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from harness.measures.stats import mean_ci, paired_difference
-from harness.sweeps.sweep import compare, summarise
+from harness.sweeps.tables import compare, summarise
 
 
 def test_mean_ci_is_the_student_t_interval():

@@ -6,7 +6,11 @@ from test_benchmarks_quality import ROOT
 from tiny import TINY
 
 from harness.__main__ import main as harness_main
-from harness.sweeps.sweep import compare, expand, load_spec, replicate_variance, run_spec, run_status
+from harness.sweeps.expand import expand
+from harness.sweeps.runner import run_spec
+from harness.sweeps.spec import load_spec
+from harness.sweeps.status import run_status
+from harness.sweeps.tables import compare, replicate_variance
 
 BASE = f"{ROOT}/configs/cpu_synthetic_quick.toml"
 

@@ -20,7 +20,7 @@ from harness.data.ijb_writer import write_ijb
 from harness.evaluation import ijb_eval
 from harness.measures import ijb, roc
 from harness.source import synthetic_faces
-from harness.sweeps.sweep import metric_columns
+from harness.sweeps.rows import metric_columns
 from harness.training.trainer import train
 
 SIZE_32 = ["data.synthetic.size=32", "data.synthetic.eval_identities=20", "data.synthetic.eval_images_per_identity=6"]

@@ -14,7 +14,8 @@ from harness.data import RecordIODataset, decode_image, encode_image, image_fold
 from harness.data.recordio import frame_record, pack_record
 from harness.data.verification import check_verification_bin, read_verification_bin, write_verification_bin
 from harness.models import build_backbone
-from harness.sweeps.sweep import expand, load_spec
+from harness.sweeps.expand import expand
+from harness.sweeps.spec import load_spec
 from harness.training.trainer import train
 
 

@@ -17,7 +17,10 @@ from tiny import TINY
 
 from harness.__main__ import main as harness_main
 from harness.locks import RunBusy, remove_stale_temporaries, run_lock, temporary_name
-from harness.sweeps.sweep import expand, load_spec, prune_runs, run_spec, run_status, settle
+from harness.sweeps.expand import expand
+from harness.sweeps.runner import prune_runs, run_spec, settle
+from harness.sweeps.spec import load_spec
+from harness.sweeps.status import run_status
 from harness.sweeps.workers import Job, worker_main
 from harness.training.trainer import train
 

@@ -15,7 +15,7 @@ from tiny import TINY
 from harness.config import load_config
 from harness.data.synthetic import SyntheticConfig, generate
 from harness.evaluation.evaluate import identity_splits
-from harness.sweeps.sweep import load_spec
+from harness.sweeps.spec import load_spec
 from harness.sweeps.tune import check_validation, load_plan, trial_run
 
 SPEC = f"{ROOT}/configs/sweeps/compare_losses.toml"
@@ -176,7 +176,7 @@ def test_tune_end_to_end_then_the_same_search_again(tmp_path):
 
 
 def test_real_data_columns_take_the_validation_pack_apart():
-    from harness.sweeps.sweep import metric_columns
+    from harness.sweeps.rows import metric_columns
 
     def pack(acc, role):
         return {"accuracy": acc, "accuracy_std": 0.01, "tar_at_far": {"0.01": acc - 0.1}, "role": role,

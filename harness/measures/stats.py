@@ -51,7 +51,7 @@ def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
             "seeds": n}
 
 
-# --- families and equivalence: the verdicts of the comparison tables (harness.sweeps.sweep.compare) -------------------
+# --- families and equivalence: the verdicts of the comparison tables (harness.sweeps.tables.compare) -------------
 def holm(pvalues) -> list:
     """Holm's step-down adjusted p-values of one family (None or NaN entries pass through and do not count)."""
     p = np.array([np.nan if v is None else v for v in pvalues], float)

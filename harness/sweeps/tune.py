@@ -32,7 +32,10 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 
-from harness.sweeps.sweep import SweepSpec, check_key, column_name, execute, expand, load_row
+from harness.sweeps.expand import expand
+from harness.sweeps.runner import execute
+from harness.sweeps.spec import SweepSpec, check_key, column_name
+from harness.sweeps.tables import load_row
 from losses import HEADS
 
 TEST_COLUMNS = ("test_accuracy", "test_tar_far_0.01", "map_at_r", "precision_at_1")   # what a tuned head reports
