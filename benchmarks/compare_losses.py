@@ -20,8 +20,8 @@ figure: OUT/compare_losses.png (and a copy in figures/).
 
 With --tune N every head gets N trials of a seeded TPE search over its own space (the spec's [tune] table, run by
 harness.sweeps.tune), scored on validation identities (eval.validation_folds); the best configuration per head is
-retrained
-with the spec's seeds and reported on the test identities only, beside the untuned benchmark's runs (--untuned, the
+retrained with the spec's seeds and reported on the test identities only, beside the untuned benchmark's runs
+(--untuned, the
 same seeds and data): OUT/tuning.csv (one row per trial), OUT/tuning_best.csv (per head: space, trials, best values
 and validation score), OUT/compare_losses_tuned*.csv (the final runs; every head minus MagFace),
 OUT/tuned_vs_untuned.csv (per head, tuned minus untuned, paired by seed); figure OUT/tuning.png. OUT defaults to

@@ -6,8 +6,7 @@ quality quartile; evaluation images ordered by MagFace magnitude; magnitude vs t
 training batch (Fig. 3); error-versus-reject curves on MagFace's scores with pairs ranked by MagFace's
 magnitude, ArcFace's and AdaFace's norms, SER-FIQ on MagFace's network and image sharpness (the paper's Fig. 6
 baselines that need no other trained model; harness/measures/quality_estimators.py), the ground-truth quality (the
-ideal)
-and at random.
+ideal) and at random.
 The four runs are the sweep spec configs/sweeps/quality_vs_magnitude.toml (harness.sweeps: reused when finished,
 never deleted by another configuration). Tables: OUT/quality_vs_magnitude.csv (one row per run), OUT/erc.csv (areas
 with CIs and paired differences to MagFace's magnitude) and OUT/magnitude_vs_quality.csv (rho per head and its paired

@@ -4,8 +4,8 @@ An IJB-format release is written from the built-in data's evaluation images (har
 under random similarity transforms with their five landmarks; each unseen identity's images split at random (seeded)
 into two templates of media of one to three images; every template pair a 1:1 pair) and each head of the quality
 benchmark (trained first when missing) is evaluated on it by the suite's IJB protocol (harness.measures.ijb:
-alignment to the
-network's input size, then the template pooling of named modes). Weightings, as modes: plain mean of unit features
+alignment to the network's input size, then the template pooling of named modes). Weightings, as modes: plain mean of
+unit features
 N0D0F0; magnitude-weighted MagFace+ (N1D0F0: sum_i a_i u_i; for the baselines their own norm); ground-truth-quality
 weighted N0D1F0 (the writer puts the ground-truth quality in the detector-score column: the ideal). TAR@FAR (the
 conservative rule: largest FPR <= target) with 95 % intervals over identity resamples; each weighting paired with

@@ -3,7 +3,7 @@
     locks, files, devices      file locks; atomic JSON/npz I/O; the torch device
     data/                      synthetic identities with ground-truth quality; RecordIO, .bin, folders, IJB layouts
     provenance, measures/      git and package versions; ROC, ERC/EDC, statistics, clustering scores, IJB protocol
-    config                     the typed TOML run config
+    config_checks, config      the typed TOML run config and the checks of its values
     checkpoint_io, models/     checkpoints read as data only; backbones, released checkpoints, a run's network
     source                     the training data a config names
     evaluation/                a run or a release evaluated: verification sets, IJB, training diagnostics

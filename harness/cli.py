@@ -192,8 +192,7 @@ def publish_result(args, result, arrays: bool = False) -> str | None:
 
 def publish_output(args, out: str, arrays: bool = False) -> str | None:
     """With --publish: publish the benchmark's finished folder OUT (harness.publishing.publish), recording this
-    command line,
-    then refresh the generated tables and the notebooks."""
+    command line, then refresh the generated tables and the notebooks."""
     if not getattr(args, "publish", False):
         return None
     if getattr(args, "quick", False):
@@ -221,8 +220,8 @@ def tables_render(repo: str):
 
 def refresh_outputs(root: str) -> None:
     """After publishing: re-render the result tables of the checkout's documents (harness.publishing.report) and
-    re-execute
-    the notebooks in figures/ so their stored outputs show the new results (a separate process: figures/ sits on
+    re-execute the notebooks in figures/ so their stored outputs show the new results (a separate process: figures/ sits
+    on
     top of harness)."""
     try:
         for doc, blocks in report(root).items():

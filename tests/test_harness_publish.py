@@ -1,6 +1,6 @@
 """harness.publishing.publish: what a published folder holds (tables, run metadata, arrays on request, never
-checkpoints), its
-provenance, and the refusals: unfinished or failed runs, a dirty tree, a published tree over its budget."""
+checkpoints), its provenance, and the refusals: unfinished or failed runs, a dirty tree, a published tree over its
+budget."""
 import json
 import os
 import subprocess

@@ -1,6 +1,5 @@
 """harness.publishing.report: the result tables of README.md and paper_repro.md are what the published results give,
-and the
-template language (lookups, formats, ranges) and its refusals."""
+and the template language (lookups, formats, ranges) and its refusals."""
 import os
 import re
 import shutil

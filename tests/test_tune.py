@@ -1,6 +1,5 @@
 """The fair comparison protocol: identity-disjoint validation and test splits, the equal-budget search
-(harness.sweeps.tune)
-and compare_losses.py --tune end to end at a tiny size."""
+(harness.sweeps.tune) and compare_losses.py --tune end to end at a tiny size."""
 import csv
 import json
 import subprocess

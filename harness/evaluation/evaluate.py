@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from harness.config import pack_name
+from harness.config_checks import pack_name
 from harness.data import batch_to_tensor, file_sha256, read_verification_bin
 from harness.devices import pick_device
 from harness.evaluation.diagnostics import training_diagnostics
@@ -228,8 +228,7 @@ def _evaluate_run(run_dir, checkpoint, faces, device, eval_cfg, eval_bins) -> di
 
 def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
     """The run's network on the configured IJB release (harness.evaluation.ijb_eval; everything in RUN/eval/ijb/):
-    per mode,
-    TAR at each FAR under both rules and AUC."""
+    per mode, TAR at each FAR under both rules and AUC."""
     if checkpoint != "final.pt":
         raise ValueError(f"eval.ijb evaluates a run's final.pt, not {checkpoint}")
     from harness.evaluation import ijb_eval  # noqa: PLC0415 - scikit-image (alignment): loaded only when a run is evaluated on IJB
@@ -288,8 +287,7 @@ def paired_accuracy_difference(run_a: str, run_b: str, n_boot: int = 200, level:
     """Verification accuracy of run a minus run b on the same evaluation pairs, with a CI from resampling the
     evaluation identities (both runs scored on every resample, so the pairs' shared difficulty cancels). It measures
     evaluation noise only: the seed-to-seed spread of training is not in it (harness.measures.stats, over seeds, has
-    that).
-    Returns {diff, diff_ci_low, diff_ci_high, verdict}."""
+    that). Returns {diff, diff_ci_low, diff_ci_high, verdict}."""
     a, b = load_eval(run_a, name), load_eval(run_b, name)
     for key in ("left", "right", "issame", "fold", "identity"):
         if not np.array_equal(a[key], b[key]):

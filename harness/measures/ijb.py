@@ -13,8 +13,7 @@ beta * s - alpha) * min(q1, q2), q a template's magnitude-weighted mean magnitud
 published values or fitted on validation pairs by its own procedure (`fit_qmagface`).
 
 1:1 reads TAR at FAR off the exact ROC under both FAR rules (harness.measures.roc); 1:N gives open-set TPIR at FPIR
-and rank-k
-accuracy of the mated probes per gallery (`identification`, insightface's `ijb_evals.py` rule). Everything is
+and rank-k accuracy of the mated probes per gallery (`identification`, insightface's `ijb_evals.py` rule). Everything is
 batched: no [T, T] score matrix, so IJB-C's 15.7M pairs fit in bounded memory.
 """
 from __future__ import annotations

@@ -47,8 +47,7 @@ def verification_accuracy(scores, issame, folds=None, n_folds: int = 10) -> dict
 
 def tar_at_far(scores, issame, fars=FARS, rule: str = "conservative") -> dict:
     """TAR at each FAR read off the exact ROC (tied scores are one operating point, harness.measures.roc) under the
-    named
-    FAR rule ("conservative": largest FPR <= far, this suite's default; "nearest": the IJB scripts' rule); NaN
+    named FAR rule ("conservative": largest FPR <= far, this suite's default; "nearest": the IJB scripts' rule); NaN
     where there are too few impostor pairs to measure that FAR."""
     return roc.tar_at_far_of_scores(scores, issame, fars, rule)
 

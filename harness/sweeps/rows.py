@@ -50,8 +50,8 @@ SPLIT_METRICS = ("accuracy", "tar_far_0.01", "map_at_r", "precision_at_1")
 def split_columns(row: dict, main: dict, sets: dict) -> dict:
     """Validation columns (val_*: tuning only) and test columns (test_accuracy, test_tar_far_0.01, map_at_r,
     precision_at_1, with CIs) of the identity-disjoint split (harness.evaluation.evaluate.identity_splits); for real
-    data the
-    first validation pack and the main (test) pack. Returns {column: why it is empty} for the columns that are."""
+    data the first validation pack and the main (test) pack. Returns {column: why it is empty} for the columns that
+    are."""
     splits = main.get("splits") or {}
     validation = splits.get("validation") or next((m for m in sets.values() if m.get("role") == "validation"), None)
     test = splits.get("test") or (main if validation is not None else None)
