@@ -18,7 +18,14 @@ import json
 import os
 import time
 
-from harness.cli import add_output_args, add_sweep_args, benchmark_spec, comma_list, publish_result, run_benchmark_sweep
+from harness.bench_cli import (
+    add_output_args,
+    add_sweep_args,
+    benchmark_spec,
+    comma_list,
+    publish_result,
+    run_benchmark_sweep,
+)
 from harness.evaluation.evaluate import paired_accuracy_difference
 from harness.plots import ablation_heatmaps, publish_figure
 from harness.sweeps.tables import write_csv

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from harness.cli import add_dry_run, dry_run
+from harness.bench_cli import add_dry_run, dry_run
 from losses.branchfree import above
 
 

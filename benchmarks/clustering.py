@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from harness.cli import (
+from harness.bench_cli import (
     add_dry_run,
     add_output_args,
     add_publish_args,
@@ -32,7 +32,7 @@ from harness.cli import (
     publish_output,
     quality_runs,
 )
-from harness.cli import load_rows as cli_load_rows
+from harness.bench_cli import load_rows as cli_load_rows
 from harness.evaluation.evaluate import run_embeddings
 from harness.files import atomic_json
 from harness.measures.clustering import METHODS, bcubed, bcubed_items, cluster, nmi

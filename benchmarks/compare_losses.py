@@ -35,7 +35,7 @@ import os
 import time
 from dataclasses import asdict
 
-from harness.cli import (
+from harness.bench_cli import (
     add_output_args,
     add_sweep_args,
     benchmark_spec,

@@ -22,7 +22,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
+from harness.bench_cli import (
+    add_dry_run,
+    add_output_args,
+    add_publish_args,
+    comma_list,
+    dry_run,
+    output_dir,
+    publish_output,
+)
 from harness.files import atomic_json
 from losses import build_head
 from losses.distributed import DistributedHead

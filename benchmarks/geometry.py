@@ -25,7 +25,7 @@ import os
 import numpy as np
 from scipy.stats import spearmanr
 
-from harness.cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
+from harness.bench_cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
 from harness.evaluation.evaluate import run_embeddings
 from harness.files import atomic_json, atomic_npz
 from harness.measures.stats import interval_verdict, mean_ci, paired_difference

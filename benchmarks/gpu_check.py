@@ -36,8 +36,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # run as a script: the repo root, for the benchmarks package
 from benchmarks import head_speed, train_speed  # noqa: E402 - the two measurements this check runs
+from harness.bench_cli import add_dry_run, dry_run  # noqa: E402
 from harness.checkpoint_io import load_checkpoint  # noqa: E402
-from harness.cli import add_dry_run, dry_run  # noqa: E402
 from harness.config import RunConfig, load_config  # noqa: E402
 from harness.evaluation.evaluate import evaluate_run  # noqa: E402
 from harness.files import atomic_json  # noqa: E402

@@ -30,7 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from harness.cli import add_dry_run, add_output_args, add_publish_args, comma_list, dry_run, output_dir, publish_output
+from harness.bench_cli import (
+    add_dry_run,
+    add_output_args,
+    add_publish_args,
+    comma_list,
+    dry_run,
+    output_dir,
+    publish_output,
+)
 from harness.files import atomic_json
 from losses import HEADS, build_head
 

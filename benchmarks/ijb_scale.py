@@ -17,7 +17,7 @@ import tracemalloc
 
 import numpy as np
 
-from harness.cli import add_dry_run, add_output_args, add_publish_args, dry_run, output_dir, publish_output
+from harness.bench_cli import add_dry_run, add_output_args, add_publish_args, dry_run, output_dir, publish_output
 from harness.files import atomic_json
 from harness.measures import ijb
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from harness.cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
+from harness.bench_cli import add_output_args, add_sweep_args, publish_result, run_quality_sweep
 from harness.config import RunConfig
 from harness.evaluation.diagnostics import optimum_curve
 from harness.evaluation.evaluate import embed, load_eval

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from harness.cli import add_dry_run, add_output_args, dry_run, output_dir
+from harness.bench_cli import add_dry_run, add_output_args, dry_run, output_dir
 from harness.data import SyntheticConfig, export_insightface, load_or_generate
 from harness.files import atomic_json
 from harness.plots import publish_figure, sorted_image_grid

@@ -21,8 +21,7 @@ import os
 
 import numpy as np
 
-from harness.checkpoint_io import load_checkpoint
-from harness.cli import (
+from harness.bench_cli import (
     add_dry_run,
     add_output_args,
     add_publish_args,
@@ -32,7 +31,8 @@ from harness.cli import (
     publish_output,
     quality_runs,
 )
-from harness.cli import load_rows as cli_load_rows
+from harness.bench_cli import load_rows as cli_load_rows
+from harness.checkpoint_io import load_checkpoint
 from harness.data.ijb import IJBRelease, read_release
 from harness.data.ijb_writer import write_ijb
 from harness.evaluation import ijb_eval

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from harness.cli import add_dry_run, add_output_args, dry_run, output_dir
+from harness.bench_cli import add_dry_run, add_output_args, dry_run, output_dir
 from harness.config import load_config
 from harness.data import batch_to_tensor, random_hflip
 from harness.devices import pick_device

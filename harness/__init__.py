@@ -10,7 +10,7 @@
     training/                  one run trained: trainer, checkpoints, RNG, torchrun, schedule, determinism
     sweeps/                    experiments as data: specs, runs, tables, tuning
     publishing/, plots         the repository's tracked outputs; figures
-    cli, __main__              the command line (python -m harness, magface-bench)
+    bench_cli, commands        the benchmark scripts' shared flags; the command line (python -m harness, magface-bench)
 
 losses and theory sit below all of them.
 

@@ -92,8 +92,8 @@ def test_layers_point_one_way(package, allowed):
 
 # harness's rooms (a package, or a single module) from the bottom up: a room imports only rooms below it.
 HARNESS_ROOMS = ["locks", "files", "devices", "data", "provenance", "measures", "config_checks", "config",
-                 "checkpoint_io", "models", "source", "evaluation", "training", "sweeps", "publishing", "plots", "cli",
-                 "__main__"]
+                 "checkpoint_io", "models", "source", "evaluation", "training", "sweeps", "publishing", "plots",
+                 "bench_cli", "commands", "__main__"]
 
 
 def room(module: str) -> str:
