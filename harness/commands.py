@@ -21,7 +21,7 @@ from harness.config import load_config, resolved_head
 from harness.data import RecordIODataset, image_folder, list_file
 from harness.data.align import align_folder
 from harness.evaluation import ijb_eval
-from harness.evaluation.embed import embed_folder, evaluate_release
+from harness.evaluation.embed import Release, embed_folder, evaluate_release
 from harness.evaluation.evaluate import evaluate_run, summary_line
 from harness.evaluation.ijb_eval import DEFAULT_MODES
 from harness.models import build_backbone
@@ -238,7 +238,8 @@ def run_evaluate(args, parser) -> None:
             parser.error("--format evaluates a released checkpoint: give --checkpoint PATH, --backbone, "
                          "--eval-bins and --out, not --run")
         bins = [b for b in args.eval_bins.split(",") if b]
-        print(summary_line(evaluate_release(args.checkpoint, args.format, args.backbone, bins, args.out,
+        release = Release(args.checkpoint, args.format, args.backbone)
+        print(summary_line(evaluate_release(release, bins, args.out,
                                             device="cpu" if args.device == "auto" else args.device)))
     else:
         if not args.run:

@@ -48,40 +48,53 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self):
-        def bad(name, why):
-            raise ValueError(f"SyntheticConfig.{name}={getattr(self, name)!r}: {why}")
+        self._check_counts()
+        self._check_pairs()
+        self._check_strengths()
+
+    def _bad(self, name, why):
+        raise ValueError(f"SyntheticConfig.{name}={getattr(self, name)!r}: {why}")
+
+    def _check_counts(self):
         if not isinstance(self.size, int) or not 16 <= self.size <= 256:
-            bad("size", "expected an integer in [16, 256] (32, 64 and 112 are the usual sizes)")
+            self._bad("size", "expected an integer in [16, 256] (32, 64 and 112 are the usual sizes)")
         for name in ("train_identities", "eval_identities", "folds"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                bad(name, "expected an integer >= 2")
+                self._bad(name, "expected an integer >= 2")
         for name in ("train_images_per_identity", "eval_images_per_identity"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                bad(name, "expected an integer >= 2 (genuine pairs need two images)")
+                self._bad(name, "expected an integer >= 2 (genuine pairs need two images)")
+
+    def _check_pairs(self):
+        """Enough identities per fold, and enough distinct pairs for pairs_per_fold (every pair is drawn once)."""
         if self.eval_identities < 2 * self.folds:
-            bad("eval_identities", f"need at least 2 identities per fold ({2 * self.folds} for {self.folds} folds)")
+            self._bad("eval_identities", f"need at least 2 identities per fold ({2 * self.folds} for {self.folds} "
+                      "folds)")
         if not isinstance(self.pairs_per_fold, int) or self.pairs_per_fold < 2 or self.pairs_per_fold % 2:
-            bad("pairs_per_fold", "expected an even integer >= 2 (half genuine, half impostor)")
+            self._bad("pairs_per_fold", "expected an even integer >= 2 (half genuine, half impostor)")
         smallest_fold = self.eval_identities // self.folds
         n = self.eval_images_per_identity
         genuine = smallest_fold * math.comb(n, 2)
         impostor = math.comb(smallest_fold * n, 2) - genuine
         if self.pairs_per_fold // 2 > min(genuine, impostor):
-            bad("pairs_per_fold", f"needs {self.pairs_per_fold // 2} distinct genuine and impostor pairs per fold, "
-                f"but a fold of {smallest_fold} identities x {n} images has only {genuine} genuine and {impostor} "
-                "impostor pairs; lower pairs_per_fold or raise eval_identities / eval_images_per_identity")
+            self._bad("pairs_per_fold", f"needs {self.pairs_per_fold // 2} distinct genuine and impostor pairs per "
+                      f"fold, but a fold of {smallest_fold} identities x {n} images has only {genuine} genuine and "
+                      f"{impostor} impostor pairs; lower pairs_per_fold or raise eval_identities / "
+                      "eval_images_per_identity")
+
+    def _check_strengths(self):
         unknown = set(self.degradation_probability) - set(DEGRADATIONS)
         if unknown:
-            bad("degradation_probability", f"unknown degradations {sorted(unknown)}; valid: {DEGRADATIONS}")
+            self._bad("degradation_probability", f"unknown degradations {sorted(unknown)}; valid: {DEGRADATIONS}")
         for name, p in self.degradation_probability.items():
             if not 0 <= p <= 1:
-                bad("degradation_probability", f"probability of {name} must be in [0, 1], got {p}")
+                self._bad("degradation_probability", f"probability of {name} must be in [0, 1], got {p}")
         for name in ("label_noise", "garbage"):
             if not 0 <= getattr(self, name) < 1:
-                bad(name, "expected a fraction in [0, 1)")
+                self._bad(name, "expected a fraction in [0, 1)")
         for name in ("pose", "light", "expression"):
             if not 0 <= getattr(self, name) <= 3:
-                bad(name, "expected a strength in [0, 3]")
+                self._bad(name, "expected a strength in [0, 3]")
 
     def key(self) -> str:
         text = json.dumps({"version": GENERATOR_VERSION, **dataclasses.asdict(self)}, sort_keys=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,9 +22,10 @@ from tqdm import tqdm
 from harness.data import file_sha256, read_verification_bin
 from harness.data.folders import IMAGE_EXTENSIONS, scan_images
 from harness.data.preprocess import image_to_rgb
-from harness.evaluation.evaluate import cosine, set_metrics
+from harness.evaluation.evaluate import set_metrics
 from harness.evaluation.networks import load_network, network_input
-from harness.files import atomic_json
+from harness.evaluation.sets import Protocol, evaluation_set, stored_arrays
+from harness.files import atomic_json, atomic_npz
 
 
 def image_paths(root: str) -> list:
@@ -78,36 +80,49 @@ def embed_folder(checkpoint: str, format: str, images: str, out: str, backbone: 
     return {"images": len(paths), "dimension": embeddings.shape[1], "preprocessing": prep}
 
 
-def evaluate_release(checkpoint: str, format: str, backbone: str, bins, out: str, fmr: float = 1e-2,
-                     flip: bool = True, batch_size: int = 64, device: str = "cpu") -> dict:
+@dataclass(frozen=True)
+class Release:
+    """A released network: its checkpoint file, its layout ("magface", "insightface"; "run": a run folder of this
+    suite) and, for a release, its iResNet depth."""
+    checkpoint: str
+    format: str
+    backbone: str | None = None
+
+
+@torch.no_grad()
+def _embed_pack(model, prep: dict, images, batch_size: int, device, flip: bool):
+    """(plain, flip-fused) float32 embeddings of a pack's images under the network's own preprocessing."""
+    plain, fused = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(network_input(images[start:start + batch_size], prep)).to(device)
+        e = model(x).float()
+        plain.append(e.cpu().numpy())
+        fused.append((e + model(x.flip(-1)).float()).cpu().numpy() if flip else e.cpu().numpy())
+    return np.concatenate(plain), np.concatenate(fused)
+
+
+def evaluate_release(release: Release, bins, out: str, fmr: float = 1e-2, flip: bool = True, batch_size: int = 64,
+                     device: str = "cpu") -> dict:
     """A released network on verification packs (.bin): the suite's metrics (accuracy, TAR@FAR, ERC/EDC with its
     magnitude as the quality score, identity-free CIs over pairs) in OUT/metrics.json and per-pack arrays."""
     if not bins:
         raise ValueError("--eval-bins: at least one verification pack (.bin) is needed to evaluate a release")
-    model, prep = load_network(checkpoint, format, backbone)
+    model, prep = load_network(release.checkpoint, release.format, release.backbone)
     model.to(device)
-    result = {"checkpoint": checkpoint, "format": format, "backbone": backbone, "preprocessing": prep, "flip": flip,
-              "sets": {}}
+    result = {"checkpoint": release.checkpoint, "format": release.format, "backbone": release.backbone,
+              "preprocessing": prep, "flip": flip, "sets": {}}
     os.makedirs(out, exist_ok=True)
     for path in bins:
         images, issame = read_verification_bin(path)
         if images.shape[1:3] != (prep["size"], prep["size"]):
             raise ValueError(f"{path}: {images.shape[2]}x{images.shape[1]} px images; this network takes "
                              f"{prep['size']}x{prep['size']}")
-        plain, fused = [], []
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                x = torch.from_numpy(network_input(images[start:start + batch_size], prep)).to(device)
-                e = model(x).float()
-                plain.append(e.cpu().numpy())
-                fused.append((e + model(x.flip(-1)).float()).cpu().numpy() if flip else e.cpu().numpy())
-        plain, fused = np.concatenate(plain), np.concatenate(fused)
-        norms = np.linalg.norm(plain, axis=1)
-        scores, quality_scores = cosine(fused[0::2], fused[1::2]), cosine(plain[0::2], plain[1::2])
-        pair_mag = np.minimum(norms[0::2], norms[1::2])
+        plain, fused = _embed_pack(model, prep, images, batch_size, device, flip)
+        pairs, norms = evaluation_set(plain, fused, np.arange(0, len(images), 2), np.arange(1, len(images), 2),
+                                      issame, flip_for_quality=False)
         name = os.path.splitext(os.path.basename(path))[0]
-        np.savez(os.path.join(out, f"{name}.npz"), norms=norms, scores=scores, issame=issame)
-        result["sets"][name] = set_metrics(scores, issame, None, quality_scores, pair_mag, fmr=fmr)
+        atomic_npz(os.path.join(out, f"{name}.npz"), **stored_arrays(pairs, norms))
+        result["sets"][name] = set_metrics(pairs, Protocol(fmr))
         result["sets"][name]["sha256"] = file_sha256(path)
     atomic_json(os.path.join(out, "metrics.json"), result)
     return result

@@ -15,6 +15,7 @@ from harness.config_checks import pack_name
 from harness.data import batch_to_tensor, file_sha256, read_verification_bin
 from harness.devices import pick_device
 from harness.evaluation.diagnostics import training_diagnostics
+from harness.evaluation.sets import Images, Pairs, Protocol, evaluation_set, stored_arrays
 from harness.files import atomic_json, atomic_npz, read_json, read_npz
 from harness.locks import run_lock
 from harness.measures import metrics
@@ -22,7 +23,9 @@ from harness.measures.stats import interval_verdict
 from harness.models.build import run_backbone
 from harness.source import synthetic_faces
 
-EVAL_VERSION = 5   # bump when the stored metrics change: sweeps then re-evaluate finished runs (no retraining)
+# Bumped when the stored metrics change (sweeps then re-evaluate finished runs, no retraining);
+# tests/test_eval_schema.py hashes the key structure of metrics.json per version, so a change without a bump fails.
+EVAL_VERSION = 5
 
 
 @torch.no_grad()
@@ -43,12 +46,6 @@ def embed(backbone, images_uint8: np.ndarray, batch_size: int, device, flip: boo
     return torch.cat(plain).numpy(), torch.cat(fused).numpy()
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.sum(a * b, axis=1)
-
-
 def quality_protocols(scores, issame, pair_quality, fmr) -> dict:
     """Both error-versus-discard protocols for one quality estimate: "erc" as the official MagFace script
     (threshold recomputed on the kept pairs) and "edc" as ISO/IEC 29794-1 (threshold fixed at the start)."""
@@ -62,46 +59,49 @@ def quality_protocols(scores, issame, pair_quality, fmr) -> dict:
     return out
 
 
-def set_metrics(scores, issame, folds, quality_scores, pair_quality, fmr, pair_identities=None, quality=None,
-                norms=None, image_identities=None, gt=None, n_boot=200, level=0.95) -> dict:
+def set_metrics(pairs: Pairs, protocol: Protocol, images: Images | None = None) -> dict:
     """Every metric of one evaluation set, with bootstrap CIs over its identities (over pairs where the set has no
-    identity labels). scores: verification scores (flip-fused when eval.flip); quality_scores: the scores the
-    quality protocols use (plain features unless eval.flip_for_quality); pair_quality: min of the two magnitudes;
-    gt: the pairs' ground-truth quality and quality/norms/image_identities the images' (synthetic data only)."""
-    out = metrics.verification_accuracy(scores, issame, folds)
-    out["tar_at_far"] = {f"{k:g}": v for k, v in metrics.tar_at_far(scores, issame).items()}
-    out.update(quality_protocols(quality_scores, issame, pair_quality, fmr))
-    if gt is not None:
-        truth = quality_protocols(quality_scores, issame, gt, fmr)
+    identity labels); with ground truth (synthetic data) also the ground-truth quality's curves and the
+    magnitude-quality agreement."""
+    p, fmr = pairs, protocol.fmr
+    out = metrics.verification_accuracy(p.scores, p.issame, p.folds)
+    out["tar_at_far"] = {f"{k:g}": v for k, v in metrics.tar_at_far(p.scores, p.issame).items()}
+    out.update(quality_protocols(p.quality_scores, p.issame, p.pair_quality, fmr))
+    if p.ground_truth is not None:
+        truth = quality_protocols(p.quality_scores, p.issame, p.ground_truth, fmr)
         out["erc_ground_truth"], out["edc_ground_truth"] = truth["erc"], truth["edc"]
-        out["magnitude_vs_quality"] = metrics.quality_agreement(norms, quality)
-        out["mean_norm"] = float(np.mean(norms))
-    if n_boot:
-        out["ci"] = confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fmr, pair_identities,
-                                         quality, norms, image_identities, n_boot, level)
+        out["magnitude_vs_quality"] = metrics.quality_agreement(images.norms, images.quality)
+        out["mean_norm"] = float(np.mean(images.norms))
+    if protocol.n_boot:
+        out["ci"] = confidence_intervals(pairs, protocol, images)
     return out
 
 
-def confidence_intervals(scores, issame, folds, quality_scores, pair_quality, fmr, pair_identities, quality, norms,
-                         image_identities, n_boot, level) -> dict:
+def confidence_intervals(pairs: Pairs, protocol: Protocol, images: Images | None = None) -> dict:
     """{metric: [low, high]}: accuracy, TAR@FAR=1e-2, the official ERC area, the ISO EDC pAUC at 20 %, and the
     magnitude-quality Spearman rho, each by resampling evaluation identities (metrics.identity_bootstrap)."""
-    units = pair_identities if pair_identities is not None else np.arange(len(scores))
-    boot = lambda f, ids=units: list(metrics.identity_bootstrap(ids, f, n_boot=n_boot, level=level))  # noqa: E731
+    p, fmr = pairs, protocol.fmr
+    units = p.identities if p.identities is not None else np.arange(len(p.scores))
+
+    def boot(f, ids=units):
+        return list(metrics.identity_bootstrap(ids, f, n_boot=protocol.n_boot, level=protocol.level))
 
     def accuracy(i):
-        return metrics.verification_accuracy(scores[i], issame[i], None if folds is None else folds[i])["accuracy"]
-    out = {"level": level, "resamples": n_boot,
-           "unit": "identities" if pair_identities is not None else "pairs (no identity labels in this set)",
+        folds = None if p.folds is None else p.folds[i]
+        return metrics.verification_accuracy(p.scores[i], p.issame[i], folds)["accuracy"]
+
+    def discard(i, threshold):
+        return metrics.error_versus_discard(p.quality_scores[i], p.issame[i], p.pair_quality[i], fmr=fmr,
+                                            threshold=threshold)
+    out = {"level": protocol.level, "resamples": protocol.n_boot,
+           "unit": "identities" if p.identities is not None else "pairs (no identity labels in this set)",
            "accuracy": boot(accuracy),
-           "tar_far_0.01": boot(lambda i: metrics.tar_at_far(scores[i], issame[i], fars=(1e-2,))[1e-2]),
-           "erc_area_magface": boot(lambda i: metrics.error_versus_discard(
-               quality_scores[i], issame[i], pair_quality[i], fmr=fmr, threshold="recomputed")["area"]),
-           "edc_pauc_20": boot(lambda i: metrics.error_versus_discard(
-               quality_scores[i], issame[i], pair_quality[i], fmr=fmr, threshold="fixed")["pauc"][0.2])}
-    if quality is not None:
-        out["spearman_rho"] = boot(lambda i: metrics.quality_agreement(norms[i], quality[i])["spearman_rho"],
-                                   image_identities)
+           "tar_far_0.01": boot(lambda i: metrics.tar_at_far(p.scores[i], p.issame[i], fars=(1e-2,))[1e-2]),
+           "erc_area_magface": boot(lambda i: discard(i, "recomputed")["area"]),
+           "edc_pauc_20": boot(lambda i: discard(i, "fixed")["pauc"][0.2])}
+    if images is not None and images.quality is not None:
+        out["spearman_rho"] = boot(lambda i: metrics.quality_agreement(images.norms[i], images.quality[i])
+                                   ["spearman_rho"], images.identities)
     return out
 
 
@@ -177,48 +177,29 @@ def _evaluate_run(run_dir, checkpoint, faces, device, eval_cfg, eval_bins) -> di
     out_dir = os.path.join(run_dir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     result = {"eval_version": EVAL_VERSION, "eval_config": dataclasses.asdict(e), "eval_bins": bins,
-              "checkpoint": checkpoint,
-              "step": ckpt["global_step"], "flip": e.flip,
+              "checkpoint": checkpoint, "step": ckpt["global_step"], "flip": e.flip,
               "flip_for_quality": e.flip_for_quality, "sets": {}}
-    common = dict(fmr=e.fmr, n_boot=e.bootstrap, level=e.ci_level)
+    protocol = Protocol(e.fmr, e.bootstrap, e.ci_level)
+
+    def evaluate_set(name, images_uint8, left, right, issame, labels=None, folds=None):
+        plain, fused = embed(backbone, images_uint8, e.batch_size, dev, e.flip, channels_last)
+        pairs, images = evaluation_set(plain, fused, left, right, issame, e.flip_for_quality, labels, folds)
+        atomic_npz(os.path.join(out_dir, f"{name}.npz"), **stored_arrays(pairs, images))
+        result["sets"][name] = set_metrics(pairs, protocol, images)
+        return pairs, fused
+
     if cfg.data.source == "synthetic":
         faces = faces or synthetic_faces(cfg)
-        plain, fused = embed(backbone, faces.eval.images, e.batch_size, dev, e.flip, channels_last)
-        norms = np.linalg.norm(plain, axis=1)
-        p = faces.pairs
-        scores = cosine(fused[p.left], fused[p.right])
-        q_feats = fused if e.flip_for_quality else plain
-        quality_scores = cosine(q_feats[p.left], q_feats[p.right])
-        quality = faces.eval.quality
-        pair_gt = np.minimum(quality[p.left], quality[p.right])
-        pair_mag = np.minimum(norms[p.left], norms[p.right])
-        ident = faces.eval.identity
-        arrays = {"norms": norms, "quality": quality, "identity": ident, "scores": scores,
-                  "quality_scores": quality_scores, "issame": p.issame, "fold": p.fold, "left": p.left,
-                  "right": p.right, "pair_quality_gt": pair_gt, "pair_quality_norm": pair_mag}
-        _save_arrays(out_dir, "synthetic", arrays)
-        result["sets"]["synthetic"] = set_metrics(
-            scores, p.issame, p.fold, quality_scores, pair_mag, pair_identities=np.stack([ident[p.left],
-                                                                                         ident[p.right]], 1),
-            quality=quality, norms=norms, image_identities=ident, gt=pair_gt, **common)
-        result["sets"]["synthetic"]["splits"] = identity_splits(fused, ident, p, scores, e.validation_folds,
-                                                                e.bootstrap, e.ci_level)
+        p, labels = faces.pairs, Images(None, faces.eval.quality, faces.eval.identity)
+        pairs, fused = evaluate_set("synthetic", faces.eval.images, p.left, p.right, p.issame, labels, p.fold)
+        result["sets"]["synthetic"]["splits"] = identity_splits(fused, faces.eval.identity, p, pairs.scores,
+                                                                e.validation_folds, e.bootstrap, e.ci_level)
+    validation = {pack_name(v) for v in e.validation_bins}
     for path in bins:
-        name = pack_name(path)
         images, issame = read_verification_bin(path)
-        plain, fused = embed(backbone, images, e.batch_size, dev, e.flip, channels_last)
-        norms = np.linalg.norm(plain, axis=1)
-        scores = cosine(fused[0::2], fused[1::2])
-        q_feats = fused if e.flip_for_quality else plain
-        quality_scores = cosine(q_feats[0::2], q_feats[1::2])
-        pair_mag = np.minimum(norms[0::2], norms[1::2])
-        _save_arrays(out_dir, name, {"norms": norms, "scores": scores, "quality_scores": quality_scores,
-                                     "issame": issame, "pair_quality_norm": pair_mag})
-        m = set_metrics(scores, issame, None, quality_scores, pair_mag, **common)
-        m["sha256"] = file_sha256(path)
-        validation = {pack_name(v) for v in e.validation_bins}
-        m["role"] = "validation" if name in validation else "test"
-        result["sets"][name] = m
+        evaluate_set(pack_name(path), images, np.arange(0, len(images), 2), np.arange(1, len(images), 2), issame)
+        result["sets"][pack_name(path)].update(sha256=file_sha256(path),
+                                               role="validation" if pack_name(path) in validation else "test")
     if e.ijb:
         result["ijb"] = ijb_summary(run_dir, checkpoint, e, str(dev))
     result["training"] = training_diagnostics(run_dir, cfg)
@@ -237,10 +218,6 @@ def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
     keys = ("tar_at_far_nearest", "tar_at_far_conservative", "auc")
     return {"set": e.ijb_set, "release": out["release"], "pairs": out["pairs"],
             "modes": {m: {k: r["verification"][k] for k in keys} for m, r in out["modes"].items()}}
-
-
-def _save_arrays(out_dir, name, arrays):
-    atomic_npz(os.path.join(out_dir, f"{name}.npz"), **arrays)
 
 
 def summary_line(result: dict) -> str:

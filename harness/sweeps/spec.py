@@ -140,16 +140,27 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
         raise ValueError(f"{where}: replicates = {spec.replicates!r}; expected one of {list(REPLICATES)} "
                          "(\"data\": every seed draws its own synthetic data set)")
     if quick:
-        q = raw.get("quick", {})
-        _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
-        spec.quick = True
-        if "base" in q:
-            spec.base = os.path.join(os.path.dirname(path), q["base"])
-        spec.set = {**spec.set, **q.get("set", {})}
-        spec.axes = {**spec.axes, **q.get("axes", {})}
-        spec.tune = {**spec.tune, **q.get("tune", {})}
+        _apply_quick(spec, raw.get("quick", {}), path, where)
     if not os.path.isfile(spec.base):
         raise ValueError(f"{where}: base config {spec.base!r} not found")
+    _check_labels_and_keys(spec, where)
+    _check_axes(spec)
+    return spec
+
+
+def _apply_quick(spec: SweepSpec, q: dict, path: str, where: str) -> None:
+    """The [quick] variant: its base replaces the spec's, its set, axes and tune entries are merged in."""
+    _no_unknown(q, QUICK_KEYS, f"{where} [quick]")
+    spec.quick = True
+    if "base" in q:
+        spec.base = os.path.join(os.path.dirname(path), q["base"])
+    spec.set = {**spec.set, **q.get("set", {})}
+    spec.axes = {**spec.axes, **q.get("axes", {})}
+    spec.tune = {**spec.tune, **q.get("tune", {})}
+
+
+def _check_labels_and_keys(spec: SweepSpec, where: str) -> None:
+    """[heads] and [conditions] labels are plain names, head names known, every dotted key a config key."""
     for label, h in spec.heads.items():
         check_name(label, f"{where}: [heads] label")
         _no_unknown(h, ("name", "params"), f"{where} [heads.{label}]")
@@ -166,8 +177,6 @@ def load_spec(path: str, quick: bool = False) -> SweepSpec:
         _no_unknown(o, ("match", "set"), f"{where} [[overrides]] #{i + 1}")
         for key in o.get("set", {}):
             check_key(key, f"{where} [[overrides]] #{i + 1}")
-    _check_axes(spec)
-    return spec
 
 
 def _verdicts(table: dict, where: str) -> dict:
@@ -219,25 +228,7 @@ def _check_axes(spec: SweepSpec) -> None:
         raise ValueError(f"{where}: [axes] is empty; name at least one axis (e.g. seed = [0])")
     columns = {}
     for axis, values in spec.axes.items():
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"{where}: axis {axis!r} must be a non-empty list of values, got {values!r}")
-        repeats = sorted({json.dumps(v) for v in values if sum(json.dumps(w) == json.dumps(v) for w in values) > 1})
-        if repeats:
-            raise ValueError(f"{where}: axis {axis!r} has duplicate values {repeats}")
-        if axis == "seed" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise ValueError(f"{where}: axis 'seed' takes integers, got {values}")
-        elif axis == "head":
-            bad = [v for v in values if v not in spec.heads and v not in HEADS]
-            if bad:
-                raise ValueError(f"{where}: axis 'head' values {bad} are neither [heads] labels "
-                                 f"({', '.join(spec.heads) or 'none'}) nor head names ({', '.join(sorted(HEADS))})")
-        elif axis == "condition":
-            bad = [v for v in values if v not in spec.conditions]
-            if bad:
-                raise ValueError(f"{where}: axis 'condition' values {bad} are not [conditions] labels "
-                                 f"({', '.join(spec.conditions) or 'none'})")
-        elif axis not in SPECIAL_AXES:
-            check_key(axis, f"{where}: axis")
+        _check_axis_values(spec, axis, values, where)
         col = column_name(axis)
         if col in columns:
             raise ValueError(f"{where}: axes {columns[col]!r} and {axis!r} would share the column {col!r}")
@@ -249,6 +240,30 @@ def _check_axes(spec: SweepSpec) -> None:
         if unknown:
             raise ValueError(f"{where}: [[overrides]] #{i + 1} matches on {unknown}, which are not axes "
                              f"({', '.join(spec.axes)})")
+
+
+def _check_axis_values(spec: SweepSpec, axis: str, values, where: str) -> None:
+    """One axis: a non-empty list without repeats; seeds are integers, heads and conditions known labels, any
+    other axis a config key."""
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{where}: axis {axis!r} must be a non-empty list of values, got {values!r}")
+    repeats = sorted({json.dumps(v) for v in values if sum(json.dumps(w) == json.dumps(v) for w in values) > 1})
+    if repeats:
+        raise ValueError(f"{where}: axis {axis!r} has duplicate values {repeats}")
+    if axis == "seed" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{where}: axis 'seed' takes integers, got {values}")
+    if axis == "head":
+        bad = [v for v in values if v not in spec.heads and v not in HEADS]
+        if bad:
+            raise ValueError(f"{where}: axis 'head' values {bad} are neither [heads] labels "
+                             f"({', '.join(spec.heads) or 'none'}) nor head names ({', '.join(sorted(HEADS))})")
+    if axis == "condition":
+        bad = [v for v in values if v not in spec.conditions]
+        if bad:
+            raise ValueError(f"{where}: axis 'condition' values {bad} are not [conditions] labels "
+                             f"({', '.join(spec.conditions) or 'none'})")
+    if axis not in SPECIAL_AXES:
+        check_key(axis, f"{where}: axis")
 
 
 SUMMARY_METRICS = ("accuracy", "tar_far_0.01", "spearman_rho", "erc_area_magface", "edc_pauc_20", "test_accuracy",

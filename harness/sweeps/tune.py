@@ -82,6 +82,18 @@ class TunePlan:
     spaces: dict          # head label -> [Param]
 
 
+def _tuned_condition(spec: SweepSpec, condition, where: str):
+    """The data condition the search runs on: the one [tune] names, else the condition axis's first (or none)."""
+    if condition and "condition" not in spec.axes:
+        raise ValueError(f"{where}: condition = {condition!r}, but the spec has no condition axis")
+    if "condition" in spec.axes:
+        condition = condition or spec.axes["condition"][0]
+        if condition not in spec.conditions:
+            raise ValueError(f"{where}: condition {condition!r} is not a [conditions] label "
+                             f"({', '.join(spec.conditions)})")
+    return condition
+
+
 def load_plan(spec: SweepSpec, trials: int | None = None) -> TunePlan:
     """The spec's [tune] table for the heads on its head axis, checked before any training: every mistake is a
     ValueError naming the head, the key and the value."""
@@ -104,14 +116,7 @@ def load_plan(spec: SweepSpec, trials: int | None = None) -> TunePlan:
     for k, v in ints.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "trials_per_round" else 0):
             raise ValueError(f"{where}: {k} = {v!r}: expected an integer >= {1 if k == 'trials_per_round' else 0}")
-    condition = t.get("condition")
-    if condition and "condition" not in spec.axes:
-        raise ValueError(f"{where}: condition = {condition!r}, but the spec has no condition axis")
-    if "condition" in spec.axes:
-        condition = condition or spec.axes["condition"][0]
-        if condition not in spec.conditions:
-            raise ValueError(f"{where}: condition {condition!r} is not a [conditions] label "
-                             f"({', '.join(spec.conditions)})")
+    condition = _tuned_condition(spec, t.get("condition"), where)
     if ints["trial_seed"] in spec.axes.get("seed", []):
         raise ValueError(f"{where}: trial_seed {ints['trial_seed']} is one of the final seeds {spec.axes['seed']}: "
                          "the selected trial would be reported; pick a trial seed outside them")
