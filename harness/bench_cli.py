@@ -20,7 +20,7 @@ import sys
 from harness.publishing.publish import publish, run_folder
 from harness.publishing.repo import checkout
 from harness.publishing.report import report
-from harness.sweeps.runner import run_spec
+from harness.sweeps.runner import prune_spec, run_spec
 from harness.sweeps.spec import SweepSpec, load_spec
 
 
@@ -153,10 +153,20 @@ def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
     if getattr(args, "quick", False) and not (args.dry_run or args.prune):
         print(QUICK_NOTE)
     try:
-        return run_spec(spec, out, sweep_overrides(args), jobs=args.jobs, dry_run=args.dry_run, prune=args.prune,
-                        retry_failed=args.retry_failed, describe=describe)
+        return sweep_or_prune(spec, out, sweep_overrides(args), args, describe)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
+
+
+def sweep_or_prune(spec: SweepSpec, out: str | None, overrides, args, describe=None):
+    """The sweep as the flags say: --prune removes what the spec does not name (None), --dry-run prints the plan
+    (None), else the runs are trained or reused (the SweepResult)."""
+    if args.dry_run and args.prune:
+        raise ValueError("--dry-run and --prune exclude each other")
+    if args.prune:
+        return prune_spec(spec, out, overrides)
+    return run_spec(spec, out, overrides, jobs=args.jobs, dry_run=args.dry_run, retry_failed=args.retry_failed,
+                    describe=describe)
 
 
 def run_quality_sweep(args, spec_path: str, describe=None):

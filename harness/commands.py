@@ -16,7 +16,14 @@ import json
 import os
 import sys
 
-from harness.bench_cli import add_publish_args, add_repo_arg, publish_result, refresh_outputs, tables_render
+from harness.bench_cli import (
+    add_publish_args,
+    add_repo_arg,
+    publish_result,
+    refresh_outputs,
+    sweep_or_prune,
+    tables_render,
+)
 from harness.config import load_config, resolved_head
 from harness.data import RecordIODataset, image_folder, list_file
 from harness.data.align import align_folder
@@ -28,7 +35,6 @@ from harness.models import build_backbone
 from harness.publishing.publish import publish
 from harness.publishing.repo import checkout
 from harness.publishing.report import report
-from harness.sweeps.runner import run_spec
 from harness.sweeps.spec import load_spec
 from harness.training.trainer import TrainingDiverged, train
 
@@ -120,8 +126,7 @@ def run_sweep(args, parser) -> None:
     if not args.spec:
         parser.error("a sweep spec is required (e.g. configs/sweeps/ablation.toml)"
                      + ("; --prune removes only what a named spec does not name" if args.prune else ""))
-    result = run_spec(load_spec(args.spec, quick=args.quick), args.out, args.set, jobs=args.jobs,
-                      dry_run=args.dry_run, prune=args.prune, retry_failed=args.retry_failed)
+    result = sweep_or_prune(load_spec(args.spec, quick=args.quick), args.out, args.set, args)
     if args.publish and result is not None:
         publish_result(args, result)
 

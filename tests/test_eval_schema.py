@@ -4,10 +4,11 @@ runs whose stored version differs, so a silent schema change would leave stale e
 import hashlib
 import json
 
+from tiny import TINY
+
 from harness.config import load_config
 from harness.evaluation.evaluate import EVAL_VERSION
 from harness.training.trainer import train
-from tiny import TINY
 
 # EVAL_VERSION -> the hash of metrics.json's key structure for the tiny MagFace run below. A new version records its
 # hash here (the failure message prints it).

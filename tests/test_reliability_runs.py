@@ -18,7 +18,7 @@ from tiny import TINY
 from harness.__main__ import main as harness_main
 from harness.locks import RunBusy, remove_stale_temporaries, run_lock, temporary_name
 from harness.sweeps.expand import expand
-from harness.sweeps.runner import prune_runs, run_spec, settle
+from harness.sweeps.runner import prune_runs, prune_spec, run_spec, settle
 from harness.sweeps.spec import load_spec
 from harness.sweeps.status import run_status
 from harness.sweeps.workers import Job, worker_main
@@ -209,12 +209,12 @@ def test_a_prune_is_refused_while_another_sweep_runs_on_out(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "held"
         with pytest.raises(ValueError, match="another sweep is running on .*; prune when it has finished"):
-            run_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), prune=True, quiet=True)
+            prune_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), quiet=True)
         assert (tmp_path / "o" / "runs" / "other-1").is_dir()
     finally:
         proc.kill()
         proc.wait()
-    run_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), prune=True, quiet=True)
+    prune_spec(spec, str(tmp_path / "o"), sweep_args(tmp_path), quiet=True)
     assert not (tmp_path / "o" / "runs" / "other-1").exists()
 
 

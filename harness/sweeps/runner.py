@@ -34,45 +34,59 @@ from harness.sweeps.workers import FAILED_FILE, RESULT_FILE, Job, record_failure
 
 
 def run_spec(spec: SweepSpec, out: str | None = None, overrides=(), *, jobs: int = 1, dry_run: bool = False,
-             prune: bool = False, retry_failed: bool = False, describe=None, quiet: bool = False):
+             retry_failed: bool = False, describe=None, quiet: bool = False):
     """Train what is missing of the spec, reuse what is done, write the tables; returns a SweepResult (rows in
     spec order). A run that fails is recorded (RUN/failed.json, a `failed` column) and the others go on; it is
-    tried again only with retry_failed. dry_run: print the plan and return None. prune: remove the run folders
-    under OUT/runs that this spec (with these overrides) does not name, listing them, and return None (refused
-    while another sweep runs on OUT). Every sweep holds OUT's shared lock while it runs."""
+    tried again only with retry_failed. dry_run: print the plan and return None. Every sweep holds OUT's shared
+    lock while it runs."""
     check_name(spec.name, "sweep name")
     out = out or spec.default_out()
-    if dry_run and prune:
-        raise ValueError("--dry-run and --prune exclude each other")
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: expected a number of processes >= 1")
     runs = expand(spec, out, overrides)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    if prune:
-        try:
-            with sweeps_exclusive(out):
-                prune_runs(out, runs, say)
-        except SweepsBusy as exc:
-            raise ValueError(str(exc)) from None
-        return None
     with sweep_sharing(out):
-        return _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet)
+        if dry_run:
+            _print_plan(spec, out, runs, say)
+            return None
+        return _run_spec(spec, out, runs, jobs, retry_failed, describe, say, quiet)
 
 
-def _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet):
-    status, damage = statuses(runs)
+def prune_spec(spec: SweepSpec, out: str | None = None, overrides=(), quiet: bool = False) -> None:
+    """Remove the run folders under OUT/runs that this spec (with these overrides) does not name, listing them
+    (refused while another sweep runs on OUT)."""
+    check_name(spec.name, "sweep name")
+    out = out or spec.default_out()
+    runs = expand(spec, out, overrides)
+    try:
+        with sweeps_exclusive(out):
+            prune_runs(out, runs, (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True)))
+    except SweepsBusy as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _announce(spec, out, runs, say) -> None:
     c = runs[0].cfg
     say(f"sweep {spec.name}{' (quick)' if spec.quick else ''}: {len(runs)} run(s) over "
         f"{', '.join(f'{a} ({len(v)})' for a, v in spec.axes.items())}; {c.model.backbone}, {c.train.epochs} "
         f"epochs, data {c.data.source}; results in {out}")
-    if dry_run:
-        for r in runs:
-            say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}" + (f"\n    {damage[r.folder]}" if r.folder in damage
-                                                                   else ""))
-        return None
+
+
+def _print_plan(spec, out, runs, say) -> None:
+    """--dry-run: every run with its state (done, resume, new, failed, busy) and folder; nothing trains."""
+    status, damage = statuses(runs)
+    _announce(spec, out, runs, say)
+    for r in runs:
+        say(f"  {status[r.folder]:<7}{r.name:<40}{r.folder}" + (f"\n    {damage[r.folder]}" if r.folder in damage
+                                                               else ""))
+
+
+def _run_spec(spec, out, runs, jobs, retry_failed, describe, say, quiet):
+    state = statuses(runs)
+    _announce(spec, out, runs, say)
     t0 = time.perf_counter()
-    trained = execute(runs, spec.name, out, status, jobs=jobs, retry_failed=retry_failed, describe=describe,
-                      say=say, quiet=quiet, damage=damage)
+    trained = execute(runs, spec.name, out, state, jobs=jobs, retry_failed=retry_failed, describe=describe,
+                      say=None if quiet else say)
     rows = [load_row(r) for r in runs]
     ijb = [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith("ijb_") and k.endswith("0.0001")]
     metrics = (*(spec.summary_metrics or SUMMARY_METRICS), *ijb)   # IJB TAR@FAR=1e-4 when runs were evaluated on it
@@ -88,17 +102,18 @@ def _run_spec(spec, out, runs, jobs, dry_run, retry_failed, describe, say, quiet
     return result
 
 
-def execute(runs: list, name: str, out: str, status: dict | None = None, *, jobs: int = 1,
-            retry_failed: bool = False, describe=None, say=print, quiet: bool = False, damage=None) -> int:
+def execute(runs: list, name: str, out: str, state: tuple | None = None, *, jobs: int = 1,
+            retry_failed: bool = False, describe=None, say=print) -> int:
     """Bring every run to 'done' or 'failed': re-evaluate the stale, reuse the finished, resume the started, train the
     rest (`jobs` at once), each result (RUN/result.json) or failure (RUN/failed.json) recorded by the process that
-    holds the run's lock. A run another process holds is left for last, then waited for and reused. Returns the
+    holds the run's lock. A run another process holds is left for last, then waited for and reused. `state`: the
+    runs' (status, damage) when the caller has read them; say=None: quiet (no notes, no progress bar). Returns the
     number of runs this process trained."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: expected a number of processes >= 1")
+    quiet, say = say is None, say or (lambda *a: None)
     with sweep_sharing(out):
-        if status is None:
-            status, damage = statuses(runs)
+        status, damage = state or statuses(runs)
         for r in runs:
             status[r.folder] = settle(r, status[r.folder], (damage or {}).get(r.folder), retry_failed, say)
         failed = [r.name for r in runs if status[r.folder] == "failed"]

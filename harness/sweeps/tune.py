@@ -236,7 +236,7 @@ def search(spec: SweepSpec, plan: TunePlan, out: str, overrides=(), *, jobs: int
                     run = str(exc)
                 batch.append((label, trial, values, run))
         unique = list({run.folder: run for *_, run in batch if not isinstance(run, str)}.values())
-        execute(unique, f"{spec.name}_tuning", out, jobs=jobs, retry_failed=retry_failed, say=say, quiet=True)
+        execute(unique, f"{spec.name}_tuning", out, jobs=jobs, retry_failed=retry_failed, say=None)
         for label, trial, values, run in batch:
             row = {"failed": f"refused before training: {run}"} if isinstance(run, str) else load_row(run)
             value = row.get(plan.objective)
