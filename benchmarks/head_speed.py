@@ -152,7 +152,7 @@ def peak_bytes(case: Case, device) -> int:
     return int(max(totals) - start)
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -171,23 +171,19 @@ def main(argv=None):
     unknown = [h for h in args.heads if h not in HEADS]
     if unknown:
         p.error(f"--heads: unknown {unknown}; valid heads: {', '.join(HEADS)}")
-    if dry_run(args):
-        return []
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"--device {args.device} asked for, but torch.cuda.is_available() is False")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        sys.exit(f"--device {args.device}: only {torch.cuda.device_count()} GPU(s) visible")
-    torch.manual_seed(0)
-    cases = make_cases(args, device)
-    for _ in range(args.warmup):
+    return args
+
+
+def timed_rounds(cases: dict, repeats: int, warmup: int, device) -> dict:
+    """{case: [seconds per round]}: every case once per round, in a shuffled (seeded) order, after warm-up rounds."""
+    for _ in range(warmup):
         for case in cases.values():
             case.reset()
             case.run()
     times = {name: [] for name in cases}
     order = list(cases)
     rng = random.Random(0)
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         rng.shuffle(order)
         for name in order:
             cases[name].reset()
@@ -196,10 +192,15 @@ def main(argv=None):
             cases[name].run()
             sync(device)
             times[name].append(time.perf_counter() - t0)
-    peaks = {name: peak_bytes(case, device) for name, case in cases.items()}
+    return times
+
+
+def table_rows(cases, times, peaks, dtype) -> list:
+    """One row per case: median time and peak memory, as ratios to the bare matmuls and, for a head, to its
+    family's baseline with its target."""
     base_t = statistics.median(times["bare 3 matmuls"])
     base_m = peaks["bare 3 matmuls"]
-    low = f"bare 3 matmuls {args.dtype}"
+    low = f"bare 3 matmuls {dtype}"
     rows = []
     for name in cases:
         med = statistics.median(times[name])
@@ -212,14 +213,17 @@ def main(argv=None):
             row.update(baseline=baseline, family_ratio=ratio, time_target=target, family_memory_ratio=memory,
                        met=bool(ratio <= target and memory <= MEMORY_TARGET))
         if low in times:
-            row[f"time_ratio_{args.dtype}"] = med / statistics.median(times[low])
+            row[f"time_ratio_{dtype}"] = med / statistics.median(times[low])
         rows.append(row)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    return rows
+
+
+def print_table(args, rows, where, extra: bool) -> None:
     print(f"head forward+backward vs bare matmuls: B={args.batch} d={args.dim} C={args.classes} "
           f"embeddings {args.dtype}, sample_rate {args.sample_rate}, {args.repeats} rounds, {where}, "
           f"torch {torch.__version__}")
-    extra = f"vs {args.dtype}" if low in times else ""
-    print(f"{'case':<30}{'median ms':>11}{'time ratio':>12}{extra:>18}{'peak MiB':>10}{'mem ratio':>11}"
+    label = f"vs {args.dtype}" if extra else ""
+    print(f"{'case':<30}{'median ms':>11}{'time ratio':>12}{label:>18}{'peak MiB':>10}{'mem ratio':>11}"
           f"   vs its baseline (time, memory; targets)")
     for r in rows:
         vs_low = f"{r[f'time_ratio_{args.dtype}']:.2f}" if extra else ""
@@ -230,6 +234,24 @@ def main(argv=None):
                       + (f" (vs {r['baseline']})" if r["baseline"] != "bare 3 matmuls" else ""))
         print(f"{r['case']:<30}{r['median_ms']:>11.1f}{r['time_ratio']:>12.2f}{vs_low:>18}{r['peak_MiB']:>10.1f}"
               f"{r['memory_ratio']:>11.2f}{family}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if dry_run(args):
+        return []
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device} asked for, but torch.cuda.is_available() is False")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        sys.exit(f"--device {args.device}: only {torch.cuda.device_count()} GPU(s) visible")
+    torch.manual_seed(0)
+    cases = make_cases(args, device)
+    times = timed_rounds(cases, args.repeats, args.warmup, device)
+    peaks = {name: peak_bytes(case, device) for name, case in cases.items()}
+    rows = table_rows(cases, times, peaks, args.dtype)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print_table(args, rows, where, f"bare 3 matmuls {args.dtype}" in times)
     out = output_dir(args, "head_speed")
     atomic_json(os.path.join(out, "head_speed.json"), {"args": vars(args), "device": where, "rows": rows})
     print(f"wrote {out}/head_speed.json")

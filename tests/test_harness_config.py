@@ -1,7 +1,7 @@
 """Typed config: files with bases, overrides, and errors that name the key."""
 import pytest
 
-from harness.config import load_config, parse_override
+from harness.config import OptimConfig, load_config, parse_override
 from harness.training.schedule import learning_rate
 
 
@@ -61,14 +61,14 @@ def test_override_parsing():
 
 
 def test_closed_form_schedule():
-    kw = dict(lr=0.1, milestones=[10, 18, 22], steps_per_epoch=100, total_steps=2500)
-    assert learning_rate(0, **kw) == 0.1
-    assert learning_rate(999, **kw) == 0.1 and learning_rate(1000, **kw) == pytest.approx(0.01)
-    assert learning_rate(2200, **kw) == pytest.approx(1e-4)
-    warm = learning_rate(49, **kw, warmup_epochs=1.0)
-    assert warm == pytest.approx(0.05)
-    poly = [learning_rate(s, 100, 200, lr=1.0, schedule="poly") for s in (0, 100, 199)]
-    assert poly[0] == 1.0 and poly[1] == pytest.approx(0.25) and poly[2] < 1e-3
+    step = OptimConfig(lr=0.1, milestones=[10, 18, 22])
+    assert learning_rate(0, 100, 2500, step) == 0.1
+    assert learning_rate(999, 100, 2500, step) == 0.1 and learning_rate(1000, 100, 2500, step) == pytest.approx(0.01)
+    assert learning_rate(2200, 100, 2500, step) == pytest.approx(1e-4)
+    assert learning_rate(49, 100, 2500, OptimConfig(lr=0.1, warmup_epochs=1.0)) == pytest.approx(0.05)
+    poly = OptimConfig(lr=1.0, schedule="poly")
+    lrs = [learning_rate(s, 100, 200, poly) for s in (0, 100, 199)]
+    assert lrs[0] == 1.0 and lrs[1] == pytest.approx(0.25) and lrs[2] < 1e-3
     # a warmup of 46.8 steps never passes the peak; poly follows the real length of the run (train.max_steps)
-    assert max(learning_rate(s, 156, 468, lr=0.1, warmup_epochs=0.3) for s in range(60)) == 0.1
-    assert learning_rate(50, 100, 100, lr=1.0, schedule="poly") == pytest.approx(0.25)
+    assert max(learning_rate(s, 156, 468, OptimConfig(lr=0.1, warmup_epochs=0.3)) for s in range(60)) == 0.1
+    assert learning_rate(50, 100, 100, poly) == pytest.approx(0.25)

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from harness.publishing import publish as publish_module
 from harness.publishing.publish import PROVENANCE, publish, run_folder
 
 GIT = ["-c", "user.name=t", "-c", "user.email=t@t"]
@@ -98,13 +99,14 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(tmp_path):
     assert prov["dirty"] is True and prov["dirty_files"]
 
 
-def test_over_the_budget_nothing_changes(tmp_path):
+def test_over_the_budget_nothing_changes(tmp_path, monkeypatch):
     git_repo(tmp_path)
     root = tmp_path / "published"
     first = publish(str(fake_benchmark(tmp_path)), root=str(root), repo=str(tmp_path))
     before = open(os.path.join(first, PROVENANCE)).read()
+    monkeypatch.setattr(publish_module, "BUDGET_BYTES", 100)
     with pytest.raises(ValueError, match="over its budget"):
-        publish(str(fake_benchmark(tmp_path / "again")), arrays=True, root=str(root), repo=str(tmp_path), budget=100)
+        publish(str(fake_benchmark(tmp_path / "again")), arrays=True, root=str(root), repo=str(tmp_path))
     assert open(os.path.join(first, PROVENANCE)).read() == before
     assert sorted(os.listdir(root)) == ["bench"]    # no temporary folder left behind
 

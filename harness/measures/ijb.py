@@ -243,15 +243,19 @@ def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logs
             "procedure": procedure}
 
 
+SEARCH_BLOCK = 1024        # probes scored against the gallery at once (memory: SEARCH_BLOCK x gallery floats)
+SEARCH_LEVEL = 0.95        # the level of the 1:N intervals
+
+
 def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np.ndarray,
-                   probe_subjects: np.ndarray, fpirs=FPIRS, ranks=RANKS, block: int = 1024, n_boot: int = 0,
-                   level: float = 0.95, seed: int = 0) -> dict:
+                   probe_subjects: np.ndarray, fpirs=FPIRS, ranks=RANKS, n_boot: int = 0, seed: int = 0) -> dict:
     """Open-set 1:N of unit probe templates against one gallery's unit templates (insightface `ijb_evals.py`,
     `evaluation_1N`): a probe is mated when its subject has a gallery template (its score: the best over them);
     the threshold at an FPIR is the k-th highest of the non-mated probes' best gallery scores, k = max(int(n *
     FPIR), 1); TPIR counts the mated probes whose mate scores above it and above every non-mate (a tie with a
     non-mate is not rank 1). Rank-k: the share of mated probes with fewer than k non-mates scoring at least their
     mate. n_boot > 0: percentile intervals over resampled probe subjects."""
+    block = SEARCH_BLOCK
     mate = np.full(len(probes), -np.inf, np.float32)
     best_other = np.full(len(probes), -np.inf, np.float32)
     for lo in range(0, len(probes), block):
@@ -269,7 +273,7 @@ def identification(gallery: np.ndarray, gallery_subjects: np.ndarray, probes: np
     out = {"probes": int(len(probes)), "mated": int(mated.sum()), "non_mated": int((~mated).sum()),
            **search.stats(np.ones(len(probes)), fpirs, ranks)}
     if n_boot:
-        out["intervals"] = search.intervals(probe_subjects, fpirs, ranks, n_boot, level, seed)
+        out["intervals"] = search.intervals(probe_subjects, fpirs, ranks, n_boot, SEARCH_LEVEL, seed)
     return out
 
 

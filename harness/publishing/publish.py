@@ -59,14 +59,43 @@ def folder_bytes(path: str) -> int:
 
 
 def publish(out: str, name: str | None = None, *, arrays: bool = False, command: str = "", allow_dirty: bool = False,
-            root: str | None = None, budget: int = BUDGET_BYTES, repo: str | None = None,
-            before_swap=None) -> str:
+            root: str | None = None, repo: str | None = None, before_swap=None) -> str:
     """Copy the finished benchmark run in OUT to ROOT/NAME (NAME: the sweep's name; ROOT: the checkout's
     results/published, the checkout `repo` or the one around the current folder) and its figures (the PNG and PDF
     files at the top of OUT) into the checkout's figures/, the gallery; returns the published folder.
     Errors (nothing changes): an unfinished or failed run, a dirty tree or no git checkout without allow_dirty
-    (with it, the changed files are recorded), a published tree over the budget, or `before_swap(name, folder)`
+    (with it, the changed files are recorded), a published tree over BUDGET_BYTES, or `before_swap(name, folder)`
     raising ValueError on the new folder (the CLI renders the report tables from it there)."""
+    table_name, table, name = _finished(out, name)
+    repo = checkout(repo)
+    root = root or published_root(repo)
+    commit, changed = _clean_tree(repo, name, allow_dirty)
+    dest = os.path.join(root, name)
+    _recover(root, name)
+    tmp = os.path.join(root, f".{name}.tmp-{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        runs = _copy_tables_and_runs(out, tmp, table_name, table.get("runs", []), arrays)
+        atomic_json(os.path.join(tmp, PROVENANCE), {
+            "name": name, "table": table_name, "source": os.path.normpath(out), "command": command,
+            "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "published_commit": commit, "dirty": bool(changed), "dirty_files": changed,
+            "packages": {p: _version(p) for p in ("torch", "numpy", "scipy", "scikit-learn", "matplotlib")},
+            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "runs": runs, "training_seconds": sum(r["seconds"] or 0 for r in runs), "arrays": arrays})
+        _within_budget(root, tmp, dest, name)
+        if before_swap is not None:
+            before_swap(name, tmp)
+        _swap(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    copy_figures(out, gallery(repo))
+    return dest
+
+
+def _finished(out: str, name: str | None) -> tuple:
+    """(sweep table file name or None, its content, the published name) of a finished benchmark folder; ValueError
+    for a missing folder, one without tables, a bad name, failed runs or runs without a result."""
     if not os.path.isdir(out):
         raise ValueError(f"{out}: no such folder; run the benchmark first")
     table_name, table = sweep_table(out)
@@ -81,8 +110,12 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
     if failed or missing:
         raise ValueError(f"{out} is not finished: failed runs {failed}, runs without a result {missing}; run the "
                          "benchmark to the end (it resumes) before publishing")
-    repo = checkout(repo)
-    root = root or published_root(repo)
+    return table_name, table, name
+
+
+def _clean_tree(repo: str, name: str, allow_dirty: bool) -> tuple:
+    """(commit, changed files that publishing itself did not make); ValueError outside git or with changes,
+    unless allow_dirty (then they are recorded)."""
     commit, changed = git_state(repo)
     changed = [f for f in changed if not _made_by_publishing(f, name, repo)]
     if commit is None and not allow_dirty:
@@ -92,37 +125,28 @@ def publish(out: str, name: str | None = None, *, arrays: bool = False, command:
         raise ValueError(f"the working tree has uncommitted changes ({', '.join(changed[:5])}"
                          f"{', ...' if len(changed) > 5 else ''}): commit them, or publish with --allow-dirty "
                          "(recorded in provenance.json)")
-    dest = os.path.join(root, name)
-    _recover(root, name)
-    tmp = os.path.join(root, f".{name}.tmp-{os.getpid()}")
-    os.makedirs(tmp)
-    try:
-        for entry in sorted(os.listdir(out)):
-            if entry.endswith(TABLE_SUFFIXES) and entry != PROVENANCE and os.path.isfile(os.path.join(out, entry)):
-                shutil.copy2(os.path.join(out, entry), os.path.join(tmp, entry))
-        runs = [_copy_run(run_folder(out, r), tmp, arrays) for r in rows]
-        if table_name is None and os.path.isfile(os.path.join(out, RUN_FILES[-1])):   # a single run's folder
-            os.makedirs(os.path.join(tmp, "eval"))
-            shutil.copy2(os.path.join(out, RUN_FILES[-1]), os.path.join(tmp, RUN_FILES[-1]))
-        atomic_json(os.path.join(tmp, PROVENANCE), {
-            "name": name, "table": table_name, "source": os.path.normpath(out), "command": command,
-            "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "published_commit": commit, "dirty": bool(changed), "dirty_files": changed,
-            "packages": {p: _version(p) for p in ("torch", "numpy", "scipy", "scikit-learn", "matplotlib")},
-            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "runs": runs, "training_seconds": sum(r["seconds"] or 0 for r in runs), "arrays": arrays})
-        total = folder_bytes(root) - folder_bytes(tmp) - (folder_bytes(dest) if os.path.isdir(dest) else 0)
-        total += folder_bytes(tmp)
-        if total > budget:
-            raise ValueError(f"publishing {name} ({folder_bytes(tmp) / 2**20:.1f} MiB) would bring {root} to "
-                             f"{total / 2**20:.1f} MiB, over its budget of {budget / 2**20:.0f} MiB")
-        if before_swap is not None:
-            before_swap(name, tmp)
-        _swap(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    copy_figures(out, gallery(repo))
-    return dest
+    return commit, changed
+
+
+def _copy_tables_and_runs(out: str, tmp: str, table_name, rows: list, arrays: bool) -> list:
+    """The tables at the top of OUT and each run's small files (with arrays: its evaluation arrays and last dump)
+    into the new folder; returns the runs' records for the provenance."""
+    for entry in sorted(os.listdir(out)):
+        if entry.endswith(TABLE_SUFFIXES) and entry != PROVENANCE and os.path.isfile(os.path.join(out, entry)):
+            shutil.copy2(os.path.join(out, entry), os.path.join(tmp, entry))
+    runs = [_copy_run(run_folder(out, r), tmp, arrays) for r in rows]
+    if table_name is None and os.path.isfile(os.path.join(out, RUN_FILES[-1])):   # a single run's folder
+        os.makedirs(os.path.join(tmp, "eval"))
+        shutil.copy2(os.path.join(out, RUN_FILES[-1]), os.path.join(tmp, RUN_FILES[-1]))
+    return runs
+
+
+def _within_budget(root: str, tmp: str, dest: str, name: str) -> None:
+    """ValueError when the published tree would grow past BUDGET_BYTES with the new folder in place of the old."""
+    total = folder_bytes(root) - (folder_bytes(dest) if os.path.isdir(dest) else 0)
+    if total > BUDGET_BYTES:
+        raise ValueError(f"publishing {name} ({folder_bytes(tmp) / 2**20:.1f} MiB) would bring {root} to "
+                         f"{total / 2**20:.1f} MiB, over its budget of {BUDGET_BYTES / 2**20:.0f} MiB")
 
 
 FIGURE_SUFFIXES = (".png", ".pdf")

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 
-def learning_rate(step: int, steps_per_epoch: int, total_steps: int, *, lr: float, schedule: str = "step",
-                  milestones=(10, 18, 22), gamma: float = 0.1, warmup_epochs: float = 0.0,
-                  power: float = 2.0) -> float:
-    """lr at global step `step` (0-based) of a run of `total_steps` steps (train.max_steps included). Linear
+def learning_rate(step: int, steps_per_epoch: int, total_steps: int, optim) -> float:
+    """lr at global step `step` (0-based) of a run of `total_steps` steps (train.max_steps included), for the run's
+    optimiser settings `optim` (harness.config.OptimConfig: lr, schedule, milestones, gamma, warmup_epochs, power).
+    Linear
     warmup over warmup_epochs up to lr (never above it, also when the warmup is not a whole number of steps), then
     "step": lr * gamma^(number of milestones passed, in epochs)   (the paper: 10/18/22 of 25 epochs), or
     "poly": lr * (1 - progress)^power over the steps after the warmup, reaching 0 at total_steps."""
+    lr, schedule, milestones, gamma = optim.lr, optim.schedule, optim.milestones, optim.gamma
+    warmup_epochs, power = optim.warmup_epochs, optim.power
     epoch = step / steps_per_epoch
     warmup_steps = warmup_epochs * steps_per_epoch
     if step < warmup_steps:

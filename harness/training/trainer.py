@@ -306,9 +306,7 @@ def _calibrate(run: _Run) -> None:
 
 
 def _set_learning_rate(run: _Run) -> float:
-    o = run.cfg.optim
-    lr = learning_rate(run.global_step, run.steps_per_epoch, run.total_steps, lr=o.lr, schedule=o.schedule,
-                       milestones=o.milestones, gamma=o.gamma, warmup_epochs=o.warmup_epochs, power=o.power)
+    lr = learning_rate(run.global_step, run.steps_per_epoch, run.total_steps, run.cfg.optim)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     return lr
