@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -99,7 +100,7 @@ def main(argv=None):
         for n in ranks:
             mp.start_processes(rank_main, args=(n, os.path.join(tmp, f"store{n}"), tmp, args.classes, args.batch,
                                                 args.dim, args.steps), nprocs=n, start_method="spawn")
-            per_rank = [json.load(open(os.path.join(tmp, f"r{n}_{r}.json"))) for r in range(n)]
+            per_rank = [json.loads(Path(os.path.join(tmp, f"r{n}_{r}.json")).read_text()) for r in range(n)]
             worst = max(per_rank, key=lambda r: r["weight_bytes"] + r["logits_bytes"])
             reference = (rows[0] if rows else per_rank[0])["loss"]
             rows.append({**worst, "ranks": n, "max_loss_gap": max(abs(r["loss"] - reference)

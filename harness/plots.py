@@ -30,7 +30,7 @@ def sorted_image_grid(images: np.ndarray, scores: np.ndarray, *, rows: int = GRI
     images (a stored pick), it shows them all."""
     pick = grid_pick(scores, rows * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows + 0.6), constrained_layout=True)
-    for ax, i in zip(axes.ravel(), pick):
+    for ax, i in zip(axes.ravel(), pick, strict=True):
         ax.imshow(images[i])
         ax.set_title(f"{scores[i]:.2f}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
@@ -68,7 +68,7 @@ def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
     l_ms = sorted({r["l_m"] for r in rows})
     u_ms = sorted({r["u_m"] for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.9), constrained_layout=True)
-    for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
+    for ax, (key, label) in zip(np.atleast_1d(axes), metrics, strict=True):
         grid = np.full((len(l_ms), len(u_ms)), np.nan)
         text = np.full(grid.shape, "", dtype=object)
         for r in rows:
@@ -84,7 +84,7 @@ def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
         ax.set_xlabel("u_m (margin at u_a, rad)")
         ax.set_ylabel("l_m (margin at l_a, rad)")
         ax.set_title(label, fontsize=10)
-        for (name, (lm, um)), style in zip((marks or {}).items(), ("-", "--")):
+        for (name, (lm, um)), style in zip((marks or {}).items(), ("-", "--"), strict=True):
             if lm in l_ms and um in u_ms:
                 ax.add_patch(plt.Rectangle((u_ms.index(um), l_ms.index(lm)), 1, 1, fill=False, lw=2.5,
                                            ls=style, edgecolor="#D55E00", label=name))
@@ -104,7 +104,7 @@ def magnitude_vs_quality(per_head: dict, bins: int = 10):
     per_head: name -> (magnitude [N], quality [N], rho)."""
     fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
                              squeeze=False)
-    for ax, (name, (mag, q, rho)), colour in zip(axes[0], per_head.items(), PALETTE):
+    for ax, (name, (mag, q, rho)), colour in zip(axes[0], per_head.items(), PALETTE, strict=True):
         ax.scatter(q, mag, s=4, alpha=0.25, color=colour, rasterized=True)
         edges = np.linspace(0, 1, bins + 1)
         which = np.clip(np.digitize(q, edges) - 1, 0, bins - 1)
@@ -141,7 +141,7 @@ def magnitude_vs_cosine(per_head: dict):
     None or (cos grid, a*): the theory's optimal magnitude at the batch's median lse_neg, drawn as a line."""
     fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
                              squeeze=False)
-    for ax, (name, (mag, cos, optimum)), colour in zip(axes[0], per_head.items(), PALETTE):
+    for ax, (name, (mag, cos, optimum)), colour in zip(axes[0], per_head.items(), PALETTE, strict=True):
         ax.scatter(cos, mag, s=8, color=colour, alpha=0.7, label="training samples")
         if optimum is not None:
             ax.plot(*optimum, color="black", lw=1.5, label="theory a*(cos θ_y), median lse_neg")
@@ -158,7 +158,7 @@ def erc_curves(panels: dict, fmr: float, title: str):
     against the fraction of pairs discarded, one line per quality estimate."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), constrained_layout=True,
                              squeeze=False)
-    for ax, (panel, curves) in zip(axes[0], panels.items()):
+    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
         for i, (name, (fractions, fnmr)) in enumerate(curves.items()):
             ls = "--" if "ideal" in name else ":" if name == "random" else "-"
             ax.plot(100 * np.asarray(fractions), fnmr, ls, color=PALETTE[i % len(PALETTE)], lw=1.8, label=name)
@@ -181,7 +181,7 @@ def loss_comparison(rows, metrics, title=""):
     shape, size = ((len(metrics), 1), (max(8.0, 0.75 * len(heads) + 1.5), 3.4 * len(metrics))) if many else \
         ((1, len(metrics)), (5.2 * len(metrics), 4.0))
     fig, axes = plt.subplots(*shape, figsize=size, constrained_layout=True, squeeze=False)
-    for ax, (key, label) in zip(axes.flat, metrics):
+    for ax, (key, label) in zip(axes.flat, metrics, strict=True):
         d = df.assign(value=100 * df[key])
         common = dict(data=d, x="head", y="value", hue="condition", order=heads, hue_order=conditions, ax=ax,
                       palette=PALETTE[:len(conditions)])
@@ -289,7 +289,7 @@ def tuning_figure(trials: list, objective: str, tuned: list, untuned: list, *met
     ax.set_title("search: trials (dots), best so far (line)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    for ax, (key, label) in zip(axes[1:], metrics):
+    for ax, (key, label) in zip(axes[1:], metrics, strict=True):
         for j, (rows, name) in enumerate(((untuned, "untuned"), (tuned, "tuned"))):
             for i, head in enumerate(heads):
                 values = [100 * r[key] for r in rows if r["head"] == head and r.get(key) is not None]

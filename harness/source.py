@@ -62,7 +62,7 @@ class TrainSource:
         else:
             loaded = iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches],
                                                       num_workers=self.cfg.data.workers, pin_memory=pin))
-        for step, (images, labels) in zip(range(start_step, steps), loaded):
+        for step, (images, labels) in zip(range(start_step, steps), loaded, strict=True):
             flips = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + step)
             flip = (torch.rand(batch_size, generator=flips) < 0.5)[rows]
             labels = labels.long()

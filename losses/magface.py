@@ -219,7 +219,7 @@ class _MagnitudeMarginHead(MarginHead):
         inside = ((norms >= self.l_a) & (norms <= self.u_a)).to(a.dtype).mean() if self.calibrated else a.new_zeros(())
         values = torch.stack([*spread, *q, self.regulariser(a).mean(), inside,
                               applied.to(a.dtype).mean()]).tolist()
-        return dict(zip(MAG_STATS, values))
+        return dict(zip(MAG_STATS, values, strict=True))
 
 
 class MagFaceHead(_MagnitudeMarginHead):

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def run(*args, timeout=300):
 def test_head_speed(tmp_path):
     out = run("benchmarks/head_speed.py", "--batch", "16", "--dim", "32", "--classes", "500", "--repeats", "2",
               "--warmup", "1", "--heads", "magface,arcface", "--out", str(tmp_path / "speed"))
-    rows = {r["case"]: r for r in json.load(open(tmp_path / "speed" / "head_speed.json"))["rows"]}
+    rows = {r["case"]: r for r in json.loads(Path(tmp_path / "speed" / "head_speed.json").read_text())["rows"]}
     assert {"bare 3 matmuls", "magface", "arcface"} <= set(rows) and "magface" in out
     assert rows["bare 3 matmuls"]["time_ratio"] == 1.0
     assert all(r["median_ms"] > 0 and r["time_ratio"] > 0 for r in rows.values())
@@ -51,21 +52,21 @@ def test_synthetic_data(tmp_path):
     out = run("benchmarks/synthetic_data.py", "--images", "400", "--size", "32", "--out", str(tmp_path / "s"),
               "--figures", str(tmp_path / "fig"))
     assert (tmp_path / "fig" / "synthetic_quality_grid.png").stat().st_size > 10_000 and "train quality: median" in out
-    assert json.load(open(tmp_path / "s" / "synthetic_data.json"))["images"] == 400
+    assert json.loads(Path(tmp_path / "s" / "synthetic_data.json").read_text())["images"] == 400
 
 
 def test_train_speed(tmp_path):
     out = run("benchmarks/train_speed.py", "--steps", "7", "--rounds", "1", "--out", str(tmp_path / "t"),
               *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)])
     assert "bare" in out and "harness" in out and "overhead" in out.lower()
-    stored = json.load(open(tmp_path / "t" / "train_speed.json"))
+    stored = json.loads(Path(tmp_path / "t" / "train_speed.json").read_text())
     assert stored["bare_images_per_s"] > 0 and stored["harness_images_per_s"] > 0
 
 
 def test_distributed_memory_falls_with_the_ranks(tmp_path):
     out = run("benchmarks/distributed_memory.py", "--classes", "400", "--batch", "16", "--dim", "32", "--ranks",
               "1,2", "--steps", "2", "--out", str(tmp_path / "mem"))
-    rows = json.load(open(tmp_path / "mem" / "distributed_memory.json"))["rows"]
+    rows = json.loads(Path(tmp_path / "mem" / "distributed_memory.json").read_text())["rows"]
     assert [r["centres"] for r in rows] == [400, 200]
     assert rows[1]["weight_bytes"] * 2 == rows[0]["weight_bytes"]
     assert rows[1]["logits_bytes"] * 2 == rows[0]["logits_bytes"]
@@ -77,7 +78,7 @@ def test_gpu_check_runs_its_code_path_on_the_cpu(tmp_path):
     uninterrupted one bitwise, and one JSON holds it all; asking for CUDA without it names the way out."""
     out = run("benchmarks/gpu_check.py", "--device", "cpu", "--tiny", "--out", str(tmp_path / "g"),
               "--cache", str(tmp_path / "cache"))
-    report = json.load(open(tmp_path / "g" / "gpu_check.json"))
+    report = json.loads(Path(tmp_path / "g" / "gpu_check.json").read_text())
     phases = report["phases"]
     assert all(p["ok"] for p in phases.values()) and phases["train_compile"]["skipped"] == "--tiny"
     assert phases["resume"]["bitwise_equal"] and phases["resume"]["died_after_step"] == 4

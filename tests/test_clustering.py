@@ -1,6 +1,7 @@
 """harness.measures.clustering: BCubed on hand-made clusterings (noise as singletons), the methods' refusals, and the
 clustering benchmark end to end on the quality benchmark's quick runs (tiny data)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def test_clustering_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
     from benchmarks import clustering  # noqa: PLC0415  (heavy imports: only this test)
     clustering.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "clu"), "--figures", "",
                      "--fractions", "0,0.25"])
-    rows = json.load(open(tmp_path / "clu" / "clustering.json"))["rows"]
+    rows = json.loads(Path(tmp_path / "clu" / "clustering.json").read_text())["rows"]
     heads = {r["head"] for r in rows}
     assert heads == {"magface", "arcface", "adaface", "softmax"}
     assert len(rows) == 4 * (3 + 2)   # three methods, and k-means after one discard share: by magnitude, at random

@@ -2,6 +2,7 @@
 import os
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ def sample_set(n=12, classes=4, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
     labels = rng.integers(0, classes, n)
-    return [(int(lab), encode_image(im, "png")) for lab, im in zip(labels, images)], images, labels
+    return [(int(lab), encode_image(im, "png")) for lab, im in zip(labels, images, strict=True)], images, labels
 
 
 def test_round_trip_bytes_and_labels_identical(tmp_path):
@@ -33,7 +34,7 @@ def test_round_trip_bytes_and_labels_identical(tmp_path):
         expected = (torch.from_numpy(images[j]).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
         torch.testing.assert_close(image, expected)
     assert list(labels[order]) == sorted(labels)
-    assert open(tmp_path / "property").read() == "4,8,8"
+    assert Path(tmp_path / "property").read_text() == "4,8,8"
 
 
 def test_record_containing_the_magic_is_split_and_read_back_whole(tmp_path):

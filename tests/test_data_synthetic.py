@@ -47,10 +47,10 @@ def test_open_set_split_and_balanced_folds(faces):
     ident = faces.eval.identity
     assert np.all((ident[p.left] == ident[p.right]) == p.issame)
     assert np.all(p.left[p.issame] != p.right[p.issame])
-    drawn = {(min(a, b), max(a, b)) for a, b in zip(p.left, p.right)}
+    drawn = {(min(a, b), max(a, b)) for a, b in zip(p.left, p.right, strict=True)}
     assert len(drawn) == len(p.issame), "a pair was drawn twice"
     fold_of_identity = {}
-    for a, b, f in zip(ident[p.left], ident[p.right], p.fold):
+    for a, b, f in zip(ident[p.left], ident[p.right], p.fold, strict=True):
         for i in (a, b):
             assert fold_of_identity.setdefault(i, f) == f, "an identity appears in two folds"
 

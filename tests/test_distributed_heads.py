@@ -3,6 +3,8 @@ per-sample loss, accuracy, gradients of the embeddings and of the class centres,
 and start-up line), with the centres sharded over the ranks and replicated; plus shard bounds and Partial FC on
 shards. One launch of 2 processes covers all heads."""
 
+import itertools
+
 import distributed_worker as w
 import pytest
 import torch
@@ -55,7 +57,7 @@ def test_shard_bounds_cover_every_class_once():
     for c, n in [(11, 2), (10, 4), (85742, 8), (5, 5)]:
         bounds = [shard_bounds(c, n, r) for r in range(n)]
         assert bounds[0][0] == 0 and bounds[-1][1] == c
-        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
         assert max(e - s for s, e in bounds) - min(e - s for s, e in bounds) <= 1
     with pytest.raises(ValueError, match="world size 3 is larger than the number of classes 2"):
         shard_bounds(2, 3, 0)

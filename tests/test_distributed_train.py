@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import distributed_worker as w
 import numpy as np
@@ -107,10 +108,10 @@ def test_torchrun_kill_and_resume_is_exact(tmp_path):
     run_ok(cmd(straight, tmp_path), fresh=True)
     ckpt, a = state(straight / "checkpoints" / "final.pt")
     assert ckpt["world_size"] == 2 and ckpt["head"]["weight"].shape == (8, 16)   # the gathered centres
-    assert json.load(open(straight / "environment.json"))["world_size"] == 2
+    assert json.loads(Path(straight / "environment.json").read_text())["world_size"] == 2
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == [
         "final.pt", "last.json", "step00000020.rank0.pt", "step00000020.rank1.pt"]
-    band = json.load(open(straight / "calibration.json"))
+    band = json.loads(Path(straight / "calibration.json").read_text())
     assert band["step"] == 5 and band["samples"] == 5 * 16        # the global batches: every rank saw all of them
     assert ckpt["head"]["band"].tolist() == pytest.approx([band["l_a"], band["u_a"], band["lambda_g"]])
     ranks = [torch.load(straight / "checkpoints" / f"step00000020.rank{r}.pt", map_location="cpu",
@@ -125,20 +126,20 @@ def test_torchrun_kill_and_resume_is_exact(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
-            if json.load(open(pointer))["global_step"] >= target:
+            if json.loads(Path(pointer).read_text())["global_step"] >= target:
                 break
         except (OSError, ValueError):
             pass
         time.sleep(0.02)
     kill_launch(proc)   # the launcher and both ranks at once
-    stopped_at = json.load(open(pointer))["global_step"]
+    stopped_at = json.loads(Path(pointer).read_text())["global_step"]
     assert stopped_at < 20, "the run finished before it could be killed"
     run_ok(cmd(killed, tmp_path))
     _, b = state(killed / "checkpoints" / "final.pt")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming from step {stopped_at}"
-    rows = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
+    rows = [json.loads(line)["step"] for line in Path(killed / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(1, 21))
 
     one = subprocess.run(cmd(killed, tmp_path, 0), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def test_a_magface_release_embeds_with_its_own_preprocessing(tmp_path):
     done = embed_folder(str(tmp_path / "magface.pth"), "magface", str(tmp_path / "faces"), str(tmp_path / "out"),
                         backbone="iresnet18")
     emb = np.load(tmp_path / "out" / "embeddings.npy")
-    rows = list(csv.DictReader(open(tmp_path / "out" / "magnitudes.csv")))
+    rows = list(csv.DictReader((tmp_path / "out" / "magnitudes.csv").read_text().splitlines()))
     assert done["images"] == 3 and emb.shape == (3, 512)
     assert [r["path"] for r in rows] == ["a/0.png", "a/2.png", "b/1.png"]
     for m in net.modules():
@@ -97,7 +98,7 @@ def test_a_release_is_evaluated_on_a_verification_pack(tmp_path):
                           str(tmp_path / "toy.bin"), "--out", str(tmp_path / "eval")], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
+    metrics = json.loads(Path(tmp_path / "eval" / "metrics.json").read_text())
     assert 0 <= metrics["sets"]["toy"]["accuracy"] <= 1 and metrics["preprocessing"]["channels"] == "RGB"
     assert np.load(tmp_path / "eval" / "toy.npz")["norms"].shape == (40,)
     bad = subprocess.run([sys.executable, "-m", "harness", "evaluate", "--format", "magface", "--run", "x"], cwd=ROOT,

@@ -1,6 +1,7 @@
 """benchmarks/geometry.py (paper Figs. 1-2): the per-image geometry and its measures, the seed summary, and the
 benchmark end to end at a tiny size."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_geometry_benchmark_end_to_end(tmp_path):
         f'data.cache_dir="{tmp_path / "cache"}"']
     geometry.main(["--quick", "--seeds", "0", "--out", str(tmp_path / "g"), "--figures", "",
                    *[a for s in sets for a in ("--set", s)]])
-    stored = json.load(open(tmp_path / "g" / "geometry_quality.json"))
+    stored = json.loads(Path(tmp_path / "g" / "geometry_quality.json").read_text())
     assert sorted((r["head"], r["seed"]) for r in stored["runs"]) == [("arcface", 0), ("magface", 0)]
     assert all(-1 <= r["rho_quality_magnitude"] <= 1 and r["images"] == 60 for r in stored["runs"])
     assert {(s["head"], s["measure"]) for s in stored["summary"]} == {

@@ -30,7 +30,7 @@ def test_threshold_at_fmr_and_brute_force_erc():
     assert np.mean(scores[~issame] >= thr) > 0.05 - 1e-12  # the next lower threshold would exceed the FMR
     erc = metrics.error_versus_discard(scores, issame, quality, fmr=0.05, threshold="fixed")
     mated = np.sort(quality[issame])   # the fixed-threshold (ISO) curve discards mated comparisons
-    for r, fnmr in zip(erc["fractions"], erc["fnmr"]):
+    for r, fnmr in zip(erc["fractions"], erc["fnmr"], strict=True):
         cut = mated[int(r * len(mated))]
         keep = quality >= cut
         expected = np.mean(scores[keep & issame] <= thr)

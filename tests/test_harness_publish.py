@@ -4,6 +4,7 @@ budget."""
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_publish_copies_tables_and_run_metadata_never_checkpoints(tmp_path):
                      "runs/a-1/result.json",
                      "runs/b-2/config.json", "runs/b-2/environment.json", "runs/b-2/eval/metrics.json",
                      "runs/b-2/result.json"]
-    prov = json.load(open(os.path.join(dest, PROVENANCE)))
+    prov = json.loads(Path(os.path.join(dest, PROVENANCE)).read_text())
     assert prov["command"] == "python bench.py" and prov["name"] == "bench" and prov["training_seconds"] == 25.0
     assert (tmp_path / "figures" / "figure.png").read_bytes() == b"png"   # the benchmark's figure, into the gallery
     assert [r["fingerprint"] for r in prov["runs"]] == ["fp-a-1", "fp-b-2"]
@@ -95,7 +96,7 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_recorded(tmp_path):
     with pytest.raises(ValueError, match="uncommitted changes.*--allow-dirty"):
         publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path))
     dest = publish(str(out), root=str(tmp_path / "published"), repo=str(tmp_path), allow_dirty=True)
-    prov = json.load(open(os.path.join(dest, PROVENANCE)))
+    prov = json.loads(Path(os.path.join(dest, PROVENANCE)).read_text())
     assert prov["dirty"] is True and prov["dirty_files"]
 
 
@@ -103,11 +104,11 @@ def test_over_the_budget_nothing_changes(tmp_path, monkeypatch):
     git_repo(tmp_path)
     root = tmp_path / "published"
     first = publish(str(fake_benchmark(tmp_path)), root=str(root), repo=str(tmp_path))
-    before = open(os.path.join(first, PROVENANCE)).read()
+    before = Path(os.path.join(first, PROVENANCE)).read_text()
     monkeypatch.setattr(publish_module, "BUDGET_BYTES", 100)
     with pytest.raises(ValueError, match="over its budget"):
         publish(str(fake_benchmark(tmp_path / "again")), arrays=True, root=str(root), repo=str(tmp_path))
-    assert open(os.path.join(first, PROVENANCE)).read() == before
+    assert Path(os.path.join(first, PROVENANCE)).read_text() == before
     assert sorted(os.listdir(root)) == ["bench"]    # no temporary folder left behind
 
 
@@ -123,7 +124,7 @@ def test_a_folder_without_tables_is_refused_and_a_benchmark_without_runs_is_publ
     (speed / "head_speed.json").write_text(json.dumps({"rows": [{"case": "bare", "median_ms": 1.0}]}))
     dest = publish(str(speed), root=str(tmp_path / "p"), repo=str(tmp_path), command="python benchmarks/head_speed.py")
     assert sorted(os.listdir(dest)) == ["head_speed.json", PROVENANCE]
-    assert json.load(open(os.path.join(dest, PROVENANCE)))["runs"] == []
+    assert json.loads(Path(os.path.join(dest, PROVENANCE)).read_text())["runs"] == []
 
 
 def test_what_publishing_itself_writes_is_not_dirt(tmp_path):
@@ -160,7 +161,7 @@ def test_outside_git_publishing_needs_allow_dirty(tmp_path):
     with pytest.raises(ValueError, match="not a git checkout"):
         publish(str(out), root=str(tmp_path / "p"), repo=str(tmp_path))
     dest = publish(str(out), root=str(tmp_path / "p"), repo=str(tmp_path), allow_dirty=True)
-    assert json.load(open(os.path.join(dest, PROVENANCE)))["published_commit"] is None
+    assert json.loads(Path(os.path.join(dest, PROVENANCE)).read_text())["published_commit"] is None
 
 
 def test_a_crashed_publish_is_recovered_and_a_failed_check_replaces_nothing(tmp_path):
@@ -176,4 +177,5 @@ def test_a_crashed_publish_is_recovered_and_a_failed_check_replaces_nothing(tmp_
     with pytest.raises(ValueError, match="tables do not render"):
         publish(str(fake_benchmark(tmp_path / "again")), root=str(root), repo=repo, before_swap=refuse)
     assert sorted(os.listdir(root)) == ["bench"]    # recovered, nothing replaced, no leftovers
-    assert json.load(open(os.path.join(dest, PROVENANCE)))["source"] == os.path.normpath(str(tmp_path / "bench"))
+    provenance = json.loads(Path(os.path.join(dest, PROVENANCE)).read_text())
+    assert provenance["source"] == os.path.normpath(str(tmp_path / "bench"))

@@ -1,5 +1,6 @@
 """Sweep specs: expansion into runs, metadata stored with each run, and bad specs refused before any training."""
 import json
+from pathlib import Path
 
 import pytest
 from test_benchmarks_quality import ROOT
@@ -90,9 +91,9 @@ def test_runner_stores_metadata_and_never_overwrites_a_foreign_folder(tmp_path):
     over = TINY + ["train.epochs=1", f'data.cache_dir="{tmp_path / "cache"}"']
     result = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
     assert [r["seed"] for r in result.rows] == [0, 1] and result.trained == 2
-    meta = json.load(open(f"{result.runs[0].folder}/sweep_run.json"))
+    meta = json.loads(Path(f"{result.runs[0].folder}/sweep_run.json").read_text())
     assert meta == {"sweep": "t", "axes": {"seed": 0}, "name": "seed0", "fingerprint": result.runs[0].fingerprint}
-    stored = json.load(open(tmp_path / "o" / "t.json"))
+    stored = json.loads(Path(tmp_path / "o" / "t.json").read_text())
     assert stored["summary"][0]["seeds"] == 2 and stored["setup"]["backbone"] == "small_cnn"
     assert "NaN" not in (tmp_path / "o" / "t.json").read_text()
     again = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
@@ -100,11 +101,11 @@ def test_runner_stores_metadata_and_never_overwrites_a_foreign_folder(tmp_path):
     # other evaluation settings: the same trained runs, evaluated again (nothing retrained)
     other = run_spec(spec, str(tmp_path / "o"), over + ["eval.fmr=0.01", "eval.bootstrap=0"], quiet=True)
     assert other.trained == 0 and [r.folder for r in other.runs] == [r.folder for r in result.runs]
-    stored = json.load(open(f"{result.runs[0].folder}/eval/metrics.json"))
+    stored = json.loads(Path(f"{result.runs[0].folder}/eval/metrics.json").read_text())
     assert stored["eval_config"]["fmr"] == 0.01 and "ci" not in stored["sets"]["synthetic"]
     assert other.rows[0]["accuracy"] == result.rows[0]["accuracy"] and other.rows[0].get("accuracy_ci_low") is None
     meta["fingerprint"] = "0" * 16   # a folder of another configuration under this name: refused, kept
-    json.dump(meta, open(f"{result.runs[0].folder}/sweep_run.json", "w"))
+    Path(f"{result.runs[0].folder}/sweep_run.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="move it away"):
         run_status(result.runs[0])
 
@@ -125,8 +126,8 @@ def test_a_failed_run_is_recorded_the_others_go_on_and_it_is_retried_only_when_a
     ok, bad = result.rows
     assert ok["accuracy"] is not None and "failed" not in ok
     assert bad["failed"].startswith("TrainingDiverged: non-finite") and bad.get("accuracy") is None
-    assert json.load(open(f"{result.runs[1].folder}/failed.json"))["error"] == bad["failed"]
-    assert [r["lr"] for r in json.load(open(tmp_path / "o" / "t.json"))["runs"]] == [0.05, 1e30]
+    assert json.loads(Path(f"{result.runs[1].folder}/failed.json").read_text())["error"] == bad["failed"]
+    assert [r["lr"] for r in json.loads(Path(tmp_path / "o" / "t.json").read_text())["runs"]] == [0.05, 1e30]
     again = run_spec(spec, str(tmp_path / "o"), over, quiet=True)
     assert again.trained == 0 and again.rows[1]["failed"] == bad["failed"]
     retried = run_spec(spec, str(tmp_path / "o"), over, quiet=True, retry_failed=True)
@@ -169,7 +170,7 @@ def test_comparisons_carry_their_family_and_adjusted_verdicts():
     shifts = {"ref": [0] * 5, "up": [0.06, 0.04, 0.05, 0.055, 0.045], "same": [0.001, -0.001, 0.0005, -0.0005, 0],
               "noisy": [0.02, -0.03, 0.01, -0.02, 0.03]}
     rows = [{"head": h, "seed": i, "condition": "clean", "accuracy": b + d, "erc_area_magface": b - d}
-            for h, ds in shifts.items() for i, (b, d) in enumerate(zip(base, ds))]
+            for h, ds in shifts.items() for i, (b, d) in enumerate(zip(base, ds, strict=True))]
     out = compare(rows, ["condition", "head", "seed"], "ref", ["accuracy", "erc_area_magface"],
                   {"accuracy": 0.01}, "t", "training seed only")
     acc = {c["head"]: c for c in out if c["metric"] == "accuracy"}

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_every_head_trains_and_its_loss_falls(tmp_path, faces, head):
     params = HEAD_PARAMS.get(head, "{s = 16.0}")
     cfg = tiny(tmp_path, f'head.name="{head}"', f"head.params={params}", "train.epochs=12")
     result = train(cfg, faces=faces, quiet=True, evaluate=False)
-    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in Path(tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["identity_loss"] for r in rows]
     assert result["steps"] == 12 * 5 and len(rows) == 60
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5]), (head, losses[:5], losses[-10:])
@@ -55,7 +56,7 @@ def test_run_directory_contents_and_evaluation(tmp_path, faces):
     for name in ("config.json", "environment.json", "metrics.jsonl", "metrics.csv", "checkpoints/final.pt",
                  "checkpoints/last.pt", "eval/metrics.json", "eval/synthetic.npz"):
         assert (run / name).is_file(), name
-    env = json.load(open(run / "environment.json"))
+    env = json.loads(Path(run / "environment.json").read_text())
     assert env["head_hparams"]["head"] == "magface" and env["preprocessing"]["mean"] == 0.5 and env["seed"] == 0
     with open(run / "metrics.jsonl") as f:
         last = json.loads(f.readlines()[-1])
@@ -119,7 +120,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, head):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resuming from step {stopped_at}"
-    rows = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
+    rows = [json.loads(line)["step"] for line in Path(killed / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(1, 61))
 
 
@@ -178,7 +179,7 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path, faces):
     cfg = tiny(tmp_path, "train.amp=\"bf16\"", "train.channels_last=true", "train.max_steps=4",
                "optim.grad_clip=1.0")
     result = train(cfg, faces=faces, quiet=True, evaluate=False)
-    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in Path(tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result["steps"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
 
 
@@ -215,7 +216,8 @@ def test_gradient_clipping_covers_the_backbone_or_both(clip_head):
 def test_fixed_band_magface_trains_without_calibration(tmp_path, faces):
     cfg = tiny(tmp_path, "head.params={s = 16.0, l_a = 1.0, u_a = 20.0, lambda_g = 5.0}", "train.epochs=12")
     train(cfg, faces=faces, quiet=True, evaluate=False)
-    losses = [json.loads(line)["identity_loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
+    log = Path(tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["identity_loss"] for line in log]
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) and all(np.isfinite(losses))
     assert not (tmp_path / "run" / "calibration.json").exists()
 
@@ -233,10 +235,10 @@ def test_deterministic_mode_trains_the_same_run_and_restores_the_switches(tmp_pa
     assert torch.equal(a["head"]["weight"], b["head"]["weight"])
     assert plain.fingerprint() != strict.fingerprint()
     stored = os.path.join(ROOT, "results", "published", "compare_losses", "runs", "clean_magface_seed0-9fb87feaad")
-    config = json.load(open(os.path.join(stored, "config.json")))
+    config = json.loads(Path(os.path.join(stored, "config.json")).read_text())
     assert "deterministic" not in config["train"]
-    assert RunConfig.from_dict(config).fingerprint() == json.load(open(os.path.join(stored, "sweep_run.json")))[
-        "fingerprint"]
+    record = json.loads(Path(os.path.join(stored, "sweep_run.json")).read_text())
+    assert RunConfig.from_dict(config).fingerprint() == record["fingerprint"]
 
 
 def test_deterministic_mode_on_a_gpu_needs_the_cublas_setting(monkeypatch):

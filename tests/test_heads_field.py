@@ -209,6 +209,6 @@ def test_a_slope_from_recomputed_cosines_equals_the_slope_read_off_the_logits():
             xi = x.clone().requires_grad_()
             head(xi, y).loss.backward()
             grads.append((xi.grad, head.weight.grad))
-        for a, b in zip(*grads):
+        for a, b in zip(*grads, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert float(closed.t) == float(fallback.t)

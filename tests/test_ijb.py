@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def naive_tar(scores, issame, far, rule):
     scikit-learn's roc_curve (flipped arrays, the first of the nearest FPRs)."""
     if rule == "insightface":
         fpr, tpr, _ = roc_curve(issame, scores)
-        _, index = min(zip(np.abs(np.flipud(fpr) - far), range(len(fpr))))
+        _, index = min(zip(np.abs(np.flipud(fpr) - far), range(len(fpr)), strict=True))
         return np.flipud(tpr)[index]
     best, best_gap = 0.0, np.inf
     impostor, genuine = scores[~issame], scores[issame]
@@ -180,7 +181,7 @@ def test_the_command_end_to_end_with_its_feature_cache(release, capsys):
     harness_main(argv)
     printed = capsys.readouterr().out
     assert "IJBC 1:1, TAR at FAR (nearest rule), 780 pairs" in printed and "N1D1F1 1:N G1: rank-1" in printed
-    summary = json.load(open(out / "ijbc.json"))
+    summary = json.loads(Path(out / "ijbc.json").read_text())
     assert set(summary["modes"]) == {"N1D1F1", "N0D0F0", "MagFace+", "QMagFace"}
     assert summary["preprocessing"]["size"] == 32 and summary["images"] == 120
     low, high = summary["modes"]["N1D1F1"]["intervals"]["tar_at_far_nearest"]["0.1"]
@@ -304,7 +305,7 @@ def test_the_scale_benchmark_runs_small(tmp_path, capsys):
     ijb_scale.main(["--scale", "0.002", "--out", str(tmp_path / "scale")])
     printed = capsys.readouterr().out
     assert "IJB-C x 0.002: 938 images, 31,316 pairs, mode N0D1F0" in printed and "peak" in printed
-    rows = json.load(open(tmp_path / "scale" / "ijb_scale.json"))["rows"]
+    rows = json.loads(Path(tmp_path / "scale" / "ijb_scale.json").read_text())["rows"]
     assert [r["step"] for r in rows] == ["pool", "score", "roc", "total"] and rows[-1]["pairs"] == 31_316
 
 
@@ -335,7 +336,7 @@ def test_reruns_keep_earlier_modes_and_missing_subjects_are_said(release, tmp_pa
               "--out", str(out), "--bootstrap", "20"]
     harness_main(common + ["--modes", "N1D1F1"])
     harness_main(common + ["--modes", "N0D0F0"])
-    assert set(json.load(open(out / "ijbc.json"))["modes"]) == {"N1D1F1", "N0D0F0"}
+    assert set(json.loads(Path(out / "ijbc.json").read_text())["modes"]) == {"N1D1F1", "N0D0F0"}
     root, _ = damaged_copy(release, tmp_path, "ijbc_face_tid_mid.txt", lambda ls: ls)
     for f in os.listdir(os.path.join(root, "IJBC", "meta")):
         if "_1N_" in f:

@@ -2,6 +2,7 @@
 and a function-level import says why it is not at the top (an optional or heavy dependency)."""
 import ast
 import os
+from pathlib import Path
 
 import pytest
 from test_benchmarks_quality import ROOT
@@ -28,7 +29,7 @@ TEST_FILES = sorted(os.path.join(TESTS, f) for f in os.listdir(TESTS) if f.endsw
 
 def imports(name: str, path: str):
     """(imported project module, line, at module level?) for every import statement of a module."""
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     top = {id(n) for n in tree.body}
     package = name.split(".") if path.endswith("__init__.py") else name.split(".")[:-1]
     for node in ast.walk(tree):
@@ -113,7 +114,7 @@ def test_no_private_name_is_imported_from_another_module():
     """A leading underscore means "this module's own": no other module (tests included) imports it."""
     found = []
     for path in [*MODULES.values(), *TEST_FILES]:
-        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 found += [f"{os.path.relpath(path, ROOT)}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
@@ -124,7 +125,7 @@ def test_function_level_imports_say_why():
     """An import inside a function (of anything) needs a comment on its line or the line above."""
     silent = []
     for name, path in MODULES.items():
-        lines = open(path, encoding="utf-8").read().splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
         tree = ast.parse("\n".join(lines))
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):

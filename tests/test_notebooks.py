@@ -60,10 +60,10 @@ def test_stored_outputs_are_the_published_figures_and_current(path):
     images = [img for _, imgs in stored for img in imgs]
     assert len(images) == FIGURES_DRAWN[path.stem], "the committed notebook lacks its outputs: refresh_notebooks.py"
     assert len(fresh) == len(stored)
-    for (texts, imgs), (new_texts, new_imgs) in zip(stored, fresh):
+    for (texts, imgs), (new_texts, new_imgs) in zip(stored, fresh, strict=True):
         assert new_texts == texts, "stale text output: run python figures/refresh_notebooks.py"
         assert [n for n, _ in new_imgs] == [n for n, _ in imgs]
-        for (name, old), (_, new) in zip(imgs, new_imgs):
+        for (name, old), (_, new) in zip(imgs, new_imgs, strict=True):
             assert same_pixels(new, old), f"{name}: stale in {path.name}; run python figures/refresh_notebooks.py"
             gallery = matplotlib.image.imread(FIGURES / name)
             assert same_pixels(new, gallery), f"{name}: the notebook draws another figure than figures/{name}"

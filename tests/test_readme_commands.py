@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 from test_benchmarks_quality import ROOT
@@ -23,7 +24,7 @@ NO_DRY_RUN = {("harness", "evaluate"), ("harness", "publish"), ("harness", "repo
 def readme_commands() -> list[str]:
     docs = os.path.join(ROOT, "docs")
     pages = [README] + sorted(os.path.join(docs, f) for f in os.listdir(docs) if f.endswith(".md"))
-    text = "\n".join(open(p, encoding="utf-8").read() for p in pages)
+    text = "\n".join(Path(p).read_text(encoding="utf-8") for p in pages)
     pieces = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S)
               if lang in ("", "bash", "sh")]   # shell blocks (text and python ones hold no commands)
     pieces += re.findall(r"(?<!`)`([^`\n]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
@@ -80,7 +81,7 @@ def test_readme_command_dry_runs(command, real_data, monkeypatch, capsys):
     words = shlex.split(command.replace(REAL_DATA, real_data))
     module, sub, argv = target(words)
     config = next((argv[i + 1] for i, w in enumerate(argv[:-1]) if w == "--config"), None)
-    if config and REAL_DATA in open(config).read():   # a config naming the real data inside the file
+    if config and REAL_DATA in Path(config).read_text():   # a config naming the real data inside the file
         argv += ["--set", f'data.path="{real_data}"', "--set", f'data.eval_bins=["{real_data}/lfw.bin"]']
     argv = argv + (["--help"] if (module, sub) in NO_DRY_RUN else ["--dry-run"])
     main = importlib.import_module(module if module.startswith("benchmarks") else f"{module}.__main__").main

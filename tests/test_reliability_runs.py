@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from test_harness_sweep import write_spec
@@ -90,7 +91,8 @@ def test_two_sweeps_on_one_out_train_each_run_once_and_print_equal_tables(tmp_pa
     assert mine.trained + theirs == 4, printed                      # each run trained once, by one of the two
     assert {r["seed"] for r in mine.rows} == {0, 1, 2, 3} and not any(r.get("failed") for r in mine.rows)
     for run in mine.runs:
-        steps = [json.loads(line)["step"] for line in open(os.path.join(run.folder, "metrics.jsonl"))]
+        log = Path(os.path.join(run.folder, "metrics.jsonl")).read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in log]
         assert steps == sorted(set(steps)) and len(steps) == 5      # the training log of one writer, complete
         assert not os.path.exists(os.path.join(run.folder, "failed.json"))
     again = run_spec(load_spec(spec_path), str(out), args, quiet=True)   # the table both wrote: the same rows

@@ -1,6 +1,7 @@
 """benchmarks/templates.py (MagFace+): template splits, weighted aggregation, pairs, refusals, and the benchmark end to
 end on the quality benchmark's quick runs (tiny data)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def test_weightings_are_ijb_modes_that_weight_unit_features_as_described():
 def test_templates_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
     from benchmarks import templates  # noqa: PLC0415  (heavy imports: only this test)
     templates.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "tpl"), "--figures", ""])
-    rows = json.load(open(tmp_path / "tpl" / "templates.json"))["rows"]
+    rows = json.loads(Path(tmp_path / "tpl" / "templates.json").read_text())["rows"]
     assert len(rows) == 4 * 3 and {r["weighting"] for r in rows} == {"mean", "magnitude", "ground_truth"}
     assert {r["mode"] for r in rows} == {"N0D0F0", "N1D0F0", "N0D1F0"}
     assert len(list((tmp_path / "tpl").glob("ijb-*/IJBC"))) == 1     # one release, named by its data set

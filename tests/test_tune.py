@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_bad_split_settings_are_refused():
 
 def plan_error(tmp_path, tune_text, trials=None):
     """The error load_plan gives for the shipped spec with its [tune] table replaced."""
-    text = open(SPEC).read()
+    text = Path(SPEC).read_text()
     text = text[:text.index("[tune]")] + tune_text + "\n" + text[text.index("[quick]"):]
     text = text.replace('base = "../', f'base = "{ROOT}/configs/')
     path = tmp_path / "spec.toml"
@@ -162,7 +163,7 @@ def test_tune_end_to_end_then_the_same_search_again(tmp_path):
     final = read(tmp_path / "tuned" / "compare_losses_tuned.csv")
     assert [(r["head"], r["seed"]) for r in final] == [("softmax", "0"), ("magface", "0")]   # the final seeds
     for r in final:
-        cfg = json.load(open(f"{r['run']}/config.json"))
+        cfg = json.loads(Path(f"{r['run']}/config.json").read_text())
         values = json.loads(best[r["head"]]["best_values"])
         assert cfg["optim"]["lr"] == values["lr"]
         assert all(cfg["head"]["params"][k] == v for k, v in values.items() if k != "lr")

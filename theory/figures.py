@@ -22,8 +22,8 @@ def loss_curves(params: MagParams, cosines=(0.3, 0.5, 0.6, 0.7, 0.8, 0.9), lses=
     a = np.linspace(params.l_a, params.u_a, 400)
     fig, axes = plt.subplots(1, len(lses), figsize=(5.2 * len(lses), 4.2), sharey=True, constrained_layout=True)
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(cosines)))
-    for ax, lse in zip(np.atleast_1d(axes), lses):
-        for c, col in zip(cosines, colours):
+    for ax, lse in zip(np.atleast_1d(axes), lses, strict=True):
+        for c, col in zip(cosines, colours, strict=True):
             a_star = float(optimal_magnitude(c, lse, **params.kwargs()))
             best = float(magnitude_loss(a_star, c, lse, **params.kwargs()))
             ax.plot(a, magnitude_loss(a, c, lse, **params.kwargs()) - best, color=col, label=f"cos θ_y = {c:g}")
@@ -46,9 +46,9 @@ def optimum_vs_cos(params: MagParams, lambdas=None, lse=LSE_MS1MV2):
     cos = np.linspace(-0.2, 0.999, 600)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True, constrained_layout=True)
     colours = plt.cm.plasma(np.linspace(0, 0.8, len(lambdas)))
-    for ax, form in zip(axes, ("arc", "cos")):
+    for ax, form in zip(axes, ("arc", "cos"), strict=True):
         p = params.replace(form=form)
-        for lam, col in zip(lambdas, colours):
+        for lam, col in zip(lambdas, colours, strict=True):
             a_star = optimal_magnitude(cos, lse, **p.replace(lambda_g=lam).kwargs())
             tag = " (= bound)" if math.isclose(lam, bound) else (" (< bound)" if lam < bound else "")
             ax.plot(cos, a_star, color=col, label=f"λ_g = {lam:.2f}{tag}")
@@ -74,9 +74,9 @@ def validity_maps(maps: list[ValidityMap]):
              ("monotone", "a* non-increasing in θ_y")]
     fig, axes = plt.subplots(len(maps), 3, figsize=(14, 4.0 * len(maps)), constrained_layout=True, squeeze=False)
     cmap = ListedColormap([FAILS, HOLDS])
-    for row, vm in zip(axes, maps):
+    for row, vm in zip(axes, maps, strict=True):
         p = vm.params
-        for ax, (key, title) in zip(row, props):
+        for ax, (key, title) in zip(row, props, strict=True):
             ax.pcolormesh(vm.theta, vm.axis, getattr(vm, key).astype(float), cmap=cmap, vmin=0, vmax=1,
                           shading="nearest", rasterized=True)
             if p.form == "arc":

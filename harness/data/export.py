@@ -13,7 +13,7 @@ from .verification import write_verification_bin
 def export_insightface(faces, out_dir: str, fmt: str = "png") -> dict:
     """Write out_dir/train.rec, train.idx, property and out_dir/synthetic_pairs.bin; returns the pack's SHA-256."""
     train = faces.train
-    samples = [(int(lab), encode_image(im, fmt)) for lab, im in zip(train.labels, train.images)]
+    samples = [(int(lab), encode_image(im, fmt)) for lab, im in zip(train.labels, train.images, strict=True)]
     size = faces.config.size
     write_recordio(out_dir, samples, image_size=(size, size), num_classes=faces.num_classes)
     p = faces.pairs

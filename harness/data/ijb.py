@@ -48,7 +48,7 @@ class IJBRelease:
         """template id -> subject id, from the 1:N lists (empty without them)."""
         out = {}
         for tids, sids in [*self.galleries.values(), *([self.probes] if self.probes else [])]:
-            out.update(zip(tids.tolist(), sids.tolist()))
+            out.update(zip(tids.tolist(), sids.tolist(), strict=True))
         return out
 
 

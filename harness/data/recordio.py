@@ -214,7 +214,8 @@ class RecordIODataset(torch.utils.data.Dataset):
     def _header_label(self, key: int):
         """The label of record `key` from its IRHeader alone (the image bytes are not read)."""
         if self._handle is None or self._pid != os.getpid():
-            self._handle, self._pid = open(self.rec_path, "rb"), os.getpid()
+            # one handle per process, open as long as the dataset lives (a DataLoader worker opens its own)
+            self._handle, self._pid = open(self.rec_path, "rb"), os.getpid()  # noqa: SIM115
         offset = self.offsets[key]
         self._handle.seek(offset)
         head = self._handle.read(8 + _HEADER.size)
@@ -230,7 +231,8 @@ class RecordIODataset(torch.utils.data.Dataset):
 
     def _read(self, key: int) -> bytes:
         if self._handle is None or self._pid != os.getpid():
-            self._handle, self._pid = open(self.rec_path, "rb"), os.getpid()
+            # one handle per process, open as long as the dataset lives (a DataLoader worker opens its own)
+            self._handle, self._pid = open(self.rec_path, "rb"), os.getpid()  # noqa: SIM115
         return read_framed(self._handle, self.offsets[key], self.rec_path, self.file_size)
 
     def __getstate__(self):

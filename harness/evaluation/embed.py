@@ -75,7 +75,7 @@ def embed_folder(checkpoint: str, format: str, images: str, out: str, backbone: 
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "magnitude"])
-        w.writerows((p, f"{m:.6f}") for p, m in zip(rel, magnitudes))
+        w.writerows((p, f"{m:.6f}") for p, m in zip(rel, magnitudes, strict=True))
     os.replace(tmp, os.path.join(out, "magnitudes.csv"))
     return {"images": len(paths), "dimension": embeddings.shape[1], "preprocessing": prep}
 

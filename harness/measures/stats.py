@@ -35,7 +35,8 @@ def paired_difference(a, b, level: float = LEVEL, power: float = POWER) -> dict:
     excludes 0, else "no detectable difference at n seeds") and `detectable`, the smallest true difference these
     seeds would detect with the given power at this level (two-sided). Higher is taken as better: negate lower-is-
     better metrics before calling."""
-    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True)
+             if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
     n = len(pairs)
     if n < 2:
         return {"diff": float(pairs[0][0] - pairs[0][1]) if pairs else None, "diff_ci_low": None,

@@ -39,7 +39,7 @@ class IResNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0], eps=1e-5),
                                   nn.PReLU(widths[0]))
         blocks, inplanes = [], widths[0]
-        for n, planes in zip(layers, widths):
+        for n, planes in zip(layers, widths, strict=True):
             blocks.append(IBasicBlock(inplanes, planes, stride=2))
             blocks += [IBasicBlock(planes, planes) for _ in range(n - 1)]
             inplanes = planes

@@ -126,7 +126,7 @@ class Published:
             self._tables[table] = [(",".join(_key(r[k]) for k in keys) if keys else "doc", r) for r in rows]
         wanted = [p.strip() if is_pattern(p) else _key(p.strip()) for p in row.split(",")]
         found = [r for k, r in self._tables[table] if len(k.split(",")) == len(wanted)
-                 and all(fnmatch.fnmatchcase(v, w) for w, v in zip(wanted, k.split(",")))]
+                 and all(fnmatch.fnmatchcase(v, w) for w, v in zip(wanted, k.split(","), strict=True))]
         if not found:
             raise KeyError(f"{table}: no row {row!r}")
         if not is_pattern(row) and len(found) > 1:

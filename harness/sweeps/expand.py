@@ -41,7 +41,7 @@ def expand(spec: SweepSpec, out: str, overrides=()) -> list[Run]:
     apply_overrides(base, overrides)
     runs, defaults = [], RunConfig().to_dict()
     for combo in itertools.product(*spec.axes.values()):
-        axes = dict(zip(spec.axes, combo))
+        axes = dict(zip(spec.axes, combo, strict=True))
         values = copy.deepcopy(base)
         updates = {}
         if "condition" in axes:
