@@ -115,7 +115,7 @@ def tuned_main(args, spec):
     try:
         plan = load_plan(spec, args.tune)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     if args.conditions:
         plan.condition = args.conditions[0]
     out = args.out or os.path.join("results", "compare_losses_tuned" + ("_quick" if spec.quick else ""))
@@ -130,7 +130,7 @@ def tuned_main(args, spec):
     try:
         trials = search(spec, plan, out, sweep_overrides(args), jobs=args.jobs, retry_failed=args.retry_failed)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     best = best_values(plan, trials)
     table = best_table(plan, trials, best)
     write_csv(os.path.join(out, "tuning.csv"), trials)
@@ -142,7 +142,7 @@ def tuned_main(args, spec):
         result = run_spec(tuned_spec(spec, plan, best), out, sweep_overrides(args), jobs=args.jobs,
                           retry_failed=args.retry_failed)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     untuned = untuned_rows(args, spec, plan, result)
     versus = tuned_vs_untuned(result.rows, untuned)
     if versus:
@@ -200,7 +200,7 @@ def untuned_rows(args, spec, plan, result) -> list:
             try:
                 theirs = protocol(RunConfig.from_dict(json.load(f)).to_dict(), json.load(g)["eval_config"])
             except ValueError as exc:
-                raise SystemExit(f"error: {path}: {exc}")
+                raise SystemExit(f"error: {path}: {exc}") from None
         differ = sorted(f"{section}.{k}" for section in ours for k in set(ours[section]) | set(theirs[section])
                         if ours[section].get(k) != theirs[section].get(k))
         if differ:
@@ -302,7 +302,7 @@ def print_summary(summary):
     print(f"{'condition':<10}{'head':<19}{'seeds':>6}{'accuracy (%)':>24}{'TAR@FAR=1e-2 (%)':>24}"
           f"{'rho(|f|,q)':>24}")
     for s in summary:
-        def ci(key, scale=100, digits=2):
+        def ci(key, scale=100, digits=2, s=s):
             mean, low, high = s[f"{key}_mean"], s[f"{key}_ci_low"], s[f"{key}_ci_high"]
             if mean is None:
                 return "n/a"

@@ -175,7 +175,7 @@ class Check:
         t0 = time.perf_counter()
         try:
             result = {"ok": True, **fn()}
-        except (Exception, SystemExit) as exc:   # noqa: BLE001 - one failing phase must not cost the others
+        except (Exception, SystemExit) as exc:   # one failing phase must not cost the others
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc().splitlines()[-8:]}
         result["seconds"] = time.perf_counter() - t0

@@ -276,12 +276,13 @@ def erc_intervals(res, n_boot: int = 200, n_paired: int = PAIRED_RESAMPLES) -> N
     for row in res["erc_rows"]:
         q = estimates[row["quality estimate"]]
         for key in ("erc_area_magface", "edc_pauc_20", "edc_ref_pauc_20"):
-            low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i), n_boot=n_boot)
+            low, high = metrics.identity_bootstrap(pair_ids, lambda i, key=key, q=q: value(key, q, i), n_boot=n_boot)
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
             if q is reference:
                 continue
-            low, high = metrics.identity_bootstrap(pair_ids, lambda i: value(key, q, i) - value(key, reference, i),
-                                                   n_boot=n_paired, level=level)
+            def paired(i, key=key, q=q):
+                return value(key, q, i) - value(key, reference, i)
+            low, high = metrics.identity_bootstrap(pair_ids, paired, n_boot=n_paired, level=level)
             verdict = interval_verdict(low, high, "worse than MagFace's magnitude", "better than MagFace's magnitude")
             row[f"{key}_diff_vs_magface"] = row[key] - next(r[key] for r in res["erc_rows"]
                                                              if r["quality estimate"] == "MagFace magnitude")

@@ -84,12 +84,14 @@ def score_head(release: IJBRelease, plain: np.ndarray, flipped: np.ndarray) -> l
                "impostor_pairs": int((~issame).sum())}
         for far in FARS:
             key = f"tar_far_{far:g}"
-            tar = lambda s, i: metrics.tar_at_far(s[i], issame[i], fars=(far,))[far]  # noqa: E731
+            tar = lambda s, i, far=far: metrics.tar_at_far(s[i], issame[i], fars=(far,))[far]  # noqa: E731
             row[key] = tar(scores[w], slice(None))
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = metrics.identity_bootstrap(
-                pair_ids, lambda i: tar(scores[w], i))
+                pair_ids, lambda i, tar=tar, w=w: tar(scores[w], i))
             if w != "mean":
-                low, high = metrics.identity_bootstrap(pair_ids, lambda i: tar(scores[w], i) - tar(scores["mean"], i))
+                def paired(i, tar=tar, w=w):
+                    return tar(scores[w], i) - tar(scores["mean"], i)
+                low, high = metrics.identity_bootstrap(pair_ids, paired)
                 row.update({f"{key}_diff_vs_mean": row[key] - tar(scores["mean"], slice(None)),
                             f"{key}_diff_ci_low": low, f"{key}_diff_ci_high": high,
                             f"{key}_verdict": interval_verdict(low, high, "better than plain averaging",

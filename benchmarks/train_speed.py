@@ -109,7 +109,7 @@ def main(argv=None):
     try:
         cfg = load_config(args.config, args.set)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     if dry_run(args):
         return
     device = pick_device(cfg.train.device)

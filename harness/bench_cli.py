@@ -30,7 +30,7 @@ def comma_list(kind=str):
         try:
             values = [kind(v.strip()) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
         if not values:
             raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
         repeats = sorted({str(v) for v in values if values.count(v) > 1})
@@ -139,7 +139,7 @@ def benchmark_spec(args, spec_path: str, axes: dict | None = None) -> SweepSpec:
             if values:
                 spec = spec.with_axis(axis, values)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     return spec
 
 
@@ -155,7 +155,7 @@ def run_benchmark_sweep(args, spec: SweepSpec, describe=None):
     try:
         return sweep_or_prune(spec, out, sweep_overrides(args), args, describe)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
 
 
 def sweep_or_prune(spec: SweepSpec, out: str | None, overrides, args, describe=None):
@@ -213,7 +213,7 @@ def publish_output(args, out: str, arrays: bool = False) -> str | None:
         dest = publish(out, arrays=arrays, allow_dirty=args.allow_dirty, before_swap=tables_render(repo), repo=repo,
                        command=" ".join(["python", module, *sys.argv[1:]]))
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     print(f"published {out} to {dest}")
     refresh_outputs(repo)
     return dest
@@ -237,7 +237,8 @@ def refresh_outputs(root: str) -> None:
         for doc, blocks in report(root).items():
             print(f"{doc}: {'rewrote ' + ', '.join(blocks) if blocks else 'tables already current'}")
     except ValueError as exc:
-        raise SystemExit(f"error: the results are published, but the tables cannot be rendered from them: {exc}")
+        raise SystemExit(f"error: the results are published, but the tables cannot be rendered from them: "
+                         f"{exc}") from None
     script = os.path.join(root, "figures", "refresh_notebooks.py")
     if os.path.isfile(script):
         done = subprocess.run([sys.executable, script])
@@ -273,7 +274,7 @@ def quality_runs(args) -> tuple[str, dict]:
         try:
             run_spec(load_spec(QUALITY_SPEC, quick=args.quick), runs, list(getattr(args, "set", [])), jobs=1)
         except ValueError as exc:
-            raise SystemExit(f"error: {exc}")
+            raise SystemExit(f"error: {exc}") from None
     with open(table) as f:
         stored = json.load(f)["runs"]
     failed = [r.get("name", r["run"]) for r in stored if r.get("failed")]

@@ -122,7 +122,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
+    def from_dict(cls, values: dict) -> RunConfig:
         """The inverse of to_dict (e.g. a run folder's config.json), type-checked and validated."""
         cfg = apply_values(cls(), values)
         validate(cfg)

@@ -14,6 +14,8 @@ from harness.data import (
     random_hflip,
 )
 
+CPU = torch.device("cpu")
+
 
 class TrainSource:
     def __init__(self, cfg, faces=None):
@@ -42,7 +44,7 @@ class TrainSource:
         return steps
 
     def batches(self, epoch: int, start_step: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                device: torch.device = torch.device("cpu")):
+                device: torch.device = CPU):
         """Yield (step, images float [b, 3, H, W], labels int64 [b]) on `device`, from start_step to the end of the
         epoch. batch_size is the global batch; rank r of world_size N gets rows [r*b, (r+1)*b) of it (b = B/N), with
         the same images and flips those rows have in a single-process run, so N ranks together see exactly its batch.

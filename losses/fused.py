@@ -32,8 +32,8 @@ column in this process's block of classes, -1 where another rank owns it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

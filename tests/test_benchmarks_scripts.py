@@ -87,6 +87,6 @@ def test_gpu_check_runs_its_code_path_on_the_cpu(tmp_path):
     assert "bitwise equal" in out and (tmp_path / "g" / "head_float32" / "head_speed.json").exists()
     assert not list((tmp_path / "g").rglob("*.pt")), "the resume runs' checkpoints belong in a temporary folder"
     if not torch.cuda.is_available():
-        from benchmarks import gpu_check  # noqa: PLC0415  (in-process: no second interpreter start-up)
+        from benchmarks import gpu_check  # in-process: no second interpreter start-up
         with pytest.raises(SystemExit, match="--device cuda, but torch.cuda.is_available\\(\\) is False"):
             gpu_check.main(["--out", str(tmp_path / "x")])

@@ -35,7 +35,7 @@ def test_methods_refuse_bad_input():
 
 @pytest.mark.slow
 def test_clustering_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
-    from benchmarks import clustering  # noqa: PLC0415  (heavy imports: only this test)
+    from benchmarks import clustering  # heavy imports: only this test
     clustering.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "clu"), "--figures", "",
                      "--fractions", "0,0.25"])
     rows = json.loads(Path(tmp_path / "clu" / "clustering.json").read_text())["rows"]
@@ -55,7 +55,7 @@ def test_clustering_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
 
 
 def test_discard_gain_pairs_the_two_clusterings_on_the_same_identities():
-    from benchmarks.clustering import discard_gain, identity_resamples  # noqa: PLC0415  (sklearn: only here)
+    from benchmarks.clustering import discard_gain, identity_resamples  # sklearn: only here
     identity = np.repeat([0, 1, 2, 3], 3)
     drop_last = np.zeros(12, bool)
     drop_last[[2, 5]] = True

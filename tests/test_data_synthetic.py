@@ -34,7 +34,7 @@ def test_shapes_and_sizes():
         assert f.train.images.shape == (4, size, size, 3) and f.train.images.dtype == np.uint8
     ds = SplitDataset(generate(SMALL).train)
     x, y = ds[5]
-    assert x.shape == (3, 32, 32) and -1 <= x.min() and x.max() <= 1 and isinstance(y, int)
+    assert x.shape == (3, 32, 32) and x.min() >= -1 and x.max() <= 1 and isinstance(y, int)
 
 
 def test_open_set_split_and_balanced_folds(faces):
@@ -58,7 +58,7 @@ def test_open_set_split_and_balanced_folds(faces):
 def test_quality_is_one_minus_weighted_severity_product(faces):
     np.testing.assert_allclose(faces.train.quality[~faces.train.garbage],
                                quality_from_severity(faces.train.severity[~faces.train.garbage]))
-    assert 0 <= faces.eval.quality.min() and faces.eval.quality.max() <= 1
+    assert faces.eval.quality.min() >= 0 and faces.eval.quality.max() <= 1
     assert faces.train.severity.shape == (len(faces.train), len(DEGRADATIONS))
 
 

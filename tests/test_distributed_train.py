@@ -1,6 +1,7 @@
 """torchrun end to end on the CPU (gloo, 2 ranks): training with MagFace's "auto" band (calibrated at step 5 of 20,
 so kills land before and after it), a kill and exact resume, and the errors for a checkpoint of another world size
 and for ranks started with different configs (no hang: collective timeouts)."""
+import contextlib
 import json
 import os
 import shutil
@@ -49,7 +50,7 @@ def run_ok(command, timeout=90, fresh=False):
     so `timeout` only catches a hang. fresh: the retry starts from an empty output folder, so a reference run is
     never a resumed one."""
     out = command[command.index("--out") + 1]
-    for attempt in (1, 2):
+    for attempt in (1, 2):  # noqa: B007 - read after the loop, in the failure message
         res, output = _launch(command, timeout)
         if res is not None and res.returncode == 0:
             return res
@@ -88,10 +89,8 @@ def kill_launch(proc):
         family = []
     os.killpg(proc.pid, signal.SIGKILL)
     for child in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(family, timeout=30)
     proc.wait()
     assert not alive, f"ranks outlived the kill: {[p.pid for p in alive]}"
@@ -167,8 +166,8 @@ def test_torchrun_with_replicated_centres_keeps_one_head(tmp_path):
 
 def test_torchrun_refuses_a_batch_that_does_not_split_and_fp16(monkeypatch):
     """Checked from torchrun's variables before any process group starts (so every rank refuses at once)."""
-    from harness.config import load_config  # noqa: PLC0415  (only this test builds a config)
-    from harness.training.distributed import from_environment  # noqa: PLC0415  (imports torch.distributed code)
+    from harness.config import load_config  # only this test builds a config
+    from harness.training.distributed import from_environment  # imports torch.distributed code
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ValueError, match="must be divisible by the world size 2"):

@@ -48,7 +48,7 @@ def test_summary_pairs_seeds_and_says_when_it_cannot_tell(capsys):
 
 @pytest.mark.slow
 def test_geometry_benchmark_end_to_end(tmp_path):
-    from benchmarks import geometry  # noqa: PLC0415  (trains: only this test)
+    from benchmarks import geometry  # trains: only this test
     sets = [s for s in TINY if not s.startswith("model.embedding_size")] + [   # 6 classes: not the 8-D's 8
         "data.synthetic.train_identities=6", "train.epochs=2", "train.calibrate_at_epoch=0.5",
         f'data.cache_dir="{tmp_path / "cache"}"']

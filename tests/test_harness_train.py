@@ -244,9 +244,9 @@ def test_deterministic_mode_trains_the_same_run_and_restores_the_switches(tmp_pa
 def test_deterministic_mode_on_a_gpu_needs_the_cublas_setting(monkeypatch):
     from harness.training.determinism import determinism
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    with pytest.raises(ValueError, match="needs CUBLAS_WORKSPACE_CONFIG=:4096:8.*before the first CUDA call"):
-        with determinism(True, torch.device("cuda", 0)):
-            pass
+    with pytest.raises(ValueError, match="needs CUBLAS_WORKSPACE_CONFIG=:4096:8.*before the first CUDA call"), \
+            determinism(True, torch.device("cuda", 0)):
+        pass
     assert not torch.are_deterministic_algorithms_enabled()
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     with determinism(True, torch.device("cuda", 0)):

@@ -185,8 +185,8 @@ def test_slopes_read_off_the_logits_keep_float32_accuracy_at_the_roots_vertex(na
 def test_a_slope_from_recomputed_cosines_equals_the_slope_read_off_the_logits():
     """The fallback for a head that cannot invert its formula (its slope from the cosines, recomputed once in the
     backward) and CurricularFace's closed form from the logits give the same gradients."""
-    from losses.branchfree import select  # noqa: PLC0415  (only this test builds a head from the parts)
-    from losses.curricularface import CurricularFaceHead  # noqa: PLC0415
+    from losses.branchfree import select  # only this test builds a head from the parts
+    from losses.curricularface import CurricularFaceHead  # only where it is used
 
     class FromCosines(CurricularFaceHead):
         slope_of_logits = False

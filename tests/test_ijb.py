@@ -301,7 +301,7 @@ def test_a_run_config_evaluates_on_an_ijb_release(release, tmp_path):
 
 
 def test_the_scale_benchmark_runs_small(tmp_path, capsys):
-    from benchmarks import ijb_scale  # noqa: PLC0415  (a benchmark script: only this test)
+    from benchmarks import ijb_scale  # a benchmark script: only this test
     ijb_scale.main(["--scale", "0.002", "--out", str(tmp_path / "scale")])
     printed = capsys.readouterr().out
     assert "IJB-C x 0.002: 938 images, 31,316 pairs, mode N0D1F0" in printed and "peak" in printed

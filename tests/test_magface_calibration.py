@@ -46,7 +46,7 @@ def test_calibration_takes_the_quantiles_of_the_latest_norms_and_the_papers_lamb
     bound = magface_lambda_g_min(32.0, info["l_a"], info["u_a"], 0.45, 0.8)
     assert info["lambda_g"] == pytest.approx(PAPER_LAMBDA_G_RATIO * bound)
     assert info["lambda_g_min"] == pytest.approx(bound)
-    assert PAPER_LAMBDA_G_RATIO == pytest.approx(35 / 22.586666666666673)
+    assert pytest.approx(35 / 22.586666666666673) == PAPER_LAMBDA_G_RATIO
     assert not head.needs_calibration and info["samples"] == head.CALIBRATION_SAMPLES
     out = feed(head, [low, high])
     assert out.aux["mag_g"] > 0

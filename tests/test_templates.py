@@ -25,7 +25,7 @@ def test_weightings_are_ijb_modes_that_weight_unit_features_as_described():
 
 @pytest.mark.slow
 def test_templates_benchmark_on_quick_runs(tmp_path, qvm_quick_runs):
-    from benchmarks import templates  # noqa: PLC0415  (heavy imports: only this test)
+    from benchmarks import templates  # heavy imports: only this test
     templates.main(["--runs", str(qvm_quick_runs), "--out", str(tmp_path / "tpl"), "--figures", ""])
     rows = json.loads(Path(tmp_path / "tpl" / "templates.json").read_text())["rows"]
     assert len(rows) == 4 * 3 and {r["weighting"] for r in rows} == {"mean", "magnitude", "ground_truth"}

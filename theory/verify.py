@@ -44,7 +44,7 @@ class MagParams:
     def lambda_g_min(self) -> float:
         return lambda_g_min(self.s, self.l_a, self.u_a, self.l_m, self.u_m)
 
-    def replace(self, **changes) -> "MagParams":
+    def replace(self, **changes) -> MagParams:
         return MagParams(**{**self.kwargs(), **changes})
 
 
@@ -60,13 +60,13 @@ class Grid:
         return len(self.cos_y) * len(self.lse_neg) * self.n_a
 
     @classmethod
-    def full(cls, params: MagParams, n: int = 100) -> "Grid":
+    def full(cls, params: MagParams, n: int = 100) -> Grid:
         """All angles and every lse_neg that 1 to 85,741 negatives with cosines in [-1, 1] can produce."""
         return cls(np.cos(np.linspace(1e-3, math.pi - 1e-3, n)),
                    np.linspace(-params.s, params.s + math.log(MS1MV2_NEGATIVES), n), n)
 
     @classmethod
-    def within_assumption(cls, params: MagParams, n: int = 100) -> "Grid":
+    def within_assumption(cls, params: MagParams, n: int = 100) -> Grid:
         """As `full`, but only angles with theta_y + u_m <= pi/2 (the theorem's condition for Mag-ArcFace)."""
         theta_max = math.pi / 2 - params.u_m if params.form == "arc" else math.pi - 1e-3
         return cls(np.cos(np.linspace(1e-3, theta_max, n)), cls.full(params, n).lse_neg, n)

@@ -30,7 +30,8 @@ class LabelledFiles(torch.utils.data.Dataset):
         if classes[0] != 0 or classes[-1] != len(classes) - 1:
             self.label_map = {int(c): i for i, c in enumerate(classes)}
             warnings.warn(f"{source}: labels are not contiguous 0..{len(classes) - 1} ({len(classes)} classes "
-                          f"between {classes[0]} and {classes[-1]}); remapped in sorted order, see .label_map")
+                          f"between {classes[0]} and {classes[-1]}); remapped in sorted order, see .label_map",
+                          stacklevel=2)
             labels = np.searchsorted(classes, labels)
         self.labels = labels
         self.num_classes = len(classes)

@@ -189,7 +189,7 @@ class RecordIODataset(torch.utils.data.Dataset):
                                  f"{text[:80]!r}")
             self.size = (int(fields[1]), int(fields[2]))
             return int(fields[0])
-        warnings.warn(f"{prop} missing: counting classes from the labels (reads every record header)")
+        warnings.warn(f"{prop} missing: counting classes from the labels (reads every record header)", stacklevel=2)
         return max(self._label(i, None) for i in range(len(self))) + 1
 
     def _label(self, i: int, num_classes: int | None, label=None) -> int:

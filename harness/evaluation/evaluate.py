@@ -212,7 +212,7 @@ def ijb_summary(run_dir: str, checkpoint: str, e, device: str) -> dict:
     per mode, TAR at each FAR under both rules and AUC."""
     if checkpoint != "final.pt":
         raise ValueError(f"eval.ijb evaluates a run's final.pt, not {checkpoint}")
-    from harness.evaluation import ijb_eval  # noqa: PLC0415 - scikit-image (alignment): loaded only when a run is evaluated on IJB
+    from harness.evaluation import ijb_eval  # scikit-image (alignment): loaded only when a run is evaluated on IJB
     out = ijb_eval.run(ijb_eval.Request(e.ijb, e.ijb_set, run_dir, "run", os.path.join(run_dir, "eval", "ijb"),
                                         modes=tuple(e.ijb_modes), device=device, n_boot=e.bootstrap))
     keys = ("tar_at_far_nearest", "tar_at_far_conservative", "auc")

@@ -49,7 +49,7 @@ class Mode:
         return f"N{int(self.norm)}D{int(self.detector)}F{int(self.flip)}" + ("M1" if self.media_norm else "")
 
     @classmethod
-    def parse(cls, text: str) -> "Mode":
+    def parse(cls, text: str) -> Mode:
         if text in PRESETS:
             return PRESETS[text]
         match = re.fullmatch(r"N([01])D([01])F([01])(M1)?", text.strip())
@@ -93,7 +93,7 @@ class Grouping:
     template_ids: np.ndarray     # sorted template ids (rows of the pooled features)
 
     @classmethod
-    def of(cls, templates: np.ndarray, medias: np.ndarray) -> "Grouping":
+    def of(cls, templates: np.ndarray, medias: np.ndarray) -> Grouping:
         order = np.lexsort((medias, templates))
         t, m = templates[order], medias[order]
         new_media = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (m[1:] != m[:-1])])
@@ -209,7 +209,10 @@ def qmagface_scores(scores, q_left, q_right, alpha: float, beta: float) -> np.nd
 QMAGFACE_PUBLISHED = {"alpha": 0.077428, "beta": 0.125926}   # QMagFace README (fitted on ColorFERET pairs)
 
 
-def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=np.logspace(-5, -2, 50),
+QMAGFACE_FMRS = np.logspace(-5, -2, 50)   # the FMR grid QMagFace's fit averages over (its reference code's)
+
+
+def fit_qmagface(scores, issame, q_left, q_right, omegas: int = 20, fmrs=QMAGFACE_FMRS,
                  procedure: str = "reference") -> dict:
     """QMagFace's fit (`similarity/qmagface.py`, `train`) on validation pairs: for each of `omegas` constant weights
     w in [-0.5, 0.5] / max q, the ROC (scikit-learn's `roc_curve`) of sigmoid(s + w * min(q1, q2)); at each FMR the

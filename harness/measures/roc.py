@@ -33,7 +33,7 @@ class SortedScores:
     thresholds: np.ndarray   # the distinct scores, descending
 
     @classmethod
-    def of(cls, scores, issame) -> "SortedScores":
+    def of(cls, scores, issame) -> SortedScores:
         scores, issame = np.asarray(scores), np.asarray(issame, bool)
         if scores.shape != issame.shape or scores.ndim != 1:
             raise ValueError(f"scores {scores.shape} and issame {issame.shape} must be two vectors of one length")

@@ -97,7 +97,7 @@ class SweepSpec:
     verdicts: dict = field(default_factory=lambda: {"metrics": None, "margins": {}})   # [verdicts], see above
     replicates: str = "training"   # "data": the seed axis sets data.synthetic.seed too (new images and identities)
 
-    def with_axis(self, axis: str, values) -> "SweepSpec":
+    def with_axis(self, axis: str, values) -> SweepSpec:
         """A copy with one axis's values replaced (e.g. from a benchmark flag), checked like the file's."""
         axes = dict(self.axes)
         axes[axis] = list(values)
@@ -105,7 +105,7 @@ class SweepSpec:
         _check_axes(spec)
         return spec
 
-    def with_base(self, base: str) -> "SweepSpec":
+    def with_base(self, base: str) -> SweepSpec:
         if not os.path.isfile(base):
             raise ValueError(f"sweep {self.name}: base config {base!r} not found")
         return replace(self, base=base)

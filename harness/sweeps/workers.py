@@ -125,7 +125,7 @@ def _in_processes(job_list: list, jobs: int, threads: int):
                 process.join()
                 yield job, outcome or _died(job, process.exitcode)
     finally:   # an interrupted sweep (Ctrl-C, an error) leaves no worker behind
-        for job, process, receive, _ in running.values():
+        for _job, process, receive, _ in running.values():
             process.terminate()
             process.join()
             receive.close()
