@@ -30,7 +30,7 @@ def sorted_image_grid(images: np.ndarray, scores: np.ndarray, *, rows: int = GRI
     images (a stored pick), it shows them all."""
     pick = grid_pick(scores, rows * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows + 0.6), constrained_layout=True)
-    for ax, i in zip(axes.ravel(), pick, strict=True):
+    for ax, i in zip(axes.ravel(), pick, strict=False):   # fewer images than cells: the rest stay empty
         ax.imshow(images[i])
         ax.set_title(f"{scores[i]:.2f}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
@@ -84,7 +84,7 @@ def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
         ax.set_xlabel("u_m (margin at u_a, rad)")
         ax.set_ylabel("l_m (margin at l_a, rad)")
         ax.set_title(label, fontsize=10)
-        for (name, (lm, um)), style in zip((marks or {}).items(), ("-", "--"), strict=True):
+        for (name, (lm, um)), style in zip((marks or {}).items(), ("-", "--"), strict=False):   # up to two marks
             if lm in l_ms and um in u_ms:
                 ax.add_patch(plt.Rectangle((u_ms.index(um), l_ms.index(lm)), 1, 1, fill=False, lw=2.5,
                                            ls=style, edgecolor="#D55E00", label=name))
@@ -104,7 +104,7 @@ def magnitude_vs_quality(per_head: dict, bins: int = 10):
     per_head: name -> (magnitude [N], quality [N], rho)."""
     fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
                              squeeze=False)
-    for ax, (name, (mag, q, rho)), colour in zip(axes[0], per_head.items(), PALETTE, strict=True):
+    for ax, (name, (mag, q, rho)), colour in zip(axes[0], per_head.items(), PALETTE, strict=False):   # PALETTE: longer
         ax.scatter(q, mag, s=4, alpha=0.25, color=colour, rasterized=True)
         edges = np.linspace(0, 1, bins + 1)
         which = np.clip(np.digitize(q, edges) - 1, 0, bins - 1)
@@ -141,7 +141,8 @@ def magnitude_vs_cosine(per_head: dict):
     None or (cos grid, a*): the theory's optimal magnitude at the batch's median lse_neg, drawn as a line."""
     fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
                              squeeze=False)
-    for ax, (name, (mag, cos, optimum)), colour in zip(axes[0], per_head.items(), PALETTE, strict=True):
+    # PALETTE holds more colours than there are heads
+    for ax, (name, (mag, cos, optimum)), colour in zip(axes[0], per_head.items(), PALETTE, strict=False):
         ax.scatter(cos, mag, s=8, color=colour, alpha=0.7, label="training samples")
         if optimum is not None:
             ax.plot(*optimum, color="black", lw=1.5, label="theory a*(cos θ_y), median lse_neg")
