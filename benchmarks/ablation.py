@@ -18,6 +18,10 @@ import json
 import os
 import time
 
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
 from harness.bench_cli import (
     add_output_args,
     add_sweep_args,
@@ -27,7 +31,7 @@ from harness.bench_cli import (
     run_benchmark_sweep,
 )
 from harness.evaluation.evaluate import paired_accuracy_difference
-from harness.plots import ablation_heatmaps, publish_figure
+from harness.plots import publish_figure
 from harness.sweeps.tables import write_csv
 
 SPEC = "configs/sweeps/ablation.toml"
@@ -36,6 +40,43 @@ PAPER_CELL, CODE_CELL = (0.40, 0.80), (0.45, 0.80)
 METRICS = [("accuracy", "verification accuracy (10-fold)"), ("tar_far_0.01", "TAR @ FAR = 1e-2"),
            ("spearman_rho", "Spearman ρ(magnitude, quality)"),
            ("erc_area_magface", "ERC area, official MagFace protocol\n(threshold recomputed; lower is better)")]
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
+    """One seaborn heatmap per metric over the (l_m, u_m) grid, each cell annotated with its value and, where the
+    row has <metric>_ci_low/_high, its CI; `marks` outlines named cells (e.g. the paper's); stars[metric] maps a
+    cell (l_m, u_m) to a symbol appended to its annotation (e.g. a significant difference)."""
+    l_ms = sorted({r["l_m"] for r in rows})
+    u_ms = sorted({r["u_m"] for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.9), constrained_layout=True)
+    for ax, (key, label) in zip(np.atleast_1d(axes), metrics, strict=True):
+        grid = np.full((len(l_ms), len(u_ms)), np.nan)
+        text = np.full(grid.shape, "", dtype=object)
+        for r in rows:
+            i, j = l_ms.index(r["l_m"]), u_ms.index(r["u_m"])
+            grid[i, j] = np.nan if r.get(key) is None else r[key]
+            low, high = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+            text[i, j] = ("n/a" if r.get(key) is None else f"{r[key]:.3f}"
+                          + (stars or {}).get(key, {}).get((r["l_m"], r["u_m"]), "")
+                          + ("" if low is None or high is None else f"\n[{low:.3f}, {high:.3f}]"))
+        sns.heatmap(grid, ax=ax, annot=text, fmt="", cmap="cividis", cbar=True, square=True,
+                    xticklabels=[f"{u:g}" for u in u_ms], yticklabels=[f"{m:g}" for m in l_ms],
+                    annot_kws={"fontsize": 8})
+        ax.set_xlabel("u_m (margin at u_a, rad)")
+        ax.set_ylabel("l_m (margin at l_a, rad)")
+        ax.set_title(label, fontsize=10)
+        for (name, (lm, um)), style in zip((marks or {}).items(), ("-", "--"), strict=False):   # up to two marks
+            if lm in l_ms and um in u_ms:
+                ax.add_patch(plt.Rectangle((u_ms.index(um), l_ms.index(lm)), 1, 1, fill=False, lw=2.5,
+                                           ls=style, edgecolor="#D55E00", label=name))
+        handles = [h for h in ax.patches if h.get_label() and not h.get_label().startswith("_")]
+        if handles:
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, ncol=2,
+                      frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
 
 
 def main(argv=None):

@@ -18,26 +18,30 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # run as a script: the repo root, for the benchmarks package
+import matplotlib.pyplot as plt
+
+from benchmarks import quality_vs_magnitude as quality  # its runs are the ones analysed here
 from harness.bench_cli import (
     add_dry_run,
     add_output_args,
     add_publish_args,
-    add_quality_runs_args,
     comma_list,
     dry_run,
     output_dir,
     publish_output,
-    quality_runs,
 )
 from harness.bench_cli import load_rows as cli_load_rows
 from harness.evaluation.evaluate import run_embeddings
 from harness.files import atomic_json
 from harness.measures.clustering import METHODS, bcubed, bcubed_items, cluster, nmi
 from harness.measures.stats import interval_verdict
-from harness.plots import clustering_figure, publish_figure
+from harness.plots import PALETTE, publish_figure
 from harness.sweeps.tables import write_csv
 
 N_BOOT = 200
@@ -151,9 +155,43 @@ def load_rows(out: str) -> list:
     return cli_load_rows(out, "clustering.json", "python benchmarks/clustering.py")
 
 
+# --- figures ---------------------------------------------------------------------------------------------------
+def clustering_figure(rows: list):
+    """BCubed F per head and clustering method with its interval (left); k-means BCubed F after discarding each
+    head's lowest-magnitude images (right)."""
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["discard"] == 0))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    width = 0.8 / len(heads)
+    for i, head in enumerate(heads):
+        base = {r["method"]: r for r in rows if r["head"] == head and r["discard"] == 0}
+        x = np.arange(len(methods)) + (i - (len(heads) - 1) / 2) * width
+        f = np.array([base[m]["bcubed_f"] for m in methods])
+        err = np.array([[f[j] - base[m]["bcubed_f_ci_low"], base[m]["bcubed_f_ci_high"] - f[j]]
+                        for j, m in enumerate(methods)]).T
+        left.bar(x, f, width, yerr=err, capsize=3, color=PALETTE[i % len(PALETTE)], label=head)
+        for by, style in (("magnitude", "o-"), ("random", "x:")):
+            curve = sorted((r["discard"], r["bcubed_f"]) for r in rows if r["head"] == head and r["method"] == "kmeans"
+                           and r.get("discard_by") in (by, "none"))
+            right.plot([100 * d for d, _ in curve], [v for _, v in curve], style, color=PALETTE[i % len(PALETTE)],
+                       label=f"{head}, {'lowest magnitudes' if by == 'magnitude' else 'at random'}")
+    left.set_xticks(np.arange(len(methods)), methods)
+    left.set_xlabel("clustering method")
+    left.set_ylabel("BCubed F (95 % CI over identities)")
+    left.set_title("Clustering unseen identities", fontsize=10)
+    left.legend(fontsize=8)
+    right.set_xlabel("images discarded (%): lowest magnitudes (solid) or at random (dotted)")
+    right.set_ylabel("BCubed F, k-means")
+    right.set_title("Discarding low-magnitude images before clustering", fontsize=10)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7, ncol=2)
+    return fig
+
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_quality_runs_args(ap)
+    quality.add_runs_args(ap)
     ap.add_argument("--fractions", type=comma_list(float), default=[0.0, 0.1, 0.2, 0.3],
                     help="shares of lowest-magnitude images discarded before k-means")
     add_output_args(ap, "clustering")
@@ -166,7 +204,7 @@ def main(argv=None):
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     if dry_run(args):
         return
-    runs, folders = quality_runs(args)
+    runs, folders = quality.finished_runs(args)
     data = {head: run_embeddings(folder) for head, folder in folders.items()}
     rows = score_heads(data, args.fractions)
     out = output_dir(args, "clustering")

@@ -35,6 +35,11 @@ import os
 import time
 from dataclasses import asdict
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
 from harness.bench_cli import (
     add_output_args,
     add_sweep_args,
@@ -47,7 +52,7 @@ from harness.bench_cli import (
 from harness.config import RunConfig
 from harness.files import atomic_json
 from harness.measures.stats import family_verdicts, mean_ci, paired_difference, paired_test
-from harness.plots import loss_comparison, publish_figure, tuning_figure
+from harness.plots import PALETTE, publish_figure
 from harness.publishing.publish import run_folder
 from harness.sweeps.runner import run_spec
 from harness.sweeps.tables import compare, replicate_variance, write_csv
@@ -59,6 +64,94 @@ TEST_METRICS = (("test_accuracy", "accuracy"), ("test_tar_far_0.01", "TAR@FAR=1e
 SPEC = "configs/sweeps/compare_losses.toml"
 ARCFACE = "arcface"   # the second reference: the newer heads' papers each claim to beat ArcFace on one backbone
 TAR_KEY = "tar_far_0.01"
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+def loss_comparison(rows, metrics, title=""):
+    """One panel per metric: bars of the mean over seeds per head, one colour per training condition, error bars
+    of one standard deviation and each seed as a dot. rows: dicts with head, condition, seed and the metrics."""
+    df = pd.DataFrame(rows)
+    conditions = list(dict.fromkeys(df["condition"]))
+    heads = list(dict.fromkeys(df["head"]))
+    many = len(heads) > 8   # many heads: one panel per row, wide enough for every name
+    shape, size = ((len(metrics), 1), (max(8.0, 0.75 * len(heads) + 1.5), 3.4 * len(metrics))) if many else \
+        ((1, len(metrics)), (5.2 * len(metrics), 4.0))
+    fig, axes = plt.subplots(*shape, figsize=size, constrained_layout=True, squeeze=False)
+    for ax, (key, label) in zip(axes.flat, metrics, strict=True):
+        d = df.assign(value=100 * df[key])
+        common = dict(data=d, x="head", y="value", hue="condition", order=heads, hue_order=conditions, ax=ax,
+                      palette=PALETTE[:len(conditions)])
+        sns.barplot(**common, errorbar="sd", capsize=0.15, alpha=0.55, err_kws={"linewidth": 1.2})
+        state = np.random.get_state()   # seaborn jitters with numpy's global generator: fixed, so redraws match
+        np.random.seed(0)
+        try:
+            sns.stripplot(**common, dodge=True, size=4, edgecolor="k", linewidth=0.5, legend=False)
+        finally:
+            np.random.set_state(state)
+        low = d["value"].min()
+        ax.set_ylim(max(0.0, low - 0.15 * (100 - low) - 2), 100)
+        ax.set_xlabel("head")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_title(f"{label}: mean ± std over seeds, dots = seeds", fontsize=10)
+        if many:
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+        else:
+            ax.tick_params(axis="x", labelrotation=20)
+        ax.get_legend().remove()
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="training set", loc="outside lower center", ncol=len(conditions), fontsize=9,
+               title_fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def tuning_figure(trials: list, objective: str, tuned: list, untuned: list, *metrics, title: str = ""):
+    """Left: each head's validation objective per trial (dots) and best so far (line): a curve still rising at the
+    last trial says the budget had not saturated. Then one panel per test metric: untuned (hatched) and tuned bars,
+    mean over seeds with its 95 % t interval, each seed a dot. metrics: (column, label) pairs."""
+    heads = list(dict.fromkeys(r["head"] for r in trials))
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(5.0 * (1 + len(metrics)), 4.2), constrained_layout=True)
+    ax = axes[0]
+    for i, head in enumerate(heads):
+        mine = [r for r in trials if r["head"] == head]
+        x = np.array([r["trial"] for r in mine])
+        v = np.array([np.nan if r["value"] is None else r["value"] for r in mine], float)
+        best = np.array([np.nan if r["best_so_far"] is None else r["best_so_far"] for r in mine], float)
+        colour = PALETTE[i % len(PALETTE)]
+        ax.plot(x, v, "o", color=colour, alpha=0.5, markersize=4)
+        ax.step(x, best, where="post", color=colour, label=head)
+    ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_ylabel(f"{objective} (validation identities)")
+    ax.set_title("search: trials (dots), best so far (line)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    for ax, (key, label) in zip(axes[1:], metrics, strict=True):
+        for j, (rows, name) in enumerate(((untuned, "untuned"), (tuned, "tuned"))):
+            for i, head in enumerate(heads):
+                values = [100 * r[key] for r in rows if r["head"] == head and r.get(key) is not None]
+                if not values:
+                    continue
+                mean, low, high = mean_ci(values)
+                x = i + (j - 0.5) * 0.38
+                err = None if low is None else [[mean - low], [high - mean]]
+                ax.bar(x, mean, 0.36, yerr=err, capsize=3, color=PALETTE[i % len(PALETTE)], alpha=0.35 + 0.4 * j,
+                       hatch="//" if j == 0 else None, edgecolor="k", linewidth=0.5,
+                       label=name if i == 0 else None)
+                ax.plot(np.full(len(values), x), values, "k.", markersize=4)
+        ax.set_xticks(np.arange(len(heads)), heads, rotation=20)
+        ax.set_xlabel("head")
+        ax.set_ylabel(f"{label} (%), test identities")
+        ax.set_title(f"{label}: untuned vs tuned, mean and 95 % CI over seeds", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        values = [100 * r[key] for r in untuned + tuned if r.get(key) is not None]
+        if values:
+            ax.set_ylim(max(0.0, min(values) - 5), min(100.0, max(values) + 3))
+    fig.suptitle(title, fontsize=11)
+    return fig
+
 
 
 def main(argv=None):

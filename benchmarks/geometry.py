@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 
+import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
@@ -29,7 +30,7 @@ from harness.bench_cli import add_output_args, add_sweep_args, publish_result, r
 from harness.evaluation.evaluate import run_embeddings
 from harness.files import atomic_json, atomic_npz
 from harness.measures.stats import interval_verdict, mean_ci, paired_difference
-from harness.plots import geometry_figure, publish_figure
+from harness.plots import publish_figure
 from harness.publishing.publish import run_folder
 from harness.sweeps.tables import write_csv
 
@@ -174,6 +175,51 @@ def print_tables(rows: list, summary: list) -> None:
         print(f"{s['selection']:<9}{s['head']:<9}{s['measure']:<24}{ci:<32}{s['sign']:<28}{diff}")
     print(f"seeds 'trained': those where every head has >= {TRAINED:.0%} of its training images nearest its own "
           f"centre: {next((s['seed_list'] for s in summary if s['selection'] == 'trained'), '') or 'none'}")
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+def geometry_figure(panels: dict, title: str = ""):
+    """Paper Figs. 1-2 on a trained feature space, one column per head. Top, the cone view of the paper's schematics:
+    every training image at (a sin θ, a cos θ), a its magnitude and θ its angle to its own class centre (all classes
+    folded onto one vertical centre line), coloured by ground-truth quality. Bottom: magnitude against quality.
+    MagFace's calibrated band [l_a, u_a]: dotted arcs (top), dashed lines (bottom).
+    panels: head -> {quality [N], cos [N], magnitude [N], band}."""
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 9.4), constrained_layout=True,
+                             squeeze=False)
+    reach = 1.05 * max(float(np.max(p["magnitude"])) for p in panels.values())
+    for col, (head, p) in enumerate(panels.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        q, a = p["quality"], p["magnitude"]
+        theta = np.arccos(np.clip(p["cos"], -1, 1))
+        order = np.argsort(q)                                   # high quality drawn last (on top)
+        points = top.scatter((a * np.sin(theta))[order], (a * np.cos(theta))[order], c=q[order], cmap="viridis",
+                             s=7, vmin=0, vmax=1, alpha=0.8)
+        top.plot([0, 0], [0, reach], "k--", lw=1)
+        top.plot(0, reach, marker="*", ms=14, color="crimson", mec="black", mew=0.6, label="own class centre")
+        for level in p.get("band") or []:
+            arc = np.linspace(0, np.pi, 100)
+            top.plot(level * np.sin(arc), level * np.cos(arc), color="grey", ls=":", lw=1)
+        top.set_xlim(0, 0.75 * reach)
+        top.set_ylim(min(0.0, float(np.min(a * np.cos(theta)))) - 0.3, 1.04 * reach)
+        top.set_aspect("equal")
+        top.set_xlabel("a · sin θ  (away from the centre line)")
+        top.set_ylabel("a · cos θ  (along the own class centre)")
+        top.legend(loc="lower right", fontsize=8)
+        rho_c = spearmanr(p["cos"], a)[0]
+        top.set_title(f"{head}: cone view, θ = angle to own centre; ρ(cos θ, a) = {rho_c:+.2f}", fontsize=9)
+        bottom.scatter(q, a, c=q, cmap="viridis", s=6, vmin=0, vmax=1, alpha=0.6)
+        for level in p.get("band") or []:
+            bottom.axhline(level, color="grey", ls="--", lw=1)
+        bottom.set_title(f"{head}: ρ(quality, a) = {spearmanr(q, a)[0]:+.2f}, ρ(quality, cos θ) = "
+                         f"{spearmanr(q, p['cos'])[0]:+.2f}", fontsize=9)
+        bottom.set_xlabel("ground-truth quality")
+        bottom.set_ylabel("feature magnitude a = ‖f‖" + ("  (dashed: calibrated band)" if p.get("band") else ""))
+        bottom.grid(alpha=0.3)
+    fig.colorbar(points, ax=axes[0, :].tolist(), label="ground-truth quality", shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
 
 
 def main(argv=None):

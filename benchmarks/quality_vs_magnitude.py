@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy.stats import spearmanr
@@ -34,18 +35,11 @@ from harness.measures import metrics
 from harness.measures.quality_estimators import SERFIQ_DROPOUT, SERFIQ_PASSES, laplacian_sharpness, serfiq
 from harness.measures.stats import interval_verdict
 from harness.models.build import build_model, run_backbone
-from harness.plots import (
-    GRID_SHAPE,
-    erc_curves,
-    grid_pick,
-    magnitude_histograms,
-    magnitude_vs_cosine,
-    magnitude_vs_quality,
-    publish_figure,
-    sorted_image_grid,
-)
+from harness.plots import GRID_SHAPE, PALETTE, grid_pick, publish_figure, sorted_image_grid
 from harness.publishing.publish import run_folder
 from harness.source import synthetic_faces
+from harness.sweeps.runner import run_spec
+from harness.sweeps.spec import load_spec
 from harness.sweeps.tables import write_csv
 
 SPEC = "configs/sweeps/quality_vs_magnitude.toml"
@@ -56,6 +50,48 @@ REFERENCE_EDC = {"starting_fnmr": 0.05, "pauc_limits": (0.2,)}   # the EDC of Sc
 PAIRED_RESAMPLES = 5000   # identity resamples for the paired differences: about 18 in each tail at 0.05 / 7
 PROTOCOLS = {"recomputed": "official MagFace ERC: threshold recomputed after each discard step",
              "fixed": "ISO/IEC 29794-1 EDC: threshold fixed, mated pairs discarded"}
+
+
+# The analyses built on this benchmark's finished runs (clustering, templates) find or make them here.
+QUALITY = "quality_vs_magnitude"
+
+
+def add_runs_args(ap) -> None:
+    """--runs / --quick / --set of an analysis on the quality benchmark's runs (trained first when missing)."""
+    ap.add_argument("--runs", help=f"the quality benchmark's folder (default results/{QUALITY}, with --quick "
+                                   f"results/{QUALITY}_quick); its runs are trained there first when missing")
+    ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="harness override for the quality runs, when they have to be trained")
+
+
+def finished_runs(args) -> tuple[str, dict]:
+    """(folder, {head: run folder}) of the quality benchmark's finished runs (each head's first seed). When the
+    folder holds none, they are trained (or resumed) there first by the sweep runner, with a note saying so;
+    SystemExit when a run failed or MagFace is missing."""
+    runs = args.runs or os.path.join("results", QUALITY + ("_quick" if args.quick else ""))
+    table = os.path.join(runs, f"{QUALITY}.json")
+    if not os.path.isfile(table):
+        print(f"note: {runs} holds no finished quality benchmark: training its runs there first ({SPEC}"
+              f"{', --quick variant' if args.quick else ''}: 4 runs, about {'2' if args.quick else '5'} minutes on "
+              f"2 CPU cores; python benchmarks/{QUALITY}.py{' --quick' if args.quick else ''} reuses them and draws "
+              "its own figures)")
+        try:
+            run_spec(load_spec(SPEC, quick=args.quick), runs, list(getattr(args, "set", [])), jobs=1)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    with open(table) as f:
+        stored = json.load(f)["runs"]
+    failed = [r.get("name", r["run"]) for r in stored if r.get("failed")]
+    if failed:
+        raise SystemExit(f"error: runs of the quality benchmark in {runs} failed ({', '.join(failed)}); see their "
+                         f"failed.json, then python benchmarks/{QUALITY}.py --retry-failed")
+    folders = {}
+    for r in stored:
+        folders.setdefault(r["head"], run_folder(runs, r))
+    if "magface" not in folders:
+        raise SystemExit(f"error: {runs} has no MagFace run to compare with")
+    return runs, folders
 
 
 def load_results(out):
@@ -202,6 +238,81 @@ def quality_figures(res):
             "qvm_images_by_magnitude.png": sorted_image_grid(*res["image_grid"], title=order_title),
             "qvm_magnitude_vs_cosine.png": magnitude_vs_cosine(res["dumps"]),
             "qvm_erc.png": erc_figure(res)}
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+def magnitude_vs_quality(per_head: dict, bins: int = 10):
+    """One panel per head: feature magnitude against ground-truth quality, with binned means and Spearman rho.
+    per_head: name -> (magnitude [N], quality [N], rho)."""
+    fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
+                             squeeze=False)
+    for ax, (name, (mag, q, rho)), colour in zip(axes[0], per_head.items(), PALETTE, strict=False):   # PALETTE: longer
+        ax.scatter(q, mag, s=4, alpha=0.25, color=colour, rasterized=True)
+        edges = np.linspace(0, 1, bins + 1)
+        which = np.clip(np.digitize(q, edges) - 1, 0, bins - 1)
+        centres = [(edges[b] + edges[b + 1]) / 2 for b in range(bins) if np.any(which == b)]
+        means = [mag[which == b].mean() for b in range(bins) if np.any(which == b)]
+        ax.plot(centres, means, "o-", color="k", lw=1.5, ms=4, label="binned mean")
+        ax.set_title(f"{name}: Spearman ρ = {rho:+.3f}", fontsize=10)
+        ax.set_xlabel("ground-truth quality")
+        ax.set_ylabel("feature magnitude ‖f‖")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("Feature magnitude vs ground-truth image quality (evaluation images)", fontsize=11)
+    return fig
+
+
+def magnitude_histograms(mag, quality, name: str, bins: int = 4):
+    """Histograms of the magnitude, one per quality quartile (the paper's magnitude-distribution figure)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    edges = np.quantile(quality, np.linspace(0, 1, bins + 1))
+    for b in range(bins):
+        sel = (quality >= edges[b]) & ((quality <= edges[b + 1]) if b == bins - 1 else (quality < edges[b + 1]))
+        if sel.any():
+            ax.hist(mag[sel], bins=40, histtype="step", lw=1.6, color=PALETTE[b], density=True,
+                    label=f"quality {edges[b]:.2f}–{edges[b + 1]:.2f} (n={sel.sum()})")
+    ax.set_xlabel("feature magnitude ‖f‖")
+    ax.set_ylabel("density")
+    ax.set_title(f"{name}: magnitude distribution per ground-truth quality quartile", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def magnitude_vs_cosine(per_head: dict):
+    """Paper Fig. 3: magnitude against the cosine to the own class centre for the last training batch (Softmax too:
+    the cosine to its linear class centre). per_head: name -> (magnitude [B], cos_target [B], optimum), optimum
+    None or (cos grid, a*): the theory's optimal magnitude at the batch's median lse_neg, drawn as a line."""
+    fig, axes = plt.subplots(1, len(per_head), figsize=(3.8 * len(per_head), 3.6), constrained_layout=True,
+                             squeeze=False)
+    # PALETTE holds more colours than there are heads
+    for ax, (name, (mag, cos, optimum)), colour in zip(axes[0], per_head.items(), PALETTE, strict=False):
+        ax.scatter(cos, mag, s=8, color=colour, alpha=0.7, label="training samples")
+        if optimum is not None:
+            ax.plot(*optimum, color="black", lw=1.5, label="theory a*(cos θ_y), median lse_neg")
+            ax.legend(fontsize=7, loc="best")
+        ax.set_title(f"{name}: Spearman ρ = {spearmanr(cos, mag)[0]:+.3f}", fontsize=10)
+        ax.set_xlabel("cos θ_y to own class centre  (hard → easy)")
+        ax.set_ylabel("feature magnitude ‖f‖")
+    fig.suptitle("Magnitude vs difficulty in the last training batch (the paper's Fig. 3)", fontsize=11)
+    return fig
+
+
+def erc_curves(panels: dict, fmr: float, title: str):
+    """Error-versus-discard curves: one panel per protocol ({panel title: {estimate: (fractions, fnmr)}}), FNMR
+    against the fraction of pairs discarded, one line per quality estimate."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
+        for i, (name, (fractions, fnmr)) in enumerate(curves.items()):
+            ls = "--" if "ideal" in name else ":" if name == "random" else "-"
+            ax.plot(100 * np.asarray(fractions), fnmr, ls, color=PALETTE[i % len(PALETTE)], lw=1.8, label=name)
+        ax.set_xlabel("share discarded, lowest quality first (%)")
+        ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
 
 
 def main(argv=None):

@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # run as a script: the repo root, for the benchmarks package
+import matplotlib.pyplot as plt
+
+from benchmarks import quality_vs_magnitude as quality  # its runs are the ones analysed here
 from harness.bench_cli import (
     add_dry_run,
     add_output_args,
     add_publish_args,
-    add_quality_runs_args,
     dry_run,
     output_dir,
     publish_output,
-    quality_runs,
 )
 from harness.bench_cli import load_rows as cli_load_rows
 from harness.checkpoint_io import load_checkpoint
@@ -39,7 +43,7 @@ from harness.evaluation import ijb_eval
 from harness.files import atomic_json
 from harness.measures import ijb, metrics
 from harness.measures.stats import interval_verdict
-from harness.plots import publish_figure, templates_figure
+from harness.plots import PALETTE, publish_figure
 from harness.source import synthetic_faces
 from harness.sweeps.tables import write_csv
 
@@ -115,9 +119,37 @@ def load_rows(out: str) -> list:
     return cli_load_rows(out, "templates.json", "python benchmarks/templates.py")
 
 
+# --- figures ---------------------------------------------------------------------------------------------------
+def templates_figure(rows: list, far: float = 1e-3):
+    """TAR at one FAR per head for each template weighting, with 95 % intervals over identity resamples."""
+    key = f"tar_far_{far:g}"
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    weightings = list(dict.fromkeys(r["weighting"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7.5, 4.3), constrained_layout=True)
+    width = 0.8 / len(weightings)
+    for i, w in enumerate(weightings):
+        by_head = {r["head"]: r for r in rows if r["weighting"] == w}
+        x = np.arange(len(heads)) + (i - (len(weightings) - 1) / 2) * width
+        tar = np.array([by_head[h][key] for h in heads], float)
+        low = np.array([by_head[h][f"{key}_ci_low"] for h in heads], float)
+        high = np.array([by_head[h][f"{key}_ci_high"] for h in heads], float)
+        ax.bar(x, tar, width, yerr=[tar - low, high - tar], capsize=3, color=PALETTE[i % len(PALETTE)],
+               label={"mean": "plain mean", "magnitude": "magnitude-weighted (MagFace+)",
+                      "ground_truth": "ground-truth-quality-weighted"}.get(w, w))
+    ax.set_xticks(np.arange(len(heads)), heads)
+    ax.set_xlabel("head")
+    ax.set_ylabel(f"TAR @ FAR = {far:g} (95 % CI over identities)")
+    ax.set_title("Template aggregation on unseen identities (two templates per identity)", fontsize=10)
+    ax.set_ylim(max(0.0, float(np.nanmin([r[f"{key}_ci_low"] or 0 for r in rows])) - 0.05), 1.0)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(weightings), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_quality_runs_args(ap)
+    quality.add_runs_args(ap)
     add_output_args(ap, "templates")
     add_publish_args(ap)
     add_dry_run(ap)
@@ -126,7 +158,7 @@ def main(argv=None):
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     if dry_run(args):
         return
-    runs, folders = quality_runs(args)
+    runs, folders = quality.finished_runs(args)
     out = output_dir(args, "templates")
     release = write_release(next(iter(folders.values())), out)
     check_one_data_set(folders)

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-from harness.publishing.publish import publish, run_folder
+from harness.publishing.publish import publish
 from harness.publishing.repo import checkout
 from harness.publishing.report import report
 from harness.sweeps.runner import prune_spec, run_spec
@@ -245,48 +245,6 @@ def refresh_outputs(root: str) -> None:
         if done.returncode != 0:
             raise SystemExit(f"error: refreshing the notebooks failed (exit {done.returncode}); the results are "
                              f"published; rerun python figures/refresh_notebooks.py after fixing it")
-
-
-QUALITY = "quality_vs_magnitude"   # the benchmark whose finished runs the feature analyses (clustering, templates) read
-QUALITY_SPEC = os.path.join("configs", "sweeps", f"{QUALITY}.toml")
-
-
-def add_quality_runs_args(ap) -> None:
-    """--runs / --quick / --set of an analysis on the quality benchmark's runs (trained first when missing)."""
-    ap.add_argument("--runs", help=f"the quality benchmark's folder (default results/{QUALITY}, with --quick "
-                                   f"results/{QUALITY}_quick); its runs are trained there first when missing")
-    ap.add_argument("--quick", action="store_true", help="use the quality benchmark's --quick runs")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="harness override for the quality runs, when they have to be trained")
-
-
-def quality_runs(args) -> tuple[str, dict]:
-    """(folder, {head: run folder}) of the quality benchmark's finished runs (each head's first seed). When the
-    folder holds none, they are trained (or resumed) there first by the sweep runner, with a note saying so;
-    SystemExit when a run failed or MagFace is missing."""
-    runs = args.runs or os.path.join("results", QUALITY + ("_quick" if args.quick else ""))
-    table = os.path.join(runs, f"{QUALITY}.json")
-    if not os.path.isfile(table):
-        print(f"note: {runs} holds no finished quality benchmark: training its runs there first ({QUALITY_SPEC}"
-              f"{', --quick variant' if args.quick else ''}: 4 runs, about {'2' if args.quick else '5'} minutes on "
-              f"2 CPU cores; python benchmarks/{QUALITY}.py{' --quick' if args.quick else ''} reuses them and draws "
-              "its own figures)")
-        try:
-            run_spec(load_spec(QUALITY_SPEC, quick=args.quick), runs, list(getattr(args, "set", [])), jobs=1)
-        except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from None
-    with open(table) as f:
-        stored = json.load(f)["runs"]
-    failed = [r.get("name", r["run"]) for r in stored if r.get("failed")]
-    if failed:
-        raise SystemExit(f"error: runs of the quality benchmark in {runs} failed ({', '.join(failed)}); see their "
-                         f"failed.json, then python benchmarks/{QUALITY}.py --retry-failed")
-    folders = {}
-    for r in stored:
-        folders.setdefault(r["head"], run_folder(runs, r))
-    if "magface" not in folders:
-        raise SystemExit(f"error: {runs} has no MagFace run to compare with")
-    return runs, folders
 
 
 def load_rows(out: str, table: str, command: str) -> list:

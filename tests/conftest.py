@@ -55,15 +55,15 @@ def refused(capsys, monkeypatch):
 @pytest.fixture(scope="session")
 def qvm_quick_runs(tmp_path_factory):
     """The quality benchmark's --quick runs at the tiny size, trained once per session the way the clustering and
-    templates benchmarks make them when they are missing (harness.bench_cli.quality_runs: the sweep runner); both read
-    them and neither writes into the folder."""
+    templates benchmarks make them when they are missing (benchmarks.quality_vs_magnitude.finished_runs: the sweep
+    runner); both read them and neither writes into the folder."""
     from argparse import Namespace  # only where it is used
 
     from tiny import TINY  # tests/ joins sys.path when this file is imported, not before
 
-    from harness.bench_cli import quality_runs  # heavy import: only the tests that use it
+    from benchmarks.quality_vs_magnitude import finished_runs  # heavy import: only the tests that use it
     root = tmp_path_factory.mktemp("qvm_quick")
     sets = TINY + ["train.epochs=2", f'data.cache_dir="{root / "cache"}"']
-    runs, folders = quality_runs(Namespace(runs=str(root / "qvm"), quick=True, set=sets))
+    runs, folders = finished_runs(Namespace(runs=str(root / "qvm"), quick=True, set=sets))
     assert sorted(folders) == ["adaface", "arcface", "magface", "softmax"], folders   # trained: the folder was empty
     return root / "qvm"

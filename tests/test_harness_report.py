@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.publishing.report import BLOCK, Published, documents, render_document, render_template, report
+from harness.publishing.report import BLOCK, Published, documents, render_document, render_template, report, table_index
 
 ROOT = Path(__file__).resolve().parent.parent
+INDEX = table_index(str(ROOT))
 
 # Tables typed by hand, by their header lines: settings, not results. A new typed table with decimals or percentages
 # fails the test below until it is generated or listed here with a reason.
@@ -55,7 +56,7 @@ def published(tmp_path):
         "rho_diff_ci_high,rho_verdict\n"
         "magface,0.92,0.90,0.93,0.147,,,,\n"
         "arcface,0.913,0.893,0.928,-0.245,0.098,0.052,0.146,tracks quality better than MagFace (same images)\n")
-    return Published(str(tmp_path / "published"))
+    return Published(str(tmp_path / "published"), tables=INDEX)
 
 
 def test_lookups_and_formats(published):
@@ -108,7 +109,7 @@ def test_patterns_and_key_spellings(tmp_path):
     root = tmp_path / "published" / "ablation"
     root.mkdir(parents=True)
     (root / "ablation.csv").write_text("l_m,u_m,accuracy\n0.4,0.8,0.91\n0.45,0.8,0.87\n0.4,3.0,0.5\n")
-    pub = Published(str(tmp_path / "published"))
+    pub = Published(str(tmp_path / "published"), tables=INDEX)
     assert render_template("{{ablation:0.40,0.80:accuracy|pct}}", pub) == "91.00"    # 0.40 is 0.4
     assert render_template("{{ablation:0.4,3:accuracy|pct}}", pub) == "50.00"        # 3 is 3.0
     assert render_template("{{ablation:0.4?,0.8:accuracy|pct_range}}", pub) == "87.0"   # ? is a pattern too
@@ -119,7 +120,7 @@ def test_patterns_and_key_spellings(tmp_path):
     other.mkdir()
     (other / "ablation.csv").write_text("l_m,u_m,accuracy\n0.4,0.8,0.95\n")
     assert render_template("{{ablation:0.4,0.8:accuracy|pct}}",
-                           Published(str(tmp_path / "published"), {"ablation": str(other)})) == "95.00"
+                           Published(str(tmp_path / "published"), {"ablation": str(other)}, INDEX)) == "95.00"
 
 
 def test_the_checkout_is_found_by_git_or_named(tmp_path, monkeypatch):

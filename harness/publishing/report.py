@@ -18,6 +18,11 @@ import math
 import os
 import re
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from harness.publishing.repo import checkout
 
 TOP_DOCUMENTS = ("README.md", "paper_repro.md")
@@ -28,37 +33,19 @@ PLACEHOLDER = re.compile(r"\{\{\s*(?P<table>\w+):(?P<row>[^:{}|]+):(?P<field>[\w
 LITERAL = re.compile(r"\{\{=\s*(?P<text>[^{}]*?)\s*\}\}")   # {{= 10 %}}: a number typed on purpose (a setting)
 TYPED_NUMBER = re.compile(r"(?<![\w.{])(\d+\.\d+|\d+\s?%)")
 
-# table name -> (published file, key columns): a row is addressed by its key values joined with ","
-TABLES = {
-    "ablation": ("ablation/ablation.csv", ("l_m", "u_m")),
-    "ablation_vs": ("ablation/ablation_vs_paper.csv", ("l_m", "u_m")),
-    "qvm": ("quality_vs_magnitude/magnitude_vs_quality.csv", ("head",)),
-    "qvm_runs": ("quality_vs_magnitude/quality_vs_magnitude.csv", ("head",)),
-    "erc": ("quality_vs_magnitude/erc.csv", ("quality estimate",)),
-    "compare": ("compare_losses/compare_losses_summary.csv", ("condition", "head")),
-    "compare_runs": ("compare_losses/compare_losses.csv", ("condition", "head", "seed")),
-    "compare_vs": ("compare_losses/compare_losses_comparison.csv", ("condition", "head", "metric")),
-    "compare_vs_arcface": ("compare_losses/compare_losses_vs_arcface.csv", ("condition", "head", "metric")),
-    "noise": ("compare_losses/noise_robustness.csv", ("head",)),
-    "regime": ("magface_regime/magface_regime_summary.csv", ("head",)),
-    "regime_runs": ("magface_regime/magface_regime.csv", ("head", "seed")),
-    "regime_vs": ("magface_regime/magface_regime_comparison.csv", ("head", "metric")),
-    "head_speed": ("head_speed/head_speed.json", ("case",)),
-    "dist_memory": ("distributed_memory/distributed_memory.json", ("ranks",)),
-    "ijb_scale": ("ijb_scale/ijb_scale.json", ("step",)),
-    "theory": ("theory/theory.json", ("quantity",)),
-    "clustering": ("clustering/clustering.csv", ("head", "method", "discard", "discard_by")),
-    "templates": ("templates/templates.csv", ("head", "weighting")),
-    "geometry": ("geometry/geometry_quality_summary.csv", ("selection", "head", "measure")),
-    "geometry_runs": ("geometry/geometry_quality.csv", ("head", "seed")),
-    "tuning": ("compare_losses_tuned/tuning_best.csv", ("head",)),
-    "tuned": ("compare_losses_tuned/compare_losses_tuned_summary.csv", ("condition", "head")),
-    "tuned_runs": ("compare_losses_tuned/compare_losses_tuned.csv", ("condition", "head", "seed")),
-    "tuned_vs": ("compare_losses_tuned/compare_losses_tuned_comparison.csv", ("condition", "head", "metric")),
-    "tuned_gain": ("compare_losses_tuned/tuned_vs_untuned.csv", ("head", "metric")),
-    "torchrun": ("torchrun_cpu_default/eval/metrics.json", ()),          # one run: its metrics, row "doc"
-    "torchrun_band": ("torchrun_cpu_default/calibration.json", ()),
-}
+TABLE_INDEX = os.path.join(TEMPLATES, "tables.toml")   # table name -> published file and key columns
+
+
+def table_index(repo: str) -> dict:
+    """{table: (published file, key columns)} from the checkout's figures/tables/tables.toml: the benchmarks' tables
+    are data beside their templates, so the report knows no benchmark by name."""
+    path = os.path.join(repo, TABLE_INDEX)
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    bad = [name for name, entry in raw.items() if not isinstance(entry, dict) or set(entry) != {"file", "keys"}]
+    if bad:
+        raise ValueError(f"{path}: tables {bad} need exactly a file and a list of keys")
+    return {name: (entry["file"], tuple(entry["keys"])) for name, entry in raw.items()}
 
 
 def documents(root: str) -> tuple:
@@ -109,14 +96,15 @@ class Published:
     """The published tables, loaded on first use; `overrides` maps a benchmark name to another folder (a publish
     about to replace it renders the tables from its new folder first)."""
 
-    def __init__(self, root: str, overrides: dict | None = None):
+    def __init__(self, root: str, overrides: dict | None = None, tables: dict | None = None):
         self.root, self.overrides, self._tables = root, dict(overrides or {}), {}
+        self.index = tables if tables is not None else table_index(os.path.dirname(os.path.dirname(root)))
 
     def rows(self, table: str, row: str) -> list:
-        if table not in TABLES:
-            raise KeyError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
+        if table not in self.index:
+            raise KeyError(f"unknown table {table!r}; expected one of {sorted(self.index)}")
         if table not in self._tables:
-            path, keys = TABLES[table]
+            path, keys = self.index[table]
             benchmark, rest = path.split("/", 1)
             full = os.path.join(self.overrides.get(benchmark, os.path.join(self.root, benchmark)), rest)
             if not os.path.isfile(full):
@@ -263,7 +251,7 @@ def report(root: str | None = None, check: bool = False, names=None, overrides: 
     harness.publishing.repo); with check, change nothing. Returns {document: [stale block names]}.
     A template that cannot be rendered is a ValueError naming it and the placeholder."""
     root = checkout(root)
-    published = Published(os.path.join(root, PUBLISHED), overrides)
+    published = Published(os.path.join(root, PUBLISHED), overrides, table_index(root))
     stale = {}
     for name in documents(root) if names is None else names:
         path = os.path.join(root, name)
