@@ -1,4 +1,4 @@
-"""The shared training harness, in rooms whose imports point one way (tests/test_imports.py holds the order):
+"""The shared training harness, in rooms whose imports point one way (tests/project/test_imports.py holds the order):
 
     locks, files, devices      file locks; atomic JSON/npz I/O; the torch device
     data/                      synthetic identities with ground-truth quality; RecordIO, .bin, folders, IJB layouts

@@ -35,7 +35,7 @@ class CircleLossHead(MarginHead):
     # the sign of c (+1 where c >= 0). Near c = 0 the logit z ~ -gamma m^2 holds c^2 only to about eps * m^2, so
     # there |c| is known to about m * sqrt(eps) and the slope (about gamma m) to a relative 1e-4 in float32 (3e-4 at
     # worst, |c| < 1e-3; the recomputed cosines were exact to eps): far below the gradient noise of training, and
-    # tests/test_heads_field.py holds the whole gradient to the float64 head's.
+    # tests/losses/test_heads_field.py holds the whole gradient to the float64 head's.
     slope_of_logits = True
 
     def negative_code(self, cos, cos_y, target):

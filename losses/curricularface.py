@@ -59,7 +59,7 @@ class CurricularFaceHead(MarginHead):
     # The slope is read off the logit: a hard negative's z = s c (t + c) gives (t + 2c)^2 = t^2 + 4 z / s, so the
     # slope s (t + 2c) is s * sqrt(t^2 + 4 z / s) with the sign of t + 2c. The code (int8) keeps what z cannot
     # tell: 0 for an easy negative, else that sign (+1 where t + 2c >= 0). Float rounding of z costs about
-    # sqrt(eps) * t of slope only where t + 2c ~ 0 (where the slope itself is ~ 0); tests/test_heads_field.py
+    # sqrt(eps) * t of slope only where t + 2c ~ 0 (where the slope itself is ~ 0); tests/losses/test_heads_field.py
     # holds the float32 gradients to the float64 head's, also there.
     slope_of_logits = True
 

@@ -1,5 +1,5 @@
-"""Code run inside the spawned ranks of tests/test_distributed_heads.py and tests/test_distributed_train.py
-(a module, so spawned processes can import it)."""
+"""Code run inside the spawned ranks of tests/losses/test_distributed_heads.py and
+tests/harness/training/test_distributed_train.py (a module, so spawned processes can import it)."""
 import datetime
 import os
 

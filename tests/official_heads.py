@@ -1,8 +1,8 @@
 """The official implementations' computations, re-derived in this file from reading their code (not copied), as
-stateful float64 functions over the layouts they use. tests/test_heads_official.py runs them beside losses/ on the
-same weights and batches over several training steps.
+stateful float64 functions over the layouts they use. tests/losses/test_heads_official.py runs them beside losses/ on
+the same weights and batches over several training steps.
 
-Sources (read 2026-12-04; tests/test_heads_official.py names the head each stands for):
+Sources (read 2026-12-04; tests/losses/test_heads_official.py names the head each stands for):
 - HuangYG123/CurricularFace head/metrics.py @ 68c8727 (FaceX-Zoo head/CurricularFace.py computes the same);
 - JDAI-CV/FaceX-Zoo @ 16b793a head/MV_Softmax.py, head/CircleLoss.py, head/AdaCos.py (after 4uiiurz1/pytorch-adacos);
 - fdbtrs/ElasticFace utils/losses.py @ 5496ec0 (ElasticArcFace, ElasticCosFace, their plus flag);

@@ -152,7 +152,7 @@ REFERENCES = {
     "circleloss": circleloss,
     "subcenter_arcface": subcenter_arcface,
     "adacos": adacos,
-    # evaluation mode: every sample gets the mean margin m (training draws them; tests/test_heads_field.py)
+    # evaluation mode: every sample gets the mean margin m (training draws them; tests/losses/test_heads_field.py)
     "elasticface_arc": cosine(lambda c, norms, p, buffers: angular(c, torch.full_like(c, p["m"]),
                                                                    p["theta_policy"], p["grad_mode"])),
     "elasticface_cos": cosine(lambda c, norms, p, buffers: c - p["m"]),

@@ -24,7 +24,8 @@ from harness.models.build import run_backbone
 from harness.source import synthetic_faces
 
 # Bumped when the stored metrics change (sweeps then re-evaluate finished runs, no retraining);
-# tests/test_eval_schema.py hashes the key structure of metrics.json per version, so a change without a bump fails.
+# tests/harness/evaluation/test_eval_schema.py hashes the key structure of metrics.json per version, so a change
+# without a bump fails.
 EVAL_VERSION = 5
 
 

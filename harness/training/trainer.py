@@ -54,7 +54,8 @@ def feasibility_line(head) -> str | None:
 
 def _torchrun():
     """(harness.training.distributed, losses.distributed), imported here and not at the top only because a single
-    process must never load the project's torch.distributed code (tests/test_distributed_train.py checks that)."""
+    process must never load the project's torch.distributed code (tests/harness/training/test_distributed_train.py
+    checks that)."""
     import losses.distributed as sharded_heads  # lazy on purpose: see the docstring
     from harness.training import distributed  # lazy on purpose: see the docstring
     return distributed, sharded_heads

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from support import ROOT
 from tiny import TINY
 
-FIGURES = Path(__file__).resolve().parent.parent / "figures"
+FIGURES = Path(ROOT) / "figures"
 sys.path.insert(0, str(FIGURES))
 import refresh_notebooks  # noqa: E402
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_benchmarks_quality import ROOT
+from support import ROOT
 from tiny import TINY
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"

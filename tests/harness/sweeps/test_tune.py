@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_benchmarks_quality import ROOT
+from support import ROOT
 from tiny import TINY
 
 from harness.config import load_config

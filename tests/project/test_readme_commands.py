@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_benchmarks_quality import ROOT
+from support import ROOT
 
 from harness.data import SyntheticConfig, export_insightface, load_or_generate
 

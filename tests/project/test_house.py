@@ -5,7 +5,9 @@ import ast
 import os
 from pathlib import Path
 
-HARNESS = Path(__file__).resolve().parent.parent / "harness"
+from support import ROOT
+
+HARNESS = Path(ROOT) / "harness"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 400, 60, 8
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_benchmarks_quality import ROOT
+from support import ROOT
 from tiny import TINY
 
 from harness.config import load_config

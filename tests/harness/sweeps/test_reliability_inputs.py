@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from PIL import Image
-from test_harness_sweep import write_spec
+from support import write_spec
 
 from harness.config import load_config
 from harness.data import RecordIODataset, decode_image, encode_image, image_folder

@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import ROOT as SUPPORT_ROOT
 
 from harness.publishing.report import BLOCK, Published, documents, render_document, render_template, report, table_index
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(SUPPORT_ROOT)
 INDEX = table_index(str(ROOT))
 
 # Tables typed by hand, by their header lines: settings, not results. A new typed table with decimals or percentages

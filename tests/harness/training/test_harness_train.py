@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from support import ROOT, tiny
 from tiny import TINY
 
 from harness.checkpoint_io import load_checkpoint
@@ -19,12 +20,6 @@ from harness.evaluation.evaluate import evaluate_run, load_eval, load_metrics
 from harness.source import synthetic_faces
 from harness.training.trainer import TrainingDiverged, clip_gradients, train
 from losses import HEADS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny(tmp_path, *extra):
-    return load_config(None, TINY + [f'out="{tmp_path / "run"}"', f'data.cache_dir="{tmp_path / "cache"}"', *extra])
 
 
 @pytest.fixture(scope="module")

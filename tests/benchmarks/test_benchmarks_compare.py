@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from test_benchmarks_quality import ROOT
+from support import ROOT
 from tiny import TINY
 
 from benchmarks.compare_losses import main
@@ -23,8 +23,8 @@ def run(tmp_path, *extra, ok=True):
 
 
 def test_the_papers_heads_on_clean_and_noisy_data_then_reuse(tmp_path):
-    """The paper's six heads (the spec's other eight train in tests/test_harness_train.py; here the script's
-    tables, figure and reuse are what is tested)."""
+    """The paper's six heads (the spec's other eight train in tests/harness/training/test_harness_train.py; here the
+    script's tables, figure and reuse are what is tested)."""
     heads = ["softmax", "sphereface", "cosface", "arcface", "magface", "adaface"]
     out = run(tmp_path, "--quick", "--heads", ",".join(heads)).stdout
     with open(tmp_path / "cmp" / "compare_losses.csv") as f:

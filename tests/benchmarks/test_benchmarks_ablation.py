@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 from tiny import TINY as BASE_TINY
 
 from benchmarks.ablation import main
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = BASE_TINY + ["train.epochs=2"]
 
 

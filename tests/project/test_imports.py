@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_benchmarks_quality import ROOT
+from support import ROOT
 
 PACKAGES = ("losses", "theory", "harness", "benchmarks", "figures")
 
@@ -23,8 +23,7 @@ def modules() -> dict:
 
 
 MODULES = modules()
-TESTS = os.path.join(ROOT, "tests")
-TEST_FILES = sorted(os.path.join(TESTS, f) for f in os.listdir(TESTS) if f.endswith(".py"))
+TEST_FILES = sorted(str(p) for p in Path(ROOT, "tests").rglob("*.py"))
 
 
 def imports(name: str, path: str):

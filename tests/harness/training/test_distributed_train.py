@@ -17,7 +17,7 @@ import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_benchmarks_quality import ROOT
+from support import ROOT
 from tiny import TINY
 
 from harness.training.checkpoints import CheckpointStore

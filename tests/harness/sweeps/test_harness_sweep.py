@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_benchmarks_quality import ROOT
+from support import ROOT, write_spec
 from tiny import TINY
 
 from harness.__main__ import main as harness_main
@@ -14,12 +14,6 @@ from harness.sweeps.status import run_status
 from harness.sweeps.tables import compare, replicate_variance
 
 BASE = f"{ROOT}/configs/cpu_synthetic_quick.toml"
-
-
-def write_spec(tmp_path, text: str, name: str = "spec.toml"):
-    path = tmp_path / name
-    path.write_text(f'name = "t"\nbase = "{BASE}"\n' + text)
-    return str(path)
 
 
 def test_shipped_specs_expand(tmp_path):

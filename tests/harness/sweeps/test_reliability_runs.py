@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_harness_sweep import write_spec
-from test_harness_train import tiny
+from support import ROOT, tiny, write_spec
 from tiny import TINY
 
 from harness.__main__ import main as harness_main
@@ -25,7 +24,6 @@ from harness.sweeps.status import run_status
 from harness.sweeps.workers import Job, worker_main
 from harness.training.trainer import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
         "print('held', flush=True); time.sleep(float(sys.argv[2]))")
 

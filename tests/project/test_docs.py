@@ -6,9 +6,11 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
+from support import ROOT as SUPPORT_ROOT
+
 from harness.publishing.report import documents
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(SUPPORT_ROOT)
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)|src=\"(?P<src>[^\"]+)\"|^\[\w+\]: (?P<ref>\S+)", re.M)
 
 

@@ -1,16 +1,15 @@
 """benchmarks/quality_vs_magnitude.py at a tiny size: four heads trained, tables and five figures written."""
 import csv
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from support import ROOT
 from tiny import TINY as BASE_TINY
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = BASE_TINY + ["train.epochs=2"]
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from test_benchmarks_quality import ROOT
+from support import ROOT
 from tiny import TINY
 
 from harness.checkpoint_io import load_checkpoint
