@@ -181,7 +181,7 @@ def print_table(table, versus=()):
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     by_cell = {(v["l_m"], v["u_m"], str(v["seed"])): v for v in versus}
     print(f"{'l_m':>6}{'u_m':>6}{'accuracy [95% CI]':>24}{'vs (0.40,0.80) [95% CI]':>26}  {'verdict':<25}"
-          f"{'TAR@1e-2':>9}{'rho(mag,q)':>11}{'ERC (MagFace)':>14}{'EDC pAUC20':>11}{'m span':>8}{'s':>5}")
+          f"{'TAR@1e-2':>9}{'rho(mag,q)':>11}{'ERC (MagFace)':>14}{'EDC pAUC20':>11}{'m span':>8}{'train s':>9}")
     for r in table:
         tar, v = r.get("tar_far_0.01"), by_cell.get((r["l_m"], r["u_m"], str(r["seed"])))
         ci = lambda lo, hi: "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"  # noqa: E731
@@ -191,7 +191,7 @@ def print_table(table, versus=()):
         verdict = "" if v is None else v["verdict"].split(" (")[0]
         print(f"{r['l_m']:>6.2f}{r['u_m']:>6.2f}{acc:>24}{diff:>26}  {verdict:<25}{fmt(tar and 100 * tar, '.2f'):>8}%"
               f"{fmt(r['spearman_rho'], '+.3f'):>11}{fmt(r['erc_area_magface'], '.4f'):>14}"
-              f"{fmt(r['edc_pauc_20'], '.4f'):>11}{fmt(r.get('margin_span_share'), '.0%'):>8}{r['seconds']:>5.0f}")
+              f"{fmt(r['edc_pauc_20'], '.4f'):>11}{fmt(r.get('margin_span_share'), '.0%'):>8}{r['seconds']:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ results it names the command that makes them; asked for its quick mode it runs t
 import base64
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from support import ROOT
 from tiny import TINY
+
+from harness.config import load_config
 
 FIGURES = Path(ROOT) / "figures"
 sys.path.insert(0, str(FIGURES))
@@ -94,3 +97,17 @@ def test_quick_mode_runs_the_benchmark_when_asked(tmp_path, monkeypatch):
     assert sum(len(imgs) for _, imgs in cells) == FIGURES_DRAWN[path.stem]
     assert "running (asked by MAGFACE_NOTEBOOK_RESULTS=quick)" in cells[0][0][0]
     assert (root / "compare_losses_quick" / "compare_losses.json").is_file()   # in the temporary root, not results/
+
+
+def test_notebook_prose_types_no_durations_and_says_how_the_ablation_band_is_set():
+    """Prose that states a measurement goes stale: durations come from the provenance a notebook prints. The
+    ablation notebook describes its config's band: measured ("auto") or fixed, as configs/cpu_synthetic_*.toml says."""
+    stale = []
+    for path in sorted(FIGURES.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown" and re.search(r"about \d+(\.\d+)? (minutes?|hours?|s)\b", cell.source):
+                stale.append(path.name)
+    assert not stale, f"notebooks typing a duration in their prose: {stale}"
+    band = load_config(str(Path(ROOT) / "configs" / "cpu_synthetic_ablation.toml")).head.params.get("l_a")
+    prose = nbformat.read(FIGURES / "ablation.ipynb", as_version=4).cells[0].source
+    assert ("measured per cell" in prose) == (band == "auto"), "the ablation notebook misstates how its band is set"
