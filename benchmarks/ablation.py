@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import textwrap
 import time
 
 import matplotlib.pyplot as plt
@@ -60,9 +61,10 @@ def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
             text[i, j] = ("n/a" if r.get(key) is None else f"{r[key]:.3f}"
                           + (stars or {}).get(key, {}).get((r["l_m"], r["u_m"]), "")
                           + ("" if low is None or high is None else f"\n[{low:.3f}, {high:.3f}]"))
-        sns.heatmap(grid, ax=ax, annot=text, fmt="", cmap="cividis", cbar=True, square=True,
-                    xticklabels=[f"{u:g}" for u in u_ms], yticklabels=[f"{m:g}" for m in l_ms],
-                    annot_kws={"fontsize": 8})
+        vmin, vmax = colour_range(rows, key, grid)
+        sns.heatmap(grid, ax=ax, annot=text, fmt="", cmap="cividis_r" if key.startswith(LOWER_IS_BETTER) else "cividis",
+                    cbar=True, square=True, vmin=vmin, vmax=vmax, xticklabels=[f"{u:g}" for u in u_ms],
+                    yticklabels=[f"{m:g}" for m in l_ms], annot_kws={"fontsize": 8})
         ax.set_xlabel("u_m (margin at u_a, rad)")
         ax.set_ylabel("l_m (margin at l_a, rad)")
         ax.set_title(label, fontsize=10)
@@ -74,8 +76,25 @@ def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
         if handles:
             ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, ncol=2,
                       frameon=False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle("\n".join(textwrap.wrap(title + " Yellow is better in every panel.", 170)), fontsize=11)
     return fig
+
+
+LOWER_IS_BETTER = ("erc_", "edc_")   # metrics where a smaller value is better: their colour scale is reversed
+
+
+def colour_range(rows, key, grid) -> tuple:
+    """(vmin, vmax) of a panel: the cells' range, widened to at least the median width of their 95 % intervals, so
+    differences well inside the evaluation noise do not span the whole colour scale."""
+    values = grid[np.isfinite(grid)]
+    if not values.size:
+        return None, None
+    widths = [r[f"{key}_ci_high"] - r[f"{key}_ci_low"] for r in rows
+              if r.get(f"{key}_ci_low") is not None and r.get(f"{key}_ci_high") is not None]
+    low, high = float(values.min()), float(values.max())
+    spread = max(high - low, float(np.median(widths)) if widths else 0.0)
+    centre = (low + high) / 2
+    return centre - spread / 2, centre + spread / 2
 
 
 

@@ -161,7 +161,7 @@ def clustering_figure(rows: list):
     head's lowest-magnitude images (right)."""
     heads = list(dict.fromkeys(r["head"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows if r["discard"] == 0))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.0), constrained_layout=True)
     width = 0.8 / len(heads)
     for i, head in enumerate(heads):
         base = {r["method"]: r for r in rows if r["head"] == head and r["discard"] == 0}
@@ -179,12 +179,12 @@ def clustering_figure(rows: list):
     left.set_xlabel("clustering method")
     left.set_ylabel("BCubed F (95 % CI over identities)")
     left.set_title("Clustering unseen identities", fontsize=10)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)   # off the bars
     right.set_xlabel("images discarded (%): lowest magnitudes (solid) or at random (dotted)")
     right.set_ylabel("BCubed F, k-means")
     right.set_title("Discarding low-magnitude images before clustering", fontsize=10)
     right.grid(alpha=0.3)
-    right.legend(fontsize=7, ncol=2)
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)   # off the curves
     return fig
 
 

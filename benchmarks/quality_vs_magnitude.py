@@ -299,7 +299,7 @@ def magnitude_vs_cosine(per_head: dict):
 def erc_curves(panels: dict, fmr: float, title: str):
     """Error-versus-discard curves: one panel per protocol ({panel title: {estimate: (fractions, fnmr)}}), FNMR
     against the fraction of pairs discarded, one line per quality estimate."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), constrained_layout=True,
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.9), constrained_layout=True,
                              squeeze=False)
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
         for i, (name, (fractions, fnmr)) in enumerate(curves.items()):
@@ -309,7 +309,8 @@ def erc_curves(panels: dict, fmr: float, title: str):
         ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
         ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False)   # off the curves
     fig.suptitle(title, fontsize=11)
     return fig
 

@@ -4,10 +4,13 @@ by hand after editing a notebook:
 
     python figures/refresh_notebooks.py                  # every notebook
     python figures/refresh_notebooks.py ablation erc     # some of them
+    python figures/refresh_notebooks.py --gallery        # also redraw the gallery PNGs from the published results
+                                                         #   (after a change to a figure's drawing code)
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 from pathlib import Path
@@ -54,8 +57,24 @@ def merge_streams(nb):
     return nb
 
 
-def refresh(names=None) -> list:
-    """Execute and rewrite (atomically) the named notebooks, or all; returns the paths written."""
+def write_gallery(nb) -> list:
+    """Each figure the executed notebook drew (tagged with its gallery name by results.png) written to figures/NAME,
+    atomically: the published figures redrawn from the published results, nothing trained. Returns the names."""
+    names = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("image/png", {}).get("figure")
+            if name and "image/png" in out.get("data", {}):
+                tmp = FIGURES / f".{name}.tmp-{os.getpid()}"
+                tmp.write_bytes(base64.b64decode(out["data"]["image/png"]))
+                os.replace(tmp, FIGURES / name)
+                names.append(name)
+    return names
+
+
+def refresh(names=None, gallery: bool = False) -> list:
+    """Execute and rewrite (atomically) the named notebooks, or all, and with gallery their figures into figures/;
+    returns the paths written."""
     paths = [FIGURES / f"{n}.ipynb" for n in names] if names else sorted(FIGURES.glob("*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -66,15 +85,18 @@ def refresh(names=None) -> list:
         nbformat.write(nb, tmp)
         os.replace(tmp, path)
         print(f"refreshed {path.relative_to(FIGURES.parent)}")
+        if gallery:
+            print(f"  redrew {', '.join(write_gallery(nb)) or 'no gallery figure'}")
     return paths
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
+    ap.add_argument("--gallery", action="store_true", help="also write each drawn figure to figures/ (the gallery)")
     args = ap.parse_args(argv)
     try:
-        refresh(args.names)
+        refresh(args.names, args.gallery)
     except FileNotFoundError as exc:
         sys.exit(f"error: {exc}")
 
