@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,13 @@ def results_dir(benchmark: str, done_file: str) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"{benchmark}.py --quick failed (exit {done.returncode}); its output is above")
     return quick
+
+
+def table(rows: list, columns: list, digits: int = 4):
+    """The rows (dicts) as a pandas DataFrame of the given columns, in that order (those the rows have), floats
+    rounded: JupyterLab renders it as a table that fits the cell, where printed text would wrap."""
+    present = [c for c in columns if any(c in r for r in rows)]
+    return pd.DataFrame([{c: r.get(c) for c in present} for r in rows], columns=present).round(digits)
 
 
 def png(fig, name: str):
