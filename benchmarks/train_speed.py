@@ -1,6 +1,9 @@
 """Training throughput of the harness against a bare hand-written PyTorch loop over the same model, head and
 in-memory data. The two alternate (harness, bare, harness, bare, ...) so machine noise hits both; the table
-reports medians of images/s over the steady-state steps and the harness overhead.
+reports medians of images/s over the steady-state steps and the harness overhead. Beside them: the FLOPs of one
+training step (torch.utils.flop_counter: forward and backward of backbone and head) and the machine's GEMM peak
+for the dtype the run computes in (a large matmul timed between the rounds), so the achieved FLOP/s and its share of
+that peak say how far the step is from the machine's limit.
 
     python benchmarks/train_speed.py                          # CPU default model on 32-px synthetic faces
     python benchmarks/train_speed.py --device cuda --set train.amp=\\"bf16\\" --set model.backbone=\\"iresnet50\\" \\
@@ -16,6 +19,7 @@ import tempfile
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from harness.bench_cli import add_dry_run, add_output_args, dry_run, output_dir
 from harness.config import load_config
@@ -76,12 +80,51 @@ def bare_loop(cfg, faces, steps: int, device) -> list[float]:
     return times
 
 
+PEAK_N = 1536   # the side of the square matmuls that measure the GEMM peak (2 * PEAK_N^3 FLOPs each)
+
+
+def step_flops(cfg, faces, device) -> int:
+    """FLOPs of one training step of the bare loop's model (forward and backward of backbone and head on one
+    batch, under the run's autocast), as torch.utils.flop_counter counts them (matmuls and convolutions)."""
+    torch.manual_seed(0)
+    backbone, head = build_model(cfg, faces.num_classes, faces.config.size)
+    backbone.to(device).train()
+    head.to(device).train()
+    B = cfg.train.batch_size
+    x = batch_to_tensor(torch.from_numpy(faces.train.images[:B]).to(device))
+    y = torch.as_tensor(faces.train.labels[:B]).to(device)
+    dtype = torch.float16 if cfg.train.amp == "fp16" else torch.bfloat16
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=dtype, enabled=cfg.train.amp != "none"):
+            emb = backbone(x)
+        head(emb, y).loss.backward()
+    return counter.get_total_flops()
+
+
+def gemm_seconds(dtype: torch.dtype, device, repeats: int = 5) -> float:
+    """Median seconds of a PEAK_N x PEAK_N matmul in `dtype` on `device` (after one warm-up)."""
+    a = torch.randn(PEAK_N, PEAK_N, device=device).to(dtype)
+    b = torch.randn(PEAK_N, PEAK_N, device=device).to(dtype)
+    times = []
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
 def harness_run(cfg, faces, steps: int, out: str, device) -> tuple[list[float], int | None]:
     """(seconds per step after the warm-up, peak GPU bytes of the run or None on the CPU) of a harness training
     run. Logged every LOG_EVERY steps, as a real run logs (each row's images/s averages its interval): logging every
     step would charge the harness a metrics row per step that no run pays."""
     cfg.out = out
     cfg.train.max_steps = steps
+    steps_per_epoch = len(faces.train.labels) // cfg.train.batch_size   # an "auto" band is measured in the warm-up
+    cfg.train.calibrate_at_epoch = min(cfg.train.calibrate_at_epoch, WARMUP / steps_per_epoch)
     cfg.train.log_every = LOG_EVERY
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -114,9 +157,12 @@ def main(argv=None):
         return
     device = pick_device(cfg.train.device)
     faces = synthetic_faces(cfg)
-    harness_t, bare_t, peaks = [], [], []
+    harness_t, bare_t, peaks, gemm_t = [], [], [], []
+    gemm_dtype = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
+    flops = step_flops(cfg, faces, device)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
+            gemm_t.append(gemm_seconds(gemm_dtype, device))
             times, peak = harness_run(load_config(args.config, args.set), faces, args.steps, f"{tmp}/run{r}", device)
             harness_t += times
             peaks.append(peak)
@@ -133,12 +179,19 @@ def main(argv=None):
     print(f"{'bare':<10}{b:>20.1f}")
     print(f"{'harness':<10}{h:>20.1f}")
     print(f"harness overhead: {100 * (b / h - 1):+.1f}% (target <= 5%)")
+    peak_flops = 2 * PEAK_N**3 / statistics.median(gemm_t)
+    achieved = flops * h / B
+    print(f"one step: {flops / 1e9:.2f} GFLOP ({flops / B / 1e6:.0f} MFLOP per image); harness {achieved / 1e9:.1f} "
+          f"GFLOP/s = {100 * achieved / peak_flops:.0f} % of the {str(gemm_dtype).split('.')[-1]} GEMM peak "
+          f"({peak_flops / 1e9:.0f} GFLOP/s, {PEAK_N}x{PEAK_N} matmuls timed between the rounds)")
     peak = max(peaks) if peaks[0] is not None else None
     if peak is not None:
         print(f"harness peak GPU memory: {peak / 2**20:.0f} MiB")
     out = output_dir(args, "train_speed")
     result = {"args": vars(args), "device": where, "bare_images_per_s": b, "harness_images_per_s": h,
-              "overhead": b / h - 1, "harness_peak_MiB": None if peak is None else peak / 2**20}
+              "overhead": b / h - 1, "harness_peak_MiB": None if peak is None else peak / 2**20,
+              "step_flops": flops, "gemm_dtype": str(gemm_dtype).split(".")[-1], "gemm_peak_flops": peak_flops,
+              "harness_flops": achieved, "share_of_gemm_peak": achieved / peak_flops}
     atomic_json(os.path.join(out, "train_speed.json"), result)
     print(f"wrote {out}/train_speed.json")
     return result

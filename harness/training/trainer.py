@@ -132,10 +132,11 @@ def _train(cfg: RunConfig, resume: bool, faces, quiet: bool, evaluate: bool) -> 
     run = _setup(cfg, faces, verbose=not quiet)
     run.say(f"run folder: {cfg.out}")
     if getattr(run.head, "auto_band", False) and run.calibrate_step >= run.total_steps:
+        halfway = run.total_steps / 2 / run.steps_per_epoch
         raise ValueError(f"train.calibrate_at_epoch={cfg.train.calibrate_at_epoch} puts the calibration of the 'auto' "
                          f"magnitude band at step {run.calibrate_step}, but the run has only {run.total_steps} steps; "
-                         f"for a run this short add --set train.calibrate_at_epoch={cfg.train.epochs / 4:g} (any "
-                         f"point before the last step: the head trains as ArcFace until then), or train longer")
+                         f"for a run this short add --set train.calibrate_at_epoch={halfway:g} (any point before the "
+                         "last step: the head trains as ArcFace until then), or train longer")
     _restore(run, resume)
     _write_run_info(run)
     _train_epochs(run)

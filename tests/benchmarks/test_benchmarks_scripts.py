@@ -61,6 +61,10 @@ def test_train_speed(tmp_path):
     assert "bare" in out and "harness" in out and "overhead" in out.lower()
     stored = json.loads(Path(tmp_path / "t" / "train_speed.json").read_text())
     assert stored["bare_images_per_s"] > 0 and stored["harness_images_per_s"] > 0
+    # the step's FLOPs against the machine's GEMM peak for the run's dtype, measured in the same run
+    assert stored["step_flops"] > 0 and stored["gemm_dtype"] == "float32" and stored["gemm_peak_flops"] > 1e8
+    assert stored["share_of_gemm_peak"] == stored["harness_flops"] / stored["gemm_peak_flops"] > 0
+    assert "MFLOP per image" in out and "% of the float32 GEMM peak" in out
 
 
 def test_distributed_memory_falls_with_the_ranks(tmp_path):

@@ -133,9 +133,9 @@ def test_calibration_after_the_last_step_is_refused_with_the_setting_that_works(
                    "head.params={l_a = 'auto', u_a = 'auto'}", "train.epochs=2"]
     cfg = load_config(None, sets + ["train.calibrate_at_epoch=2"])
     with pytest.raises(ValueError, match="calibrate_at_epoch=2.0 puts the calibration .* at step 10, but the run has "
-                                         "only 10 steps; for a run this short add --set train.calibrate_at_epoch=0.5"):
+                                         "only 10 steps; for a run this short add --set train.calibrate_at_epoch=1 "):
         train(cfg, quiet=True, evaluate=False)
-    train(load_config(None, sets + ["train.calibrate_at_epoch=0.5"]), quiet=True, evaluate=False)   # as suggested
+    train(load_config(None, sets + ["train.calibrate_at_epoch=1"]), quiet=True, evaluate=False)   # as suggested
     assert os.path.isfile(tmp_path / "run" / "calibration.json")
 
 
