@@ -76,7 +76,7 @@ def ablation_heatmaps(rows, metrics, marks=None, title="", stars=None):
         if handles:
             ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8, ncol=2,
                       frameon=False)
-    fig.suptitle("\n".join(textwrap.wrap(title + " Yellow is better in every panel.", 170)), fontsize=11)
+    fig.suptitle("\n".join(textwrap.wrap(title.rstrip(".") + ". Yellow is better in every panel.", 170)), fontsize=11)
     return fig
 
 

@@ -203,6 +203,7 @@ def main(argv=None):
     if args.publish and args.quick:
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     if dry_run(args):
+        print(quality.runs_plan(args))
         return
     runs, folders = quality.finished_runs(args)
     data = {head: run_embeddings(folder) for head, folder in folders.items()}

@@ -65,6 +65,16 @@ def add_runs_args(ap) -> None:
                     help="harness override for the quality runs, when they have to be trained")
 
 
+def runs_plan(args) -> str:
+    """What an analysis of this benchmark's runs would use (its --dry-run line): the finished runs, or the runs it
+    would train first."""
+    runs = args.runs or os.path.join("results", QUALITY + ("_quick" if args.quick else ""))
+    if os.path.isfile(os.path.join(runs, f"{QUALITY}.json")):
+        return f"would analyse the finished quality benchmark in {runs}"
+    return (f"{runs} holds no finished quality benchmark: would first train its runs there ({SPEC}"
+            f"{', --quick variant' if args.quick else ''}, 4 runs)")
+
+
 def finished_runs(args) -> tuple[str, dict]:
     """(folder, {head: run folder}) of the quality benchmark's finished runs (each head's first seed). When the
     folder holds none, they are trained (or resumed) there first by the sweep runner, with a note saying so;

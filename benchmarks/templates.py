@@ -157,6 +157,7 @@ def main(argv=None):
     if args.publish and args.quick:
         raise SystemExit("error: --publish publishes the full benchmark, not its --quick variant")
     if dry_run(args):
+        print(quality.runs_plan(args))
         return
     runs, folders = quality.finished_runs(args)
     out = output_dir(args, "templates")
