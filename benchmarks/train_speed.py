@@ -21,7 +21,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.bench_cli import add_dry_run, add_output_args, dry_run, output_dir
+from harness.bench_cli import add_dry_run, add_output_args, comma_list, dry_run, output_dir
 from harness.config import load_config
 from harness.data import batch_to_tensor, random_hflip
 from harness.devices import pick_device
@@ -117,6 +117,51 @@ def gemm_seconds(dtype: torch.dtype, device, repeats: int = 5) -> float:
     return statistics.median(times[1:])
 
 
+GEMM_DTYPES = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}   # train.amp -> GEMM dtype
+SWITCHES = {"bf16": 'train.amp="bf16"', "channels_last": "train.channels_last=true", "compile": "train.compile=true"}
+
+
+def variant_sets(name: str) -> list:
+    """The overrides of a --variants entry: "fp32" (none) or switches joined by "+" (e.g. bf16+compile)."""
+    if name == "fp32":
+        return []
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in SWITCHES]
+    if unknown:
+        raise ValueError(f"--variants: unknown switch(es) {unknown} in {name!r}; expected fp32 or switches joined by "
+                         f"'+' from {sorted(SWITCHES)}")
+    return [SWITCHES[p] for p in parts]
+
+
+def compare_variants(args, faces, device, flops: int) -> list:
+    """The harness's images/s for every --variants entry, interleaved round by round in this one run (machine
+    noise hits all of them), each as a ratio to the first entry and as its share of its dtype's GEMM peak (timed
+    before each of its runs)."""
+    times, gemm = {n: [] for n in args.variants}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name in args.variants:
+                cfg = load_config(args.config, args.set + variant_sets(name))
+                gemm.setdefault(cfg.train.amp, []).append(gemm_seconds(GEMM_DTYPES[cfg.train.amp], device))
+                times[name] += harness_run(cfg, faces, args.steps, f"{tmp}/{name}-{r}", device)[0]
+    B = load_config(args.config, args.set).train.batch_size
+    base = B / statistics.median(times[args.variants[0]])
+    rows = []
+    for name in args.variants:
+        amp = load_config(args.config, args.set + variant_sets(name)).train.amp
+        ips = B / statistics.median(times[name])
+        peak = 2 * PEAK_N**3 / statistics.median(gemm[amp])
+        rows.append({"variant": name, "images_per_s": ips, "ratio": ips / base,
+                     "gemm_dtype": str(GEMM_DTYPES[amp]).split(".")[-1], "gemm_peak_flops": peak,
+                     "share_of_gemm_peak": flops * ips / B / peak})
+    print(f"\nvariants, side by side ({args.rounds} interleaved rounds; ratio to {args.variants[0]}):")
+    print(f"{'variant':<24}{'images/s':>10}{'ratio':>8}{'share of its GEMM peak':>25}")
+    for r in rows:
+        print(f"{r['variant']:<24}{r['images_per_s']:>10.1f}{r['ratio']:>8.2f}"
+              f"{100 * r['share_of_gemm_peak']:>16.0f} % ({r['gemm_dtype']})")
+    return rows
+
+
 def harness_run(cfg, faces, steps: int, out: str, device) -> tuple[list[float], int | None]:
     """(seconds per step after the warm-up, peak GPU bytes of the run or None on the CPU) of a harness training
     run. Logged every LOG_EVERY steps, as a real run logs (each row's images/s averages its interval): logging every
@@ -142,6 +187,9 @@ def main(argv=None):
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where both loops train (train.device)")
     ap.add_argument("--steps", type=int, default=40, help=f"steps per run (the first {WARMUP} are warm-up)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", type=comma_list(str), default=[],
+                    help="also compare training switches side by side, e.g. fp32,bf16,channels_last,bf16+compile "
+                         f"(switches: {', '.join(SWITCHES)})")
     add_output_args(ap, "train_speed", figures=False)
     add_dry_run(ap)
     args = ap.parse_args(argv)
@@ -151,6 +199,8 @@ def main(argv=None):
         args.set.append(f'train.device="{args.device}"')
     try:
         cfg = load_config(args.config, args.set)
+        for name in args.variants:
+            variant_sets(name)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     if dry_run(args):
@@ -158,7 +208,7 @@ def main(argv=None):
     device = pick_device(cfg.train.device)
     faces = synthetic_faces(cfg)
     harness_t, bare_t, peaks, gemm_t = [], [], [], []
-    gemm_dtype = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
+    gemm_dtype = GEMM_DTYPES[cfg.train.amp]
     flops = step_flops(cfg, faces, device)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -192,6 +242,8 @@ def main(argv=None):
               "overhead": b / h - 1, "harness_peak_MiB": None if peak is None else peak / 2**20,
               "step_flops": flops, "gemm_dtype": str(gemm_dtype).split(".")[-1], "gemm_peak_flops": peak_flops,
               "harness_flops": achieved, "share_of_gemm_peak": achieved / peak_flops}
+    if args.variants:
+        result["variants"] = compare_variants(args, faces, device, flops)
     atomic_json(os.path.join(out, "train_speed.json"), result)
     print(f"wrote {out}/train_speed.json")
     return result

@@ -57,6 +57,7 @@ def test_synthetic_data(tmp_path):
 
 def test_train_speed(tmp_path):
     out = run("benchmarks/train_speed.py", "--steps", "7", "--rounds", "1", "--out", str(tmp_path / "t"),
+              "--variants", "fp32,channels_last",
               *[a for s in TINY + [f'data.cache_dir="{tmp_path / "cache"}"'] for a in ("--set", s)])
     assert "bare" in out and "harness" in out and "overhead" in out.lower()
     stored = json.loads(Path(tmp_path / "t" / "train_speed.json").read_text())
@@ -65,6 +66,9 @@ def test_train_speed(tmp_path):
     assert stored["step_flops"] > 0 and stored["gemm_dtype"] == "float32" and stored["gemm_peak_flops"] > 1e8
     assert stored["share_of_gemm_peak"] == stored["harness_flops"] / stored["gemm_peak_flops"] > 0
     assert "MFLOP per image" in out and "% of the float32 GEMM peak" in out
+    variants = stored["variants"]   # the switches side by side in the same run, as ratios to the first
+    assert [v["variant"] for v in variants] == ["fp32", "channels_last"] and variants[0]["ratio"] == 1.0
+    assert all(v["images_per_s"] > 0 and v["share_of_gemm_peak"] > 0 for v in variants) and "side by side" in out
 
 
 def test_distributed_memory_falls_with_the_ranks(tmp_path):
@@ -94,3 +98,8 @@ def test_gpu_check_runs_its_code_path_on_the_cpu(tmp_path):
         from benchmarks import gpu_check  # in-process: no second interpreter start-up
         with pytest.raises(SystemExit, match="--device cuda, but torch.cuda.is_available\\(\\) is False"):
             gpu_check.main(["--out", str(tmp_path / "x")])
+
+
+def test_train_speed_refuses_an_unknown_switch_before_any_work(refused):
+    from benchmarks import train_speed  # in-process: only this test
+    assert "unknown switch(es) ['bf17'] in 'bf16+bf17'" in refused(train_speed.main, "--variants", "fp32,bf16+bf17")
