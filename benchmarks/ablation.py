@@ -93,6 +93,8 @@ def colour_range(rows, key, grid) -> tuple:
               if r.get(f"{key}_ci_low") is not None and r.get(f"{key}_ci_high") is not None]
     low, high = float(values.min()), float(values.max())
     spread = max(high - low, float(np.median(widths)) if widths else 0.0)
+    if spread == 0:   # one value and no interval: the colour scale's own default
+        return None, None
     centre = (low + high) / 2
     return centre - spread / 2, centre + spread / 2
 

@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from support import ROOT
 from tiny import TINY as BASE_TINY
 
-from benchmarks.ablation import main
+from benchmarks.ablation import colour_range, main
 
 pytestmark = pytest.mark.slow   # trains runs or starts processes: deselect with -m "not slow"
 
@@ -87,3 +88,13 @@ def test_bad_grid_is_refused(tmp_path, refused):
     assert "not found" in refused(main, "--data", tmp_path / "nope", "--out", tmp_path)
     assert "repeated values ['0.4']" in refused(main, "--l-m", "0.4,0.4")
     assert "exclude each other" in refused(main, "--quick", "--dry-run", "--prune", "--out", tmp_path)
+
+
+def test_a_panels_colour_range_is_at_least_its_typical_interval():
+    """Differences inside the evaluation noise do not span the whole colour scale; one value alone keeps the
+    scale's default."""
+    rows = [{"accuracy": 0.90, "accuracy_ci_low": 0.80, "accuracy_ci_high": 1.00}, {"accuracy": 0.91}]
+    assert colour_range(rows, "accuracy", np.array([[0.90, 0.91]])) == pytest.approx((0.805, 1.005))
+    wide = [{"accuracy": 0.5, "accuracy_ci_low": 0.49, "accuracy_ci_high": 0.51}, {"accuracy": 0.9}]
+    assert colour_range(wide, "accuracy", np.array([[0.5, 0.9]])) == pytest.approx((0.5, 0.9))
+    assert colour_range([{"accuracy": 0.9}], "accuracy", np.array([[0.9]])) == (None, None)
